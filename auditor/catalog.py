@@ -1,0 +1,160 @@
+"""The rule catalogue: every rule module under ``torch_audit.rules.static`` and
+``torch_audit.rules.runtime``, found by walking the packages. Adding a rule means adding a module;
+there is no registry to edit.
+
+Importing the catalogue never imports torch: runtime rule modules import it lazily.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from torch_audit.rule import Rule
+
+KINDS = ("static", "runtime")
+
+
+class CatalogError(Exception):
+    """A broken rule declaration (duplicate code, missing doc section, ...)."""
+
+
+class UnknownSelector(ValueError):
+    """A code, prefix or name that matches no rule."""
+
+
+@dataclass
+class Catalog:
+    rules: list[type[Rule]]
+    by_code: dict[str, type[Rule]] = field(default_factory=dict)
+    by_name: dict[str, type[Rule]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rules.sort(key=lambda r: r.code)
+        for rule in self.rules:
+            self.by_code[rule.code] = rule
+            self.by_name[rule.name] = rule
+
+    def get(self, code_or_name: str) -> type[Rule] | None:
+        key = code_or_name.strip()
+        return self.by_code.get(key.upper()) or self.by_name.get(key.lower())
+
+    def __getitem__(self, code_or_name: str) -> type[Rule]:
+        rule = self.get(code_or_name)
+        if rule is None:
+            raise UnknownSelector(f"unknown rule {code_or_name!r}")
+        return rule
+
+    def of_kind(self, kind: str) -> list[type[Rule]]:
+        return [r for r in self.rules if r.kind == kind]
+
+    def match(self, selector: str) -> set[str]:
+        """Codes selected by ``ALL``, a code, a code prefix (``TA1``, ``TA10``) or a name."""
+        sel = selector.strip()
+        if not sel:
+            raise UnknownSelector("empty rule selector")
+        if sel.upper() == "ALL":
+            return {r.code for r in self.rules}
+        rule = self.get(sel)
+        if rule is not None:
+            return {rule.code}
+        if re.fullmatch(r"TA[0-9]{0,3}", sel.upper()):
+            codes = {r.code for r in self.rules if r.code.startswith(sel.upper())}
+            if codes:
+                return codes
+        raise UnknownSelector(f"unknown rule code, prefix or name {selector!r}")
+
+    def select(
+        self,
+        *,
+        select: Iterable[str] | None = None,
+        ignore: Iterable[str] = (),
+        extend_select: Iterable[str] = (),
+        preview: bool = False,
+        kind: str | None = None,
+    ) -> list[type[Rule]]:
+        """Resolve selection the way Ruff does: an explicit selector (a code or a name) enables
+        even preview and opt-in rules; a broad one (``ALL``, a prefix) only enables what is on by
+        default, unless ``preview`` is set."""
+        chosen: set[str] = set()
+        explicit: set[str] = set()
+        selectors = list(select) if select is not None else None
+        if selectors is None:
+            chosen = {r.code for r in self.rules if not r.opt_in}
+        for sel in (selectors or []) + list(extend_select):
+            codes = self.match(sel)
+            chosen |= codes
+            if self.get(sel) is not None:
+                explicit |= codes
+        for sel in ignore:
+            chosen -= self.match(sel)
+        out = []
+        for code in sorted(chosen):
+            rule = self.by_code[code]
+            if kind is not None and rule.kind != kind:
+                continue
+            if code not in explicit:
+                if rule.status == "preview" and not preview:
+                    continue
+                if rule.opt_in:
+                    continue
+            out.append(rule)
+        return out
+
+
+def _rule_classes(module) -> list[type[Rule]]:
+    found = []
+    for value in vars(module).values():
+        if (
+            isinstance(value, type)
+            and issubclass(value, Rule)
+            and value.__module__ == module.__name__
+            and "code" in vars(value)
+        ):
+            found.append(value)
+    return found
+
+
+def _iter_rule_modules(kind: str):
+    package = importlib.import_module(f"torch_audit.rules.{kind}")
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        yield importlib.import_module(f"{package.__name__}.{info.name}")
+
+
+@functools.lru_cache(maxsize=None)
+def load_catalog(kinds: tuple[str, ...] = KINDS) -> Catalog:
+    """Import every rule module of the given kinds and check the declarations."""
+    rules: list[type[Rule]] = []
+    problems: list[str] = []
+    for kind in kinds:
+        for module in _iter_rule_modules(kind):
+            classes = _rule_classes(module)
+            if len(classes) != 1:
+                problems.append(
+                    f"{module.__name__}: expected exactly one rule class, found {len(classes)}"
+                )
+            for cls in classes:
+                if cls.kind != kind:
+                    problems.append(f"{module.__name__}: a {cls.kind} rule in rules/{kind}/")
+                problems.extend(cls.metadata_problems())
+                rules.append(cls)
+    seen: dict[str, str] = {}
+    for rule in rules:
+        for key in (rule.code, rule.name):
+            if key in seen:
+                problems.append(f"duplicate rule code or name {key!r} ({seen[key]}, {rule.__module__})")
+            seen[key] = rule.__module__
+    if problems:
+        raise CatalogError("; ".join(problems))
+    return Catalog(rules)
+
+
+def slug_of(rule: type[Rule]) -> str:
+    """The module (and fixture folder) name of a rule."""
+    return rule.__module__.rsplit(".", 1)[-1]

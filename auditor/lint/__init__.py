@@ -1,0 +1,1 @@
+"""The static engine. Nothing under this package may import torch."""

@@ -1,0 +1,1 @@
+"""Shared analysis computed once per file and queried by rules (design §3)."""
