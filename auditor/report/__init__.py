@@ -1,0 +1,84 @@
+"""Rendering findings: ``text``, ``json``, ``sarif`` and ``github``.
+
+The one entry point is :func:`render`; it returns the whole output as a string (ending in a
+newline unless empty) and never prints. Every format orders findings the same stable way
+(path, line, column, code, then step and module for runtime findings).
+
+Fix markers follow Ruff: a finding gets ``[*]`` when ``--fix`` would apply its fix, i.e. a safe
+fix, or an unsafe one when ``unsafe_fixes=True``. Unsafe fixes that are not applied are counted in
+the summary as hidden fixes, together with ``hidden_unsafe_fixes`` (for callers that strip unsafe
+fixes from findings before rendering).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from torch_audit.findings import Finding
+from torch_audit.report._github import escape_data, escape_property, render_github
+from torch_audit.report._json import render_json, render_json_statistics
+from torch_audit.report._sarif import render_sarif, sarif_log
+from torch_audit.report._text import render_statistics, render_text, summary_lines
+from torch_audit.report._text import statistics as rule_statistics
+
+FORMATS = ("text", "json", "sarif", "github")
+
+__all__ = [
+    "FORMATS",
+    "escape_data",
+    "escape_property",
+    "render",
+    "sarif_log",
+    "rule_statistics",
+    "summary_lines",
+]
+
+
+def render(
+    findings: list[Finding],
+    fmt: str,
+    *,
+    catalog: Any | None = None,
+    root: str | os.PathLike[str] = ".",
+    color: bool = False,
+    statistics: bool = False,
+    show_fix_hint: bool = True,
+    tool_name: str = "torch-audit",
+    files_checked: int | None = None,
+    hidden_unsafe_fixes: int = 0,
+    unsafe_fixes: bool = False,
+) -> str:
+    """Render ``findings`` in format ``fmt`` (one of :data:`FORMATS`).
+
+    - ``catalog``: a :class:`~torch_audit.catalog.Catalog` for SARIF rule metadata; codes it does
+      not know (engine codes) get a minimal descriptor.
+    - ``root``: SARIF URIs are relative to it (``uriBaseId`` ``%SRCROOT%``).
+    - ``color``: ANSI colour in ``text`` (the caller decides, e.g. from ``isatty``).
+    - ``statistics``: per-rule counts instead of findings; a JSON list of ``{code, name, count,
+      fixable}`` for ``json``, a Ruff-style table for every other format.
+    - ``show_fix_hint``: the ``[*] N fixable with the `--fix` option`` summary lines (text).
+    - ``files_checked``: mentioned in the text summary when given.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown output format {fmt!r} (expected one of: {', '.join(FORMATS)})")
+    findings = list(findings)
+    if statistics:
+        if fmt == "json":
+            return render_json_statistics(rule_statistics(findings, unsafe_fixes=unsafe_fixes))
+        return render_statistics(findings, color=color, unsafe_fixes=unsafe_fixes)
+    if fmt == "text":
+        return render_text(
+            findings,
+            color=color,
+            show_fix_hint=show_fix_hint,
+            files_checked=files_checked,
+            unsafe_fixes=unsafe_fixes,
+            hidden_unsafe_fixes=hidden_unsafe_fixes,
+        )
+    if fmt == "json":
+        return render_json(findings)
+    if fmt == "github":
+        return render_github(findings)
+    return render_sarif(findings, catalog=catalog, root=Path(root), tool_name=tool_name)

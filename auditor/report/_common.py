@@ -1,0 +1,99 @@
+"""Helpers shared by the output formats: ordering, paths, severities, rule lookup."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path, PurePath
+from typing import Any, Iterable
+
+from torch_audit.findings import Applicability, Finding, Severity
+
+
+def ordered(findings: Iterable[Finding]) -> list[Finding]:
+    """Findings in a stable order: by path, position, code, then runtime step and module."""
+    return sorted(
+        findings,
+        key=lambda f: (
+            f.path,
+            f.line,
+            f.column,
+            f.code,
+            f.step if f.step is not None else -1,
+            f.module or "",
+            f.message,
+        ),
+    )
+
+
+def is_runtime(finding: Finding) -> bool:
+    return finding.module is not None or finding.step is not None
+
+
+def fix_is_applicable(finding: Finding, unsafe_fixes: bool) -> bool:
+    """Whether ``--fix`` would apply this finding's fix (Ruff's rule: safe fixes always,
+    unsafe ones only with ``--unsafe-fixes``)."""
+    fix = finding.fix
+    if fix is None:
+        return False
+    return fix.applicability == Applicability.SAFE or unsafe_fixes
+
+
+def _absolute(path: str | os.PathLike[str]) -> str:
+    return os.path.normpath(os.path.abspath(os.fspath(path)))
+
+
+def _relative_below(path: str, base: str | os.PathLike[str]) -> str | None:
+    """``path`` relative to ``base`` when it lies below it, else ``None``. Tries the paths as
+    written first, then with symlinks resolved."""
+    for p, b in ((_absolute(path), _absolute(base)), (os.path.realpath(path), os.path.realpath(base))):
+        try:
+            rel = os.path.relpath(p, b)
+        except ValueError:  # another drive on Windows
+            continue
+        if rel != os.pardir and not rel.startswith(os.pardir + os.sep) and not os.path.isabs(rel):
+            return rel
+    return None
+
+
+def display_path(path: str) -> str:
+    """The path as shown to a person: relative to the current directory when below it,
+    otherwise as given."""
+    if not path:
+        return path
+    rel = _relative_below(path, os.getcwd())
+    return rel if rel is not None else path
+
+
+def repo_relative_posix(path: str, root: str | os.PathLike[str]) -> str | None:
+    """``path`` relative to ``root`` with forward slashes, or ``None`` when outside ``root``."""
+    rel = _relative_below(path, root)
+    if rel is None:
+        return None
+    return PurePath(rel).as_posix()
+
+
+def absolute_uri(path: str) -> str:
+    return Path(_absolute(path)).as_uri()
+
+
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN or infinity; spell them as strings (``"nan"``, ``"inf"``, ``"-inf"``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def finding_dict(finding: Finding) -> dict[str, Any]:
+    return json_safe(finding.to_dict())
+
+
+def plural(n: int, singular: str, plural_form: str | None = None) -> str:
+    return f"{n} {singular if n == 1 else (plural_form or singular + 's')}"
+
+
+SEVERITY_ORDER = (Severity.ERROR, Severity.WARNING, Severity.INFO)

@@ -1,0 +1,40 @@
+"""The ``github`` format: GitHub Actions workflow commands that become annotations.
+
+See https://docs.github.com/actions/reference/workflow-commands-for-github-actions; the escaping
+follows the Actions toolkit (``@actions/core`` ``command.ts``)."""
+
+from __future__ import annotations
+
+from torch_audit.findings import Finding, Severity
+from torch_audit.report._common import display_path, ordered
+from torch_audit.report._text import runtime_suffix
+
+COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+
+
+def escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def annotation(finding: Finding) -> str:
+    props: list[tuple[str, object]] = []
+    if finding.path:
+        props += [
+            ("file", display_path(finding.path)),
+            ("line", finding.line),
+            ("col", finding.column),
+            ("endLine", finding.end_line),
+            ("endColumn", finding.end_column),
+        ]
+    props.append(("title", f"{finding.code} {finding.name}"))
+    rendered = ",".join(f"{key}={escape_property(str(value))}" for key, value in props)
+    message = finding.message + runtime_suffix(finding)
+    return f"::{COMMAND[finding.severity]} {rendered}::{escape_data(message)}"
+
+
+def render_github(findings: list[Finding]) -> str:
+    return "".join(annotation(f) + "\n" for f in ordered(findings))
