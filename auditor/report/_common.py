@@ -7,7 +7,7 @@ import os
 from pathlib import Path, PurePath
 from typing import Any, Iterable
 
-from torch_audit.findings import Applicability, Finding, Severity
+from torch_audit.findings import Applicability, Finding
 
 
 def ordered(findings: Iterable[Finding]) -> list[Finding]:
@@ -95,5 +95,3 @@ def finding_dict(finding: Finding) -> dict[str, Any]:
 def plural(n: int, singular: str, plural_form: str | None = None) -> str:
     return f"{n} {singular if n == 1 else (plural_form or singular + 's')}"
 
-
-SEVERITY_ORDER = (Severity.ERROR, Severity.WARNING, Severity.INFO)
