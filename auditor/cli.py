@@ -1,0 +1,172 @@
+"""The ``torch-audit`` command line: ``lint``, ``rules``, ``rule`` (and ``run``).
+
+Exit codes, as Ruff: 0 no findings, 1 findings, 2 usage, configuration or internal error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from torch_audit import __version__
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+def _split_selectors(values: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        out.extend(p.strip() for p in v.split(",") if p.strip())
+    return out
+
+
+def _fail(message: str) -> "click.exceptions.Exit":
+    click.echo(f"torch-audit: error: {message}", err=True)
+    return click.exceptions.Exit(EXIT_ERROR)
+
+
+def write_output(text: str, output_file: str | None) -> None:
+    """Print, or write ``--output-file`` atomically (never half a report on disk)."""
+    if output_file is None:
+        if text:
+            click.echo(text, nl=False)
+        return
+    from torch_audit.atomic import write_text_atomic
+
+    try:
+        write_text_atomic(Path(output_file), text)
+    except OSError as exc:
+        raise _fail(f"cannot write {output_file}: {exc.strerror or exc}") from None
+
+
+class _Group(click.Group):
+    """Commands load lazily: `run` imports the runtime (and torch) only when it is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return ["lint", "run", "rules", "rule"]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "run" and "run" not in self.commands:
+            try:
+                from torch_audit.runtime.cli import run as run_command
+            except ImportError:
+                return None
+            self.add_command(run_command, "run")
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="torch-audit")
+def cli() -> None:
+    """Find the silent bugs of PyTorch code.
+
+    \b
+    torch-audit lint src/          static checks; never imports torch or your code
+    torch-audit run train.py       audit an unmodified training script at run time
+    torch-audit rule TA101         explain a rule
+    """
+
+
+OUTPUT_FORMATS = ("text", "json", "sarif", "github")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=str))
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Use this pyproject.toml or torch-audit.toml instead of searching for one.")
+@click.option("--select", multiple=True, help="Rules to enable: codes, prefixes (TA1), names or ALL. Comma-separated or repeated.")
+@click.option("--ignore", multiple=True, help="Rules to disable (same forms as --select).")
+@click.option("--extend-select", multiple=True, help="Rules to enable in addition to the selection.")
+@click.option("--preview/--no-preview", default=None, help="Enable preview rules.")
+@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), default="text", show_default=True)
+@click.option("-o", "--output-file", type=click.Path(dir_okay=False, path_type=str), help="Write the report to this file.")
+@click.option("--statistics", is_flag=True, help="Print the number of findings per rule.")
+@click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write .torch_audit_cache/.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Worker processes (default: CPU count; 1 runs in-process).")
+@click.option("--exclude", multiple=True, help="Globs to exclude, replacing the defaults.")
+@click.option("--extend-exclude", multiple=True, help="Globs to exclude in addition to the defaults.")
+@click.option("--torch-version", help='The torch version the code targets (e.g. "2.4"); newer deprecations are not reported.')
+@click.option("--fix", is_flag=True, help="Apply safe fixes.")
+@click.option("--unsafe-fixes", is_flag=True, help="Also apply (with --fix/--diff) or show unsafe fixes.")
+@click.option("--diff", is_flag=True, help="Print the diff --fix would make; write nothing.")
+@click.option("--show-fixes", is_flag=True, hidden=True)
+@click.option("-v", "--verbose", is_flag=True, help="Print tracebacks of internal errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Print findings only, no summary or notes.")
+def lint(paths: tuple[str, ...], **opts: Any) -> None:
+    """Check PATHS (default: the current directory) statically."""
+    from torch_audit.lint.command import run_lint
+
+    code = run_lint(list(paths) or ["."], **opts)
+    sys.exit(code)
+
+
+@cli.command("rules")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+@click.option("--kind", type=click.Choice(["static", "runtime"]), default=None)
+def rules_command(fmt: str, kind: str | None) -> None:
+    """List the rule catalogue."""
+    import json
+
+    from torch_audit.catalog import load_catalog
+    from torch_audit.docs import rules_table
+
+    catalog = load_catalog()
+    rules = [r for r in catalog.rules if kind is None or r.kind == kind]
+    if fmt == "json":
+        data = [
+            {
+                "code": r.code,
+                "name": r.name,
+                "kind": r.kind,
+                "severity": r.severity.value,
+                "status": r.status,
+                "opt_in": r.opt_in,
+                "fixable": r.fixable,
+                "summary": r.summary(),
+                "options": {k: {"default": o.default, "help": o.help} for k, o in r.options.items()},
+            }
+            for r in rules
+        ]
+        click.echo(json.dumps(data, indent=2))
+    elif fmt == "markdown":
+        click.echo(rules_table(rules), nl=False)
+    else:
+        for r in rules:
+            flags = []
+            if r.status == "preview":
+                flags.append("preview")
+            if r.opt_in:
+                flags.append("opt-in")
+            if r.fixable != "never":
+                flags.append("fix")
+            suffix = f" [{', '.join(flags)}]" if flags else ""
+            click.echo(f"{r.code}  {r.name:<40} {r.kind:<8} {r.severity.value:<8}{suffix}")
+
+
+@cli.command("rule")
+@click.argument("code_or_name")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text")
+def rule_command(code_or_name: str, fmt: str) -> None:
+    """Explain a rule: what it finds, why, how to fix it, with examples."""
+    from torch_audit.catalog import load_catalog
+    from torch_audit.docs import rule_page
+
+    rule = load_catalog().get(code_or_name)
+    if rule is None:
+        raise _fail(f"unknown rule {code_or_name!r} (see `torch-audit rules`)")
+    click.echo(rule_page(rule, markdown=fmt == "markdown"), nl=False)
+
+
+def main(argv: list[str] | None = None, prog_name: str = "torch-audit") -> None:
+    # A closed stdout (`torch-audit lint | head`) is not an error worth a traceback.
+    try:
+        cli.main(args=argv, prog_name=prog_name)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(EXIT_FINDINGS)

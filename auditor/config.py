@@ -1,0 +1,227 @@
+"""``[tool.torch-audit]`` in ``pyproject.toml``.
+
+Found from the first linted path upwards (the nearest ``pyproject.toml`` that has the table), or
+given with ``--config``. Every key is validated: an unknown key, an unknown rule code or name, or a
+value of the wrong type is a :class:`ConfigError` naming the key and the file.
+
+```toml
+[tool.torch-audit]
+select = ["ALL"]                 # codes, prefixes (TA1), names, ALL
+ignore = ["TA402"]
+extend-select = ["tensor-data-attribute"]
+preview = false
+torch-version = "2.4"           # APIs deprecated after this version are not reported
+exclude = ["generated/"]        # replaces the default excludes
+extend-exclude = ["legacy/*.py"]
+respect-gitignore = true
+fail-on = "error"               # torch-audit run: exit 1 at or above this severity
+
+[tool.torch-audit.per-file-ignores]
+"tests/*" = ["missing-eval-for-inference"]
+
+[tool.torch-audit.options.exploding-gradient]   # per-rule options, by name or code
+factor = 20.0
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from torch_audit.catalog import Catalog, UnknownSelector
+from torch_audit.findings import Severity
+
+KEYS = {
+    "select",
+    "ignore",
+    "extend-select",
+    "per-file-ignores",
+    "exclude",
+    "extend-exclude",
+    "preview",
+    "torch-version",
+    "respect-gitignore",
+    "fail-on",
+    "options",
+}
+
+
+class ConfigError(Exception):
+    """A configuration problem, reported as one line with exit code 2."""
+
+
+@dataclasses.dataclass
+class Config:
+    path: Path | None = None
+    root: Path = dataclasses.field(default_factory=Path.cwd)
+    select: list[str] | None = None
+    ignore: list[str] = dataclasses.field(default_factory=list)
+    extend_select: list[str] = dataclasses.field(default_factory=list)
+    per_file_ignores: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    exclude: list[str] | None = None
+    extend_exclude: list[str] = dataclasses.field(default_factory=list)
+    preview: bool = False
+    torch_version: str | None = None
+    respect_gitignore: bool = True
+    fail_on: str = "error"
+    #: per-rule options keyed by rule *name*
+    options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+def find_config(start: Path) -> Path | None:
+    """The nearest ``pyproject.toml`` with a ``[tool.torch-audit]`` table, from ``start`` up."""
+    current = start.resolve()
+    if current.is_file() or not current.exists():
+        current = current.parent
+    for directory in (current, *current.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file():
+            try:
+                data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                # A broken pyproject that is not ours to judge: keep looking only if it is not ours
+                text = candidate.read_text(encoding="utf-8", errors="replace")
+                if "[tool.torch-audit" in text:
+                    return candidate
+                continue
+            if "torch-audit" in data.get("tool", {}):
+                return candidate
+    return None
+
+
+def load_config(path: Path | None, catalog: Catalog) -> Config:
+    if path is None:
+        return Config()
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read configuration: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: invalid TOML: {exc}") from None
+    if path.name == "pyproject.toml":
+        table = data.get("tool", {}).get("torch-audit", {})
+        prefix = "tool.torch-audit"
+    else:  # a dedicated torch-audit.toml: top-level keys, or a [tool.torch-audit] table
+        table = data.get("tool", {}).get("torch-audit", data)
+        prefix = "tool.torch-audit" if "tool" in data else ""
+    return parse_table(table, catalog, where=where, prefix=prefix, root=path.resolve().parent, path=path)
+
+
+def _key(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def parse_table(
+    table: Any, catalog: Catalog, *, where: str, prefix: str, root: Path, path: Path | None = None
+) -> Config:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [{prefix}] must be a table")
+    cfg = Config(path=path, root=root)
+
+    def fail(key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{where}: {_key(prefix, key)}: {problem}")
+
+    def str_list(key: str) -> list[str]:
+        value = table[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise fail(key, "expected a list of strings")
+        return value
+
+    def selectors(key: str) -> list[str]:
+        values = str_list(key)
+        for v in values:
+            try:
+                catalog.match(v)
+            except UnknownSelector as exc:
+                raise fail(key, str(exc)) from None
+        return values
+
+    for key in table:
+        if key not in KEYS:
+            hint = _did_you_mean(key, KEYS)
+            raise fail(key, f"unknown key{hint}")
+    if "select" in table:
+        cfg.select = selectors("select")
+    if "ignore" in table:
+        cfg.ignore = selectors("ignore")
+    if "extend-select" in table:
+        cfg.extend_select = selectors("extend-select")
+    if "exclude" in table:
+        cfg.exclude = str_list("exclude")
+    if "extend-exclude" in table:
+        cfg.extend_exclude = str_list("extend-exclude")
+    for key, attr in (("preview", "preview"), ("respect-gitignore", "respect_gitignore")):
+        if key in table:
+            if not isinstance(table[key], bool):
+                raise fail(key, "expected true or false")
+            setattr(cfg, attr, table[key])
+    if "torch-version" in table:
+        value = table["torch-version"]
+        if not isinstance(value, str) or not re.fullmatch(r"latest|\d+\.\d+(\.\d+)?", value):
+            raise fail("torch-version", 'expected a version string like "2.4" or "latest"')
+        cfg.torch_version = None if value == "latest" else value
+    if "fail-on" in table:
+        try:
+            cfg.fail_on = Severity.parse(table["fail-on"]).value
+        except ValueError as exc:
+            raise fail("fail-on", str(exc)) from None
+    if "per-file-ignores" in table:
+        pfi = table["per-file-ignores"]
+        if not isinstance(pfi, dict):
+            raise fail("per-file-ignores", "expected a table of glob = [codes]")
+        for glob, codes in pfi.items():
+            if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+                raise fail(f"per-file-ignores.{glob}", "expected a list of strings")
+            for c in codes:
+                try:
+                    catalog.match(c)
+                except UnknownSelector as exc:
+                    raise fail(f"per-file-ignores.{glob}", str(exc)) from None
+            cfg.per_file_ignores[glob] = codes
+    if "options" in table:
+        cfg.options = parse_options(table["options"], catalog, fail)
+    return cfg
+
+
+def parse_options(options: Any, catalog: Catalog, fail) -> dict[str, dict[str, Any]]:
+    if not isinstance(options, dict):
+        raise fail("options", "expected a table of rule tables")
+    out: dict[str, dict[str, Any]] = {}
+    for rule_key, values in options.items():
+        rule = catalog.get(rule_key)
+        if rule is None:
+            raise fail(f"options.{rule_key}", "unknown rule")
+        if not isinstance(values, dict):
+            raise fail(f"options.{rule_key}", "expected a table")
+        checked = {}
+        for opt, value in values.items():
+            if opt not in rule.options:
+                known = ", ".join(sorted(rule.options)) or "none"
+                raise fail(f"options.{rule_key}.{opt}", f"unknown option (known: {known})")
+            try:
+                checked[opt] = rule.options[opt].check(rule.name, opt, value)
+            except TypeError as exc:
+                raise fail(f"options.{rule_key}.{opt}", str(exc)) from None
+        out.setdefault(rule.name, {}).update(checked)
+    return out
+
+
+def _did_you_mean(key: str, choices: set[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

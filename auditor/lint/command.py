@@ -1,0 +1,197 @@
+"""``torch-audit lint``: configuration → discovery → engine → report → exit code."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import pathspec
+
+from torch_audit import __version__
+from torch_audit.catalog import CatalogError, UnknownSelector, load_catalog
+from torch_audit.config import Config, ConfigError, find_config, load_config
+from torch_audit.findings import Finding
+from torch_audit.lint.cache import Cache
+from torch_audit.lint.discover import DEFAULT_EXCLUDES, PathNotFound, discover
+from torch_audit.lint.engine import LintSettings
+from torch_audit.lint.runner import ProgressBar, default_jobs, lint_files
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+#: Show a progress bar from this many files on, and only on a terminal.
+PROGRESS_MIN_FILES = 300
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _selectors(values: tuple[str, ...] | list[str] | None) -> list[str]:
+    out: list[str] = []
+    for v in values or ():
+        out.extend(p.strip() for p in v.split(",") if p.strip())
+    return out
+
+
+def resolve_config(paths: list[str], config_file: Path | None, catalog) -> Config:
+    path = config_file if config_file is not None else find_config(Path(paths[0]))
+    return load_config(path, catalog)
+
+
+def per_file_ignored(config: Config, catalog) -> list[tuple[pathspec.PathSpec, set[str]]]:
+    out = []
+    for glob, selectors in config.per_file_ignores.items():
+        codes: set[str] = set()
+        for s in selectors:
+            codes |= catalog.match(s)
+        out.append((pathspec.PathSpec.from_lines("gitwildmatch", [glob]), codes))
+    return out
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
+def run_lint(paths: list[str], **opts: Any) -> int:
+    from torch_audit.report import render
+
+    try:
+        catalog = load_catalog()
+    except CatalogError as exc:
+        _err(f"torch-audit: error: broken rule catalogue: {exc}")
+        return EXIT_ERROR
+    try:
+        config = resolve_config(paths, opts.get("config_file"), catalog)
+    except ConfigError as exc:
+        _err(f"torch-audit: error: {exc}")
+        return EXIT_ERROR
+
+    cli_select = _selectors(opts.get("select"))
+    try:
+        select = cli_select if cli_select else config.select
+        ignore = config.ignore + _selectors(opts.get("ignore"))
+        extend_select = config.extend_select + _selectors(opts.get("extend_select"))
+        preview = opts.get("preview")
+        preview = config.preview if preview is None else preview
+        rules = catalog.select(
+            select=select, ignore=ignore, extend_select=extend_select, preview=preview, kind="static"
+        )
+        pfi = per_file_ignored(config, catalog)
+    except UnknownSelector as exc:
+        _err(f"torch-audit: error: {exc}")
+        return EXIT_ERROR
+
+    torch_version = opts.get("torch_version")
+    if torch_version is not None and torch_version != "latest":
+        import re
+
+        if not re.fullmatch(r"\d+\.\d+(\.\d+)?", torch_version):
+            _err(f'torch-audit: error: --torch-version expects a version like "2.4", got {torch_version!r}')
+            return EXIT_ERROR
+    elif torch_version == "latest":
+        torch_version = None
+    else:
+        torch_version = config.torch_version
+
+    exclude = list(opts.get("exclude") or ()) or config.exclude
+    try:
+        found = discover(
+            paths,
+            exclude=exclude if exclude is not None else DEFAULT_EXCLUDES,
+            extend_exclude=[*config.extend_exclude, *(opts.get("extend_exclude") or ())],
+            root=config.root,
+            respect_gitignore=config.respect_gitignore,
+        )
+    except PathNotFound as exc:
+        _err(f"torch-audit: error: {exc}")
+        return EXIT_ERROR
+    quiet = opts.get("quiet", False)
+    for w in found.warnings:
+        _err(f"torch-audit: warning: {w}")
+    if not found.files:
+        if not quiet:
+            _err("torch-audit: note: no Python files found under " + ", ".join(paths))
+        return EXIT_OK
+
+    settings = LintSettings(
+        rules=rules,
+        options=config.options,
+        torch_version=torch_version,
+        verbose=bool(opts.get("verbose")),
+        report_unused_suppressions=any(r.name == "unused-suppression" for r in rules),
+    )
+    cache = None if opts.get("no_cache") else Cache(config.root, settings.fingerprint(__version__))
+    jobs = opts.get("jobs") or default_jobs()
+    progress = None
+    if len(found.files) >= PROGRESS_MIN_FILES and sys.stderr.isatty() and not quiet:
+        progress = ProgressBar(len(found.files))
+    try:
+        results, read_warnings = lint_files(
+            found.files, settings, jobs=jobs, cache=cache, on_progress=progress
+        )
+    except KeyboardInterrupt:
+        if progress:
+            progress.close()
+        _err("torch-audit: interrupted")
+        return 130
+    if progress:
+        progress.close()
+    for w in read_warnings:
+        _err(f"torch-audit: warning: {w}")
+
+    findings: list[Finding] = []
+    internal_errors = 0
+    for result in results:
+        internal_errors += result.internal_errors
+        if not quiet:
+            for note in result.notes:
+                _err(f"torch-audit: note: {note}")
+        if settings.verbose:
+            for tb in result.tracebacks:
+                _err(tb)
+        kept = result.findings
+        if pfi:
+            rel = _relative(result.path, config.root)
+            ignored: set[str] = set()
+            for spec, codes in pfi:
+                if spec.match_file(rel):
+                    ignored |= codes
+            kept = [f for f in kept if f.code not in ignored]
+        findings.extend(kept)
+
+    if opts.get("fix") or opts.get("diff"):
+        from torch_audit.lint.fixer import apply_fixes_command
+
+        return apply_fixes_command(findings, results, settings, opts, config=config, catalog=catalog)
+
+    findings.sort(key=lambda f: f.sort_key)
+    fmt = opts.get("output_format") or "text"
+    output_file = opts.get("output_file")
+    color = fmt == "text" and output_file is None and sys.stdout.isatty()
+    text = render(
+        findings,
+        fmt,
+        catalog=catalog,
+        root=config.root,
+        color=color,
+        statistics=bool(opts.get("statistics")),
+        show_fix_hint=not quiet,
+        files_checked=len(found.files),
+        unsafe_fixes=bool(opts.get("unsafe_fixes")),
+    )
+    if quiet and fmt == "text" and not opts.get("statistics"):
+        text = "".join(line + "\n" for line in text.splitlines() if line and ":" in line.split(" ")[0])
+    from torch_audit.cli import write_output
+
+    write_output(text, output_file)
+    if internal_errors:
+        if not settings.verbose:
+            _err(f"torch-audit: error: {internal_errors} internal error(s); run with --verbose for tracebacks")
+        return EXIT_ERROR
+    if findings and not opts.get("exit_zero"):
+        return EXIT_FINDINGS
+    return EXIT_OK

@@ -1,0 +1,171 @@
+"""Find the Python files to lint: recursive, ``.gitignore``-aware, with default excludes.
+
+A file named on the command line is always linted. Broken symlinks, symlink loops and unreadable
+directories produce a one-line warning, never a traceback or a hang.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Iterable
+
+import pathspec
+
+DEFAULT_EXCLUDES = (
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv",
+    "venv",
+    ".env",
+    "build",
+    "dist",
+    "__pycache__",
+    ".tox",
+    ".nox",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".torch_audit_cache",
+    "site-packages",
+    "node_modules",
+    ".eggs",
+    "*.egg-info",
+    ".ipynb_checkpoints",
+)
+
+SOURCE_SUFFIXES = (".py", ".pyi")
+
+
+class PathNotFound(Exception):
+    pass
+
+
+@dataclasses.dataclass
+class Discovery:
+    files: list[Path]
+    warnings: list[str]
+
+
+def _spec(patterns: Iterable[str]) -> pathspec.PathSpec:
+    return pathspec.PathSpec.from_lines("gitwildmatch", list(patterns))
+
+
+def _gitignore(directory: Path) -> pathspec.PathSpec | None:
+    path = directory / ".gitignore"
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    return _spec(lines) if lines else None
+
+
+def _matches(spec: pathspec.PathSpec | None, rel: str, is_dir: bool) -> bool:
+    if spec is None:
+        return False
+    return spec.match_file(rel + "/" if is_dir else rel)
+
+
+def discover(
+    paths: list[str],
+    *,
+    exclude: Iterable[str] = DEFAULT_EXCLUDES,
+    extend_exclude: Iterable[str] = (),
+    root: Path | None = None,
+    respect_gitignore: bool = True,
+) -> Discovery:
+    """Files to lint under ``paths``. ``exclude`` replaces the defaults, ``extend_exclude`` adds.
+
+    Exclusion globs use .gitignore syntax and are matched against paths relative to ``root``
+    (the project root) and against each file or directory name."""
+    exclude_spec = _spec([*exclude, *extend_exclude])
+    root = (root or Path.cwd()).resolve()
+    files: list[Path] = []
+    warnings: list[str] = []
+    seen: set[Path] = set()
+
+    def excluded(path: Path, is_dir: bool) -> bool:
+        try:
+            rel = path.resolve().relative_to(root).as_posix()
+        except ValueError:
+            rel = path.name
+        return _matches(exclude_spec, path.name, is_dir) or _matches(exclude_spec, rel, is_dir)
+
+    for raw in paths:
+        path = Path(raw)
+        if not os.path.lexists(path):
+            raise PathNotFound(f"{raw}: no such file or directory")
+        if path.is_symlink() and not path.exists():
+            warnings.append(f"{raw}: broken symbolic link, skipped")
+            continue
+        if path.is_file():
+            resolved = path.resolve()
+            if resolved not in seen:
+                seen.add(resolved)
+                files.append(path)  # named explicitly: always linted
+            continue
+        if not path.is_dir():
+            warnings.append(f"{raw}: not a regular file or directory, skipped")
+            continue
+        _walk_dir(path, excluded, respect_gitignore, files, warnings, seen)
+    return Discovery(files, warnings)
+
+
+def _walk_dir(top, excluded, respect_gitignore, files, warnings, seen) -> None:
+    visited_dirs: set[tuple[int, int]] = set()
+    # (directory, [(base directory, gitignore spec), ...] inherited from its parents)
+    stack: list[tuple[Path, list[tuple[Path, pathspec.PathSpec]]]] = [(top, [])]
+    while stack:
+        directory, ignores = stack.pop()
+        try:
+            st = directory.stat()
+        except OSError as exc:
+            warnings.append(f"{directory}: {exc.strerror or exc}, skipped")
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in visited_dirs:
+            warnings.append(f"{directory}: symbolic link loop, skipped")
+            continue
+        visited_dirs.add(key)
+        if respect_gitignore:
+            spec = _gitignore(directory)
+            if spec is not None:
+                ignores = [*ignores, (directory, spec)]
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            warnings.append(f"{directory}: {exc.strerror or exc}, skipped")
+            continue
+        subdirs = []
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()
+                is_file = entry.is_file()
+            except OSError:
+                is_dir = is_file = False
+            if entry.is_symlink() and not is_dir and not is_file:
+                warnings.append(f"{path}: broken symbolic link, skipped")
+                continue
+            if not is_dir and not entry.name.endswith(SOURCE_SUFFIXES):
+                continue
+            if excluded(path, is_dir):
+                continue
+            if any(
+                _matches(spec, path.relative_to(base).as_posix(), is_dir) for base, spec in ignores
+            ):
+                continue
+            if is_dir:
+                subdirs.append((path, ignores))
+            elif is_file:
+                try:
+                    resolved = path.resolve()
+                except (OSError, RuntimeError):
+                    warnings.append(f"{path}: symbolic link loop, skipped")
+                    continue
+                if resolved not in seen:
+                    seen.add(resolved)
+                    files.append(path)
+        stack.extend(reversed(subdirs))

@@ -1,0 +1,284 @@
+"""Lint one file: decode → prefilter → parse once → one batched traversal → suppressions.
+
+This module is the per-file floor of the pipeline; :mod:`torch_audit.lint.runner` spreads files
+over processes and the cache. Nothing here imports torch or the code being read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import sys
+import tokenize
+import traceback
+from typing import Any, Callable
+
+import libcst as cst
+
+from torch_audit.findings import Finding
+from torch_audit.lint.context import FileContext
+from torch_audit.lint.suppress import apply_suppressions, parse_suppressions
+from torch_audit.lint.traverse import dispatch_table, walk
+from torch_audit.rule import StaticRule
+
+#: Files larger than this are skipped with a note: generated code, data dumped into .py files.
+DEFAULT_MAX_FILE_BYTES = 8 * 1024 * 1024
+#: libcst's code generation for positions recurses once per nesting level.
+_RECURSION_LIMIT = 20_000
+
+
+@dataclasses.dataclass
+class LintSettings:
+    """Everything that decides what a file's findings are (and so keys the cache)."""
+
+    rules: list[type[StaticRule]]
+    options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    torch_version: str | None = None
+    verbose: bool = False
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    report_unused_suppressions: bool = False
+
+    @property
+    def triggers(self) -> tuple[bytes, ...]:
+        words: set[str] = set()
+        for rule in self.rules:
+            words.update(getattr(rule, "triggers", ("torch",)))
+        return tuple(sorted(w.encode() for w in words))
+
+    def fingerprint(self, version: str) -> str:
+        parts = [
+            version,
+            ",".join(f"{r.code}:{r.__module__}" for r in self.rules),
+            repr(sorted((k, sorted(v.items())) for k, v in self.options.items())),
+            str(self.torch_version),
+            str(self.max_file_bytes),
+            str(self.report_unused_suppressions),
+        ]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+@dataclasses.dataclass
+class FileResult:
+    path: str
+    findings: list[Finding] = dataclasses.field(default_factory=list)
+    #: one-line notes for stderr (skipped files and why)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    internal_errors: int = 0
+    tracebacks: list[str] = dataclasses.field(default_factory=list)
+    #: the file mentions none of the trigger words and was not parsed
+    skipped: bool = False
+    #: the result may be cached (not an I/O failure)
+    cacheable: bool = True
+
+    def to_cache(self) -> dict[str, Any]:
+        return {
+            "findings": [f.to_cache() for f in self.findings],
+            "notes": self.notes,
+            "skipped": self.skipped,
+        }
+
+    @classmethod
+    def from_cache(cls, path: str, data: dict[str, Any]) -> "FileResult":
+        findings = []
+        for item in data["findings"]:
+            f = Finding.from_dict({**item, "path": path})
+            findings.append(f)
+        return cls(path, findings, list(data.get("notes", [])), skipped=data.get("skipped", False))
+
+
+def _engine_rule(name: str) -> type[StaticRule]:
+    from torch_audit.catalog import load_catalog
+
+    return load_catalog(("static",))[name]  # type: ignore[return-value]
+
+
+def _engine_finding(name: str, path: str, line: int = 1, column: int = 1, **fmt: Any) -> Finding:
+    rule = _engine_rule(name)
+    return Finding(
+        code=rule.code,
+        name=rule.name,
+        severity=rule.severity,
+        message=rule.message.format(**fmt),
+        path=path,
+        line=max(1, line),
+        column=max(1, column),
+    )
+
+
+def decode(data: bytes) -> tuple[str, str]:
+    """Text and encoding of Python source bytes, honouring a PEP 263 cookie and a BOM.
+
+    Raises ValueError with a one-line reason when the bytes are not readable source."""
+    if b"\x00" in data:
+        raise ValueError("file contains NUL bytes")
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError as exc:
+        raise ValueError(str(exc).split("(", 1)[0].strip() or "bad encoding declaration") from None
+    try:
+        text = data.decode(encoding)
+    except (UnicodeDecodeError, LookupError) as exc:
+        reason = exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raise ValueError(f"cannot decode as {encoding}: {reason}") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text, encoding
+
+
+def mentions_trigger(data: bytes, triggers: tuple[bytes, ...]) -> bool:
+    return any(t in data for t in triggers)
+
+
+def lint_source(path: str, data: bytes, settings: LintSettings) -> FileResult:
+    """Lint the bytes of one file."""
+    result = FileResult(path)
+    if len(data) > settings.max_file_bytes:
+        result.notes.append(
+            f"{path}: skipped, {len(data) / 1e6:.1f} MB is over the {settings.max_file_bytes / 1e6:.0f} MB limit"
+        )
+        result.skipped = True
+        return result
+    if not mentions_trigger(data, settings.triggers):
+        result.skipped = True
+        return result
+    try:
+        source, _encoding = decode(data)
+    except ValueError as exc:
+        result.findings.append(_engine_finding("unreadable-file", path, reason=str(exc)))
+        return result
+
+    old_limit = sys.getrecursionlimit()
+    if old_limit < _RECURSION_LIMIT:
+        sys.setrecursionlimit(_RECURSION_LIMIT)
+    try:
+        return _lint_text(path, source, settings, result)
+    except RecursionError:
+        result.findings = []
+        result.notes.append(f"{path}: skipped, nested too deeply to analyse")
+        result.skipped = True
+        return result
+    finally:
+        sys.setrecursionlimit(old_limit)
+
+
+def _lint_text(path: str, source: str, settings: LintSettings, result: FileResult) -> FileResult:
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError as exc:
+        line, column, detail = _syntax_error_location(source, path, exc)
+        result.findings.append(
+            _engine_finding("syntax-error", path, line=line, column=column, detail=detail)
+        )
+        return result
+    except (RecursionError, MemoryError):
+        raise RecursionError
+    except Exception as exc:  # libcst's native parser can fail in other ways on odd input
+        result.findings.append(
+            _engine_finding("syntax-error", path, detail=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        )
+        return result
+
+    ctx = FileContext(path, source, module, settings)
+    failed: dict[str, BaseException] = {}
+    rules = [r for r in settings.rules if not getattr(r, "engine", False)]
+    instances = [r(ctx, settings.options.get(r.name)) for r in rules]
+
+    def guarded(rule: StaticRule, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def run(node: Any) -> Any:
+            if rule.code in failed:
+                return None
+            try:
+                return fn(node)
+            except RecursionError:
+                raise
+            except Exception as exc:  # a rule bug must not stop the other rules
+                failed[rule.code] = exc
+                result.tracebacks.append(
+                    f"{path}: {rule.code} {rule.name}\n" + traceback.format_exc()
+                )
+                return None
+
+        return run
+
+    visit: dict[type, list] = dispatch_table([ctx.indexer], "visit_")
+    leave_rules: dict[type, list] = {}
+    for inst in instances:
+        for node_type, handlers in dispatch_table([inst], "visit_").items():
+            visit.setdefault(node_type, []).extend(guarded(inst, h) for h in handlers)
+        for node_type, handlers in dispatch_table([inst], "leave_").items():
+            leave_rules.setdefault(node_type, []).extend(guarded(inst, h) for h in handlers)
+    leave: dict[type, list] = {k: list(v) for k, v in leave_rules.items()}
+    for node_type, handlers in dispatch_table([ctx.indexer], "leave_").items():
+        leave.setdefault(node_type, []).extend(handlers)  # facts leave after the rules
+
+    try:
+        walk(module, [visit, leave], ctx.stack)
+        findings = [f for f in ctx.findings()]
+    except RecursionError:
+        raise
+    except Exception as exc:
+        result.internal_errors += 1
+        result.tracebacks.append(f"{path}: engine\n" + traceback.format_exc())
+        result.findings.append(
+            _engine_finding("internal-error", path, rule="the analysis engine", detail=_one_line(exc))
+        )
+        return result
+
+    failed_codes = set(failed)
+    findings = [f for f in findings if f.code not in failed_codes]
+    suppressions = parse_suppressions(source)
+    findings = apply_suppressions(findings, suppressions)
+    for code, exc in failed.items():
+        rule = next(r for r in rules if r.code == code)
+        result.internal_errors += 1
+        result.findings.append(
+            _engine_finding(
+                "internal-error", path, rule=f"{rule.code} ({rule.name})", detail=_one_line(exc)
+            )
+        )
+    if settings.report_unused_suppressions:
+        enabled = {r.code for r in settings.rules} | {r.name for r in settings.rules}
+        unused_rule = _engine_rule("unused-suppression")
+        for s in suppressions:
+            if s.used or s.kind == "ignore-file":
+                continue
+            if "*" not in s.selectors and not any(sel in enabled for sel in s.selectors):
+                continue  # cannot know: the rule did not run
+            result.findings.append(
+                Finding(
+                    code=unused_rule.code,
+                    name=unused_rule.name,
+                    severity=unused_rule.severity,
+                    message=unused_rule.message.format(
+                        codes="everything" if "*" in s.selectors else ", ".join(s.selectors)
+                    ),
+                    path=path,
+                    line=s.line,
+                    column=s.column,
+                )
+            )
+    result.findings.extend(findings)
+    result.findings.sort(key=lambda f: f.sort_key)
+    return result
+
+
+def _syntax_error_location(source: str, path: str, exc: cst.ParserSyntaxError) -> tuple[int, int, str]:
+    """CPython's own compiler gives the most useful location and wording for a syntax error
+    ("'(' was never closed"); libcst's parser message is the fallback."""
+    import ast
+
+    try:
+        compile(source, path, "exec", ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    except SyntaxError as err:
+        return err.lineno or 1, err.offset or 1, err.msg or "invalid syntax"
+    except (ValueError, RecursionError, MemoryError):
+        pass
+    message = str(exc.message).strip().splitlines()[0] if exc.message else "invalid syntax"
+    message = message.removeprefix("parser error: ")
+    return exc.editor_line, exc.editor_column, message
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

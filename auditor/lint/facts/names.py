@@ -1,0 +1,98 @@
+"""Dotted names and import bindings: how ``F.softmax`` becomes ``torch.nn.functional.softmax``.
+
+Only syntax is used: an import binds a local name to a qualified name, and a simple assignment of
+a dotted name (``CE = nn.CrossEntropyLoss``) binds an alias. Nothing is imported.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+#: Long module paths that PyTorch re-exports under a shorter public name. Qualified names are
+#: normalised to the public spelling so that rules match one set of names.
+_CANONICAL_PREFIXES = (
+    ("torch.nn.modules.loss.", "torch.nn."),
+    ("torch.nn.modules.activation.", "torch.nn."),
+    ("torch.nn.modules.batchnorm.", "torch.nn."),
+    ("torch.nn.modules.instancenorm.", "torch.nn."),
+    ("torch.nn.modules.normalization.", "torch.nn."),
+    ("torch.nn.modules.conv.", "torch.nn."),
+    ("torch.nn.modules.linear.", "torch.nn."),
+    ("torch.nn.modules.dropout.", "torch.nn."),
+    ("torch.nn.modules.container.", "torch.nn."),
+    ("torch.nn.modules.rnn.", "torch.nn."),
+    ("torch.nn.modules.module.", "torch.nn."),
+    ("torch.nn.modules.", "torch.nn."),
+    ("torch.nn.parallel.data_parallel.", "torch.nn."),
+    ("torch.nn.parallel.distributed.", "torch.nn.parallel."),
+    ("torch.optim.adam.", "torch.optim."),
+    ("torch.optim.adamw.", "torch.optim."),
+    ("torch.optim.sgd.", "torch.optim."),
+    ("torch.optim.optimizer.", "torch.optim."),
+    ("torch.utils.data.dataloader.", "torch.utils.data."),
+    ("torch.utils.data.distributed.", "torch.utils.data."),
+    ("torch._C._nn.", "torch.nn.functional."),
+    ("pytorch_lightning.", "lightning.pytorch."),
+)
+
+
+def canonical(qualname: str) -> str:
+    for prefix, public in _CANONICAL_PREFIXES:
+        if qualname.startswith(prefix):
+            return public + qualname[len(prefix):]
+    return qualname
+
+
+def dotted(expr: cst.BaseExpression | None) -> str | None:
+    """``a.b.c`` for a Name/Attribute chain, else None."""
+    parts: list[str] = []
+    while isinstance(expr, cst.Attribute):
+        parts.append(expr.attr.value)
+        expr = expr.value
+    if isinstance(expr, cst.Name):
+        parts.append(expr.value)
+        return ".".join(reversed(parts))
+    return None
+
+
+def module_name(node: cst.BaseExpression | cst.ImportStar | None) -> str:
+    """The dotted text of an import's module expression (``torch.nn``)."""
+    if node is None:
+        return ""
+    name = dotted(node)  # type: ignore[arg-type]
+    return name or ""
+
+
+def import_bindings(node: cst.Import | cst.ImportFrom) -> list[tuple[str, str]]:
+    """(local name, qualified name) pairs bound by an import statement.
+
+    ``import torch.nn as nn`` → (nn, torch.nn); ``import torch.nn`` → (torch, torch);
+    ``from torch import nn`` → (nn, torch.nn); relative imports bind ``.mod.name``."""
+    out: list[tuple[str, str]] = []
+    if isinstance(node, cst.Import):
+        for alias in node.names:
+            full = module_name(alias.name)
+            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                out.append((alias.asname.name.value, full))
+            else:
+                top = full.split(".", 1)[0]
+                out.append((top, top))
+        return out
+    if isinstance(node.names, cst.ImportStar):
+        return out
+    base = "." * len(node.relative) + module_name(node.module)
+    for alias in node.names:
+        name = module_name(alias.name)
+        local = (
+            alias.asname.name.value
+            if alias.asname is not None and isinstance(alias.asname.name, cst.Name)
+            else name
+        )
+        out.append((local, f"{base}.{name}" if base and not base.endswith(".") else base + name))
+    return out
+
+
+def star_imports(node: cst.ImportFrom) -> str | None:
+    if isinstance(node.names, cst.ImportStar):
+        return module_name(node.module)
+    return None

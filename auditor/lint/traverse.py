@@ -1,0 +1,123 @@
+"""One iterative traversal of a libcst tree that feeds every visitor at once.
+
+libcst's own ``visit`` rebuilds every node on the way up (``_visit_and_replace_children``), which is
+most of the cost of a "bare walk". We only read, so we iterate over each node's dataclass fields
+directly, skip pure-whitespace fields, and keep an explicit stack: no node copies, no recursion
+limit on deeply nested code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import libcst as cst
+
+# Fields that only ever hold whitespace, punctuation or comments: no rule looks inside them.
+_SKIPPED_FIELDS = frozenset(
+    {
+        "lpar",
+        "rpar",
+        "leading_lines",
+        "lines_after_decorators",
+        "header",
+        "footer",
+        "comma",
+        "semicolon",
+        "equal",
+        "colon",
+        "dot",
+        "star",
+        "operator",
+        "asynchronous",
+        "trailing_whitespace",
+        "newline",
+        "arrow",
+        "walrus",
+        "lbrace",
+        "rbrace",
+        "lbracket",
+        "rbracket",
+        "star_tok",
+        "first_line",
+        "empty_lines",
+        "whitespace",
+    }
+)
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _child_fields(cls: type) -> tuple[str, ...]:
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = tuple(
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in _SKIPPED_FIELDS and not f.name.startswith("whitespace")
+        )
+        _FIELDS[cls] = fields
+    return fields
+
+
+def children(node: cst.CSTNode) -> list[cst.CSTNode]:
+    """The node's children that can hold code, in field order (source order for statements)."""
+    out: list[cst.CSTNode] = []
+    for name in _child_fields(node.__class__):
+        value = getattr(node, name)
+        if isinstance(value, cst.CSTNode):
+            out.append(value)
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                if isinstance(item, cst.CSTNode):
+                    out.append(item)
+    return out
+
+
+Handler = Callable[[Any], Any]
+
+
+def dispatch_table(visitors: list[Any], prefix: str) -> dict[type, list[Handler]]:
+    """``{cst.Call: [rule.visit_Call, ...]}`` for every ``visit_<Node>`` method of the visitors."""
+    table: dict[type, list[Handler]] = {}
+    for visitor in visitors:
+        for attr in dir(type(visitor)):
+            if not attr.startswith(prefix):
+                continue
+            node_type = getattr(cst, attr[len(prefix):], None)
+            if isinstance(node_type, type) and issubclass(node_type, cst.CSTNode):
+                table.setdefault(node_type, []).append(getattr(visitor, attr))
+    return table
+
+
+def walk(
+    root: cst.CSTNode,
+    tables: list[dict[type, list[Handler]]],
+    stack: list[cst.CSTNode],
+) -> None:
+    """Pre-order walk calling ``tables[0][type]`` on entry and ``tables[1][type]`` on exit.
+
+    ``tables`` is read at every node so that a failing visitor can be removed mid-walk.
+    ``stack`` holds the ancestors of the current node (the node itself last)."""
+    todo: list[tuple[cst.CSTNode, bool]] = [(root, False)]
+    pop = todo.pop
+    push = todo.append
+    while todo:
+        node, leaving = pop()
+        cls = node.__class__
+        if leaving:
+            handlers = tables[1].get(cls)
+            if handlers:
+                for handler in handlers:
+                    handler(node)
+            stack.pop()
+            continue
+        stack.append(node)
+        handlers = tables[0].get(cls)
+        if handlers:
+            for handler in handlers:
+                handler(node)
+        push((node, True))
+        kids = children(node)
+        for child in reversed(kids):
+            push((child, False))

@@ -1,0 +1,77 @@
+"""Source locations for runtime findings: where a module's class is defined, and the first
+frame of user code on the current stack (skipping torch and torch-audit internals)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+from typing import Any
+
+import torch
+
+_INTERNAL_PREFIXES = tuple(
+    os.path.dirname(os.path.abspath(p)) + os.sep
+    for p in (torch.__file__, os.path.dirname(os.path.abspath(__file__)))
+)
+_internal_cache: dict[str, bool] = {}
+
+
+def _is_internal(filename: str) -> bool:
+    hit = _internal_cache.get(filename)
+    if hit is None:
+        hit = (
+            filename.startswith("<")
+            or os.path.abspath(filename).startswith(_INTERNAL_PREFIXES)
+            or f"{os.sep}importlib{os.sep}" in filename
+            or filename.endswith(f"{os.sep}runpy.py")
+            or filename.endswith(f"{os.sep}contextlib.py")
+        )
+        _internal_cache[filename] = hit
+    return hit
+
+
+def user_site(skip: int = 1) -> tuple[str, int] | None:
+    """``(path, line)`` of the innermost frame outside torch and torch-audit, or None."""
+    frame = sys._getframe(skip)
+    while frame is not None:
+        code = frame.f_code
+        if not _is_internal(code.co_filename):
+            return code.co_filename, frame.f_lineno
+        frame = frame.f_back
+    return None
+
+
+def is_torch_class(cls: type) -> bool:
+    return cls.__module__.split(".", 1)[0] == "torch"
+
+
+@functools.lru_cache(maxsize=1024)
+def _class_location(cls: type) -> tuple[str, int] | None:
+    try:
+        path = inspect.getsourcefile(cls)
+        _, line = inspect.getsourcelines(cls)
+    except (OSError, TypeError):
+        return None
+    if path is None:
+        return None
+    return path, line
+
+
+def class_location(obj: Any) -> tuple[str, int] | None:
+    """Where the class of ``obj`` (or ``obj`` itself when it is a class) is defined."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    try:
+        return _class_location(cls)
+    except TypeError:  # unhashable metaclass oddities
+        return None
+
+
+def display_path(path: str) -> str:
+    """A path relative to the working directory when it lies below it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
