@@ -1,0 +1,57 @@
+import libcst as cst
+
+from torch_audit.findings import Severity
+from torch_audit.lint.facts.api import is_softmax, loss_calls
+from torch_audit.rule import StaticRule
+
+
+class SoftmaxBeforeCrossEntropy(StaticRule):
+    """## What it does
+    Finds a softmax whose output reaches `nn.CrossEntropyLoss` or `F.cross_entropy`: in the same
+    function, through variables, tuple unpacking and `self.` attributes, from a `forward` that
+    returns a softmax, or from an `nn.Sequential` that ends in `nn.Softmax`, across the model/loss
+    boundary within one file.
+
+    ## Why is this bad?
+    Cross-entropy expects raw logits and applies `log_softmax` itself. Fed probabilities, it
+    computes `log_softmax(softmax(x))`: the loss is squashed into a narrow range, gradients
+    shrink, and training converges slowly to a worse model, without any error or warning.
+
+    ## Known problems
+    Only flows visible in one file are followed. Probabilities computed for metrics or returned
+    beside the logits are, correctly, not reported; `log_softmax` into cross-entropy is harmless
+    and not reported either (though `nll_loss` is the idiomatic partner of `log_softmax`).
+
+    ## References
+    - [torch.nn.CrossEntropyLoss](https://pytorch.org/docs/stable/generated/torch.nn.CrossEntropyLoss.html)
+    - [PyTorch forums: softmax before CrossEntropyLoss](https://discuss.pytorch.org/t/do-i-need-to-use-softmax-before-nn-crossentropyloss/16739)
+    """
+
+    code = "TA101"
+    name = "softmax-before-cross-entropy"
+    severity = Severity.ERROR
+    message = "{loss} receives the output of a softmax ({where}); cross-entropy applies log_softmax itself"
+    fix_title = "Pass the logits (the input of the softmax) to the loss"
+
+    def leave_Module(self, node: cst.Module) -> None:
+        df = self.ctx.dataflow
+        for lc in loss_calls(self.ctx, "cross_entropy"):
+            for source in df.sources(lc.input, lc.call.scope, lc.call.stmt.index):
+                if is_softmax(source):
+                    self.report(
+                        lc.call.node,
+                        loss="F.cross_entropy" if lc.functional else "CrossEntropyLoss",
+                        where=_describe(self.ctx, source, lc.call.scope),
+                    )
+                    break
+
+
+def _describe(ctx, source, loss_scope) -> str:
+    line = ctx.position(source.node).start.line
+    if source.kind == "module":
+        return f"the nn.Softmax layer built at line {line}"
+    if source.scope is not None and source.scope is not loss_scope and source.scope.kind == "function":
+        owner = source.scope.parent
+        prefix = f"{owner.name}." if owner is not None and owner.kind == "class" else ""
+        return f"returned by {prefix}{source.scope.name}() at line {line}"
+    return f"line {line}"
