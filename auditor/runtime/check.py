@@ -67,6 +67,12 @@ class RuntimeCheck(Rule):
     def close(self) -> None:
         """Called once when the session ends, also on exceptions. Drop tensor references."""
 
+    # -- helpers ------------------------------------------------------------------------------
+    def defer(self, tensor: Any, callback: Any) -> None:
+        """Read ``tensor`` (any shape, on any device) with the session's next host transfer and
+        call ``callback(values: list[float])``; errors in the callback disable this check."""
+        self.session.defer(self, tensor, callback)
+
     # -- reporting ----------------------------------------------------------------------------
     def report(
         self,

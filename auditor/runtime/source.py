@@ -11,10 +11,17 @@ from typing import Any
 
 import torch
 
-_INTERNAL_PREFIXES = tuple(
-    os.path.dirname(os.path.abspath(p)) + os.sep
-    for p in (torch.__file__, os.path.dirname(os.path.abspath(__file__)))
-)
+def _package_dirs() -> tuple[str, ...]:
+    import torch_audit
+    import torch_audit.rules
+
+    dirs = [os.path.dirname(os.path.abspath(torch.__file__))]
+    for pkg in (torch_audit, torch_audit.rules):
+        dirs.extend(os.path.abspath(p) for p in pkg.__path__)
+    return tuple(d.rstrip(os.sep) + os.sep for d in dirs)
+
+
+_INTERNAL_PREFIXES = _package_dirs()
 _internal_cache: dict[str, bool] = {}
 
 

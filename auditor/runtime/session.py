@@ -1,0 +1,815 @@
+"""The runtime audit session: ``torch_audit.audit()``.
+
+One context manager installs *global* hooks (module forward pre/post hooks, optimizer step
+pre/post hooks) and a few reversible patches (``torch.autograd.backward``,
+``F.cross_entropy``, ``F.relu``, ``Optimizer.zero_grad``/``Module.zero_grad``) — each only when
+an enabled check subscribes to the matching event — and removes all of them on exit, also when
+the block raises. Checks hand device tensors to :meth:`AuditSession.defer`; the session reads
+everything deferred with one host transfer per optimizer step (on CUDA asynchronously, one step
+late, unless ``fail_fast``), so a training step costs at most one synchronisation.
+
+See ``docs/runtime.md`` for the user-facing description.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import weakref
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+from torch.utils.weak import WeakIdKeyDictionary
+
+from torch_audit.findings import Finding, Severity
+from torch_audit.runtime import dist
+from torch_audit.runtime.check import RuntimeCheck
+from torch_audit.runtime.errors import AuditFailure, SessionActiveError
+from torch_audit.runtime.index import ModelIndex
+from torch_audit.runtime.source import class_location, display_path, is_torch_class, user_site
+
+__all__ = ["AuditSession", "StepContext", "audit", "active_session"]
+
+INTERNAL_ERROR_CODE = "TA799"
+
+_state_lock = threading.Lock()
+_active: "AuditSession | None" = None
+
+
+def active_session() -> "AuditSession | None":
+    """The session currently running, if any."""
+    return _active
+
+
+def _compiling() -> bool:
+    try:
+        return torch.compiler.is_compiling()
+    except Exception:  # pragma: no cover
+        return False
+
+
+def _first_tensors(output: Any) -> list[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, (tuple, list)):
+        return [t for t in output if isinstance(t, torch.Tensor)]
+    if isinstance(output, Mapping):
+        return [t for t in output.values() if isinstance(t, torch.Tensor)]
+    return []
+
+
+class BackwardEvent:
+    """``torch.autograd.backward`` / ``Tensor.backward`` was called on ``tensors``."""
+
+    __slots__ = ("tensors", "_value", "_site")
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...]) -> None:
+        self.tensors = tensors
+        self._value: torch.Tensor | None = None
+        self._site: tuple[str, int] | None | bool = False
+
+    @property
+    def value(self) -> torch.Tensor | None:
+        """A detached 1-element float tensor: the loss (or the sum of a non-scalar root)."""
+        if self._value is None:
+            vals = [t.detach() for t in self.tensors if t.is_floating_point()]
+            if not vals:
+                return None
+            v = vals[0] if len(vals) == 1 and vals[0].numel() == 1 else torch.stack(
+                [x.float().sum() for x in vals]
+            ).sum()
+            self._value = v.reshape(1)
+        return self._value
+
+    @property
+    def site(self) -> tuple[str, int] | None:
+        if self._site is False:
+            self._site = user_site(2)
+        return self._site  # type: ignore[return-value]
+
+
+class CallEvent:
+    """A call of an audited functional (``F.cross_entropy``, ``F.relu``)."""
+
+    __slots__ = ("input", "target", "output", "kwargs", "module", "_site")
+
+    def __init__(self, input: Any, target: Any = None, output: Any = None,
+                 kwargs: dict | None = None, module: torch.nn.Module | None = None) -> None:
+        self.input = input
+        self.target = target
+        self.output = output
+        self.kwargs = kwargs or {}
+        self.module = module
+        self._site: Any = False
+
+    @property
+    def site(self) -> tuple[str, int] | None:
+        if self._site is False:
+            self._site = user_site(2)
+        return self._site
+
+
+class StepContext:
+    """What the checks see of one ``optimizer.step()``; device quantities are computed once."""
+
+    def __init__(self, session: "AuditSession", optimizer: torch.optim.Optimizer, step: int,
+                 checked: bool) -> None:
+        self.session = session
+        self.optimizer = optimizer
+        self.step = step
+        #: False on steps skipped by ``every=N``: checks do no device work then.
+        self.checked = checked
+        self.label = session.optimizer_label(optimizer)
+        self._params: list[torch.Tensor] | None = None
+        self._grad_norms: torch.Tensor | None = None
+        self._has_grad: list[bool] | None = None
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        if self._params is None:
+            seen: set[int] = set()
+            out = []
+            for group in self.optimizer.param_groups:
+                for p in group["params"]:
+                    if id(p) not in seen:
+                        seen.add(id(p))
+                        out.append(p)
+            self._params = out
+        return self._params
+
+    @property
+    def has_grad(self) -> list[bool]:
+        if self._has_grad is None:
+            self._has_grad = [p.grad is not None for p in self.params]
+        return self._has_grad
+
+    def grad_norms(self) -> torch.Tensor:
+        """Per-parameter L2 gradient norms (0 where ``grad is None``), one fused
+        ``torch._foreach_norm`` and one stack; under FSDP summed over ranks (symmetrically)."""
+        if self._grad_norms is None:
+            self._grad_norms = self.session._compute_grad_norms(self.params, self.has_grad)
+        return self._grad_norms
+
+    def name(self, param: torch.Tensor, index: int | None = None) -> str:
+        fallback = None
+        if index is not None:
+            fallback = f"{self.label}.params[{index}] {tuple(param.shape)}"
+        return self.session.index.param_name(param, fallback)
+
+
+class AuditSession:
+    """A running (or finished) audit. Create it with :func:`audit`."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module | Iterable[torch.nn.Module] | None = None,
+        optimizer: torch.optim.Optimizer | Iterable[torch.optim.Optimizer] | None = None,
+        *,
+        select: Iterable[str] | None = None,
+        ignore: Iterable[str] | None = None,
+        every: int = 1,
+        fail_fast: bool = False,
+        preview: bool = False,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+        sync: str = "auto",
+    ) -> None:
+        from torch_audit.catalog import load_catalog
+
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"every must be a positive integer, got {every!r}")
+        if sync not in ("auto", "step", "late"):
+            raise ValueError(f"sync must be 'auto', 'step' or 'late', got {sync!r}")
+        if isinstance(select, str):
+            select = [select]
+        if isinstance(ignore, str):
+            ignore = [ignore]
+        catalog = load_catalog()
+        self.every = every
+        self.fail_fast = fail_fast
+        self.sync = sync
+        self._rules = catalog.select(
+            select=select, ignore=ignore or (), preview=preview, kind="runtime"
+        )
+        ignored = set()
+        for sel in ignore or ():
+            ignored |= catalog.match(sel)
+        self._report_internal = INTERNAL_ERROR_CODE not in ignored
+        self._internal_rule = catalog.get(INTERNAL_ERROR_CODE)
+        self._options = resolve_options(catalog, options)
+        models = [] if model is None else [model] if isinstance(model, torch.nn.Module) else list(model)
+        opts = [] if optimizer is None else (
+            [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer)
+        )
+        self._models = [weakref.ref(m) for m in models]
+        self._optimizer_filter: WeakIdKeyDictionary | None = None
+        if opts:
+            self._optimizer_filter = WeakIdKeyDictionary()
+            for o in opts:
+                self._optimizer_filter[o] = True
+        self.findings: list[Finding] = []
+        self._by_key: dict[tuple, Finding] = {}
+        self.step = 0
+        self.rank = None
+        self._entered = False
+        self._closed = False
+        self._reset_runtime_state()
+
+    # -- state ----------------------------------------------------------------------------------
+    def _reset_runtime_state(self) -> None:
+        self.index = ModelIndex()
+        self.checks: list[RuntimeCheck] = []
+        self._by_event: dict[str, list[RuntimeCheck]] = {}
+        self._handles: list[Any] = []
+        self._patches: list[tuple[Any, str, Any]] = []
+        self._stack: list[torch.nn.Module] = []
+        self._root: torch.nn.Module | None = None
+        self.root_grad_enabled = True
+        self._restrict_modules = False
+        self._pending: list[tuple[torch.Tensor, list[tuple[RuntimeCheck, Callable]]]] = []
+        self._pending_ids: dict[int, int] = {}
+        self._inflight: list[tuple[Any, torch.Tensor, list]] = []
+        self._opt_labels: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._opt_steps: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._contexts: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.optimizers: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._backward_depth = 0
+        self._fail_pending: Finding | None = None
+        self._zero = None
+        self._needs_grad_norms = False
+
+    # -- context manager ------------------------------------------------------------------------
+    def __enter__(self) -> "AuditSession":
+        global _active
+        if self._entered:
+            raise SessionActiveError("this audit session was already used; create a new one")
+        with _state_lock:
+            if _active is not None:
+                raise SessionActiveError(
+                    "a torch-audit session is already active; sessions cannot be nested or run "
+                    "concurrently (exit the other `with torch_audit.audit(...)` block first)"
+                )
+            _active = self
+        self._entered = True
+        try:
+            self._start()
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._finish(clean=exc_type is None)
+        finally:
+            self._stop()
+
+    def _start(self) -> None:
+        self.rank = dist.rank() if dist.active() else None
+        for rule in self._rules:
+            if not issubclass(rule, RuntimeCheck) or not rule.events:
+                continue
+            check = rule(self, self._options.get(rule.code))
+            self.checks.append(check)
+        for check in self.checks:
+            for event in check.events:
+                self._by_event.setdefault(event, []).append(check)
+        for check in list(self.checks):
+            self._call(check, check.setup)
+        models = [m for m in (r() for r in self._models) if m is not None]
+        for m in models:
+            self.index.add_root(m)
+        self._restrict_modules = bool(models)
+        self._needs_grad_norms = any(
+            getattr(c, "uses_grad_norms", False) for c in self.checks
+        )
+        self._install()
+
+    def _install(self) -> None:
+        ev = self._by_event
+        from torch.nn.modules import module as nn_module
+        from torch.optim import optimizer as optim_module
+
+        # forward hooks are needed for names and roots whenever anything module-related runs
+        if self.checks:
+            self._handles.append(nn_module.register_module_forward_pre_hook(self._forward_pre))
+            self._handles.append(
+                nn_module.register_module_forward_hook(self._forward_post, always_call=True)
+            )
+        if any(e in ev for e in ("step_pre", "step_post")) or self.checks:
+            self._handles.append(optim_module.register_optimizer_step_pre_hook(self._step_pre))
+            self._handles.append(optim_module.register_optimizer_step_post_hook(self._step_post))
+        if "backward" in ev or "backward_end" in ev:
+            self._patch(torch.autograd, "backward", self._make_backward(torch.autograd.backward))
+        if "cross_entropy" in ev:
+            F = torch.nn.functional
+            self._patch(F, "cross_entropy", self._make_cross_entropy(F.cross_entropy))
+        if "relu" in ev:
+            F = torch.nn.functional
+            self._patch(F, "relu", self._make_relu(F.relu))
+        if "zero_grad" in ev:
+            self._patch(torch.optim.Optimizer, "zero_grad",
+                        self._make_zero_grad(torch.optim.Optimizer.zero_grad, optimizer=True))
+            self._patch(torch.nn.Module, "zero_grad",
+                        self._make_zero_grad(torch.nn.Module.zero_grad, optimizer=False))
+
+    def _patch(self, owner: Any, attr: str, replacement: Any) -> None:
+        original = owner.__dict__[attr] if attr in getattr(owner, "__dict__", {}) else getattr(owner, attr)
+        self._patches.append((owner, attr, original))
+        setattr(owner, attr, replacement)
+
+    def _stop(self) -> None:
+        global _active
+        errors = []
+        for handle in reversed(self._handles):
+            try:
+                handle.remove()
+            except Exception as e:  # pragma: no cover
+                errors.append(e)
+        for owner, attr, original in reversed(self._patches):
+            setattr(owner, attr, original)
+        for check in self.checks:
+            try:
+                check.close()
+            except Exception:
+                pass
+        self._handles = []
+        self._patches = []
+        self._closed = True
+        codes = [c.code for c in self.checks]
+        self._reset_runtime_state()
+        self.check_codes = codes
+        with _state_lock:
+            if _active is self:
+                _active = None
+
+    def _finish(self, clean: bool) -> None:
+        """Read what is pending, let checks conclude, gather findings from all ranks."""
+        try:
+            self.flush(final=True, collective=clean)
+            for check in self._by_event.get("finish", ()):
+                self._call(check, check.on_finish)
+            self.flush(final=True, collective=False)
+        except AuditFailure:
+            if clean:
+                raise
+        if clean and dist.active():
+            self._gather_ranks()
+        if clean and self.fail_fast and self._fail_pending is not None:
+            finding, self._fail_pending = self._fail_pending, None
+            raise AuditFailure(finding)
+
+    def _gather_ranks(self) -> None:
+        local = [f.to_dict() for f in self.findings]
+        gathered = dist.all_gather_objects(local)
+        merged: list[Finding] = []
+        for rank_findings in gathered:
+            for data in rank_findings:
+                merged.append(Finding.from_dict(data))
+        merged.sort(key=lambda f: (f.rank if f.rank is not None else -1, f.step or 0, f.code))
+        self.findings = merged
+
+    # -- dispatch helpers -----------------------------------------------------------------------
+    def _call(self, check: RuntimeCheck, fn: Callable, *args: Any) -> Any:
+        if not check.enabled:
+            return None
+        try:
+            return fn(*args)
+        except AuditFailure:
+            raise
+        except Exception as exc:  # a check must never break training
+            self._internal_error(check, exc)
+            return None
+
+    def _internal_error(self, check: RuntimeCheck, exc: BaseException) -> None:
+        check.enabled = False
+        if not self._report_internal:
+            return
+        rule = self._internal_rule
+        msg = (
+            f"check {check.name} ({check.code}) raised {type(exc).__name__}: {exc}; "
+            "it is disabled for the rest of this session"
+        )
+        self._add(
+            code=INTERNAL_ERROR_CODE,
+            name=getattr(rule, "name", "runtime-internal-error"),
+            severity=getattr(rule, "severity", Severity.WARNING),
+            subject=check.code,
+            message=msg,
+            step=self.step,
+            module=None,
+            value=None,
+            path="",
+            line=1,
+        )
+
+    # -- deferred reads -------------------------------------------------------------------------
+    def defer(self, check: RuntimeCheck, tensor: torch.Tensor, callback: Callable) -> None:
+        key = id(tensor)
+        slot = self._pending_ids.get(key)
+        if slot is not None and self._pending[slot][0] is tensor:
+            self._pending[slot][1].append((check, callback))
+            return
+        self._pending_ids[key] = len(self._pending)
+        self._pending.append((tensor, [(check, callback)]))
+
+    def _late(self, device: torch.device) -> bool:
+        if device.type != "cuda":
+            return False
+        if self.sync == "late":
+            return True
+        return self.sync == "auto" and not self.fail_fast
+
+    def flush(self, *, final: bool = False, collective: bool = True) -> None:
+        """Read every deferred tensor with one transfer per device and run the callbacks.
+
+        Under torch.distributed this is called at the same points on every rank; with
+        ``fail_fast`` it ends with one small all-reduce so that all ranks stop together."""
+        batch, self._pending, self._pending_ids = self._pending, [], {}
+        # finished asynchronous reads from earlier steps first (CUDA)
+        self._drain_inflight(wait=final)
+        by_device: dict[Any, list] = {}
+        for tensor, callbacks in batch:
+            by_device.setdefault(tensor.device, []).append((tensor, callbacks))
+        for device, items in by_device.items():
+            flat = torch.cat([t.detach().reshape(-1).to(torch.float32) for t, _ in items])
+            if self._late(device) and not final:
+                host = torch.empty(flat.shape, dtype=flat.dtype, device="cpu", pin_memory=True)
+                host.copy_(flat, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record()
+                self._inflight.append((event, host, items))
+            else:
+                self._deliver(flat.tolist(), items)
+        if collective and self.fail_fast and dist.active():
+            flag = torch.tensor([1.0 if self._fail_pending is not None else 0.0])
+            if dist.all_reduce_sum(flag).item() > 0:  # noqa: one tiny read, fail_fast only
+                finding = self._fail_pending or self._remote_failure()
+                self._fail_pending = None
+                raise AuditFailure(finding)
+        elif self._fail_pending is not None and not dist.active():
+            finding, self._fail_pending = self._fail_pending, None
+            raise AuditFailure(finding)
+
+    def _remote_failure(self) -> Finding:
+        return Finding(
+            code=INTERNAL_ERROR_CODE, name="runtime-internal-error", severity=Severity.ERROR,
+            message="another rank reported an error-severity finding (fail_fast)",
+            step=self.step, rank=self.rank,
+        )
+
+    def _drain_inflight(self, wait: bool) -> None:
+        keep = []
+        for event, host, items in self._inflight:
+            if wait:
+                event.synchronize()
+            elif not event.query():
+                keep.append((event, host, items))
+                continue
+            self._deliver(host.tolist(), items)
+        self._inflight = keep
+
+    def _deliver(self, values: list[float], items: list) -> None:
+        offset = 0
+        for tensor, callbacks in items:
+            n = tensor.numel()
+            part = values[offset:offset + n]
+            offset += n
+            for check, cb in callbacks:
+                self._call(check, cb, part)
+
+    # -- gradient norms -------------------------------------------------------------------------
+    def _compute_grad_norms(self, params: list[torch.Tensor], has_grad: list[bool]) -> torch.Tensor:
+        grads = []
+        for p, h in zip(params, has_grad):
+            if h:
+                g = dist.local(p.grad)
+                if g.is_sparse:
+                    g = g.coalesce()._values()
+                grads.append(g)
+        if grads:
+            norms = torch._foreach_norm(grads)
+        else:
+            norms = []
+        device = norms[0].device if norms else (params[0].device if params else torch.device("cpu"))
+        if len(norms) == len(params):
+            out = torch.stack([n.to(device, torch.float32) for n in norms])
+        else:
+            zero = torch.zeros((), device=device)
+            it = iter(norms)
+            out = torch.stack([next(it).to(device, torch.float32) if h else zero for h in has_grad]) \
+                if params else torch.zeros(0, device=device)
+        if dist.active() and any(dist.is_sharded(p) for p in params):
+            out = dist.all_reduce_sum(out.square()).sqrt()
+        return out
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def _forward_pre(self, module: torch.nn.Module, args: Any) -> None:
+        if _compiling():
+            return
+        stack = self._stack
+        if not stack:
+            if self._restrict_modules:
+                if not self.index.knows(module):
+                    stack.append(module)
+                    return
+            else:
+                self.index.add_root(module)
+            self._root = module
+            self.root_grad_enabled = torch.is_grad_enabled()
+        stack.append(module)
+
+    def _forward_post(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if _compiling():
+            return
+        stack = self._stack
+        if stack and stack[-1] is module:
+            stack.pop()
+        elif module in stack:  # pragma: no cover - unbalanced (exception inside a child)
+            del stack[stack.index(module):]
+        if output is None:
+            return
+        if self._restrict_modules and not self.index.knows(module):
+            return
+        for check in self._by_event.get("forward", ()):
+            if check.enabled:
+                self._call(check, check.on_forward, module, output)
+
+    def current_module(self) -> torch.nn.Module | None:
+        return self._stack[-1] if self._stack else None
+
+    def root_of(self, module: torch.nn.Module) -> torch.nn.Module | None:
+        return self.index.root_of(module)
+
+    def _watched(self, optimizer: torch.optim.Optimizer) -> bool:
+        return self._optimizer_filter is None or optimizer in self._optimizer_filter
+
+    def optimizer_label(self, optimizer: torch.optim.Optimizer) -> str:
+        label = self._opt_labels.get(optimizer)
+        if label is None:
+            name = type(optimizer).__name__
+            same = sum(1 for v in self._opt_labels.values() if v.split("#")[0] == name)
+            label = name if same == 0 else f"{name}#{same + 1}"
+            self._opt_labels[optimizer] = label
+        return label
+
+    def _step_pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if not self._watched(optimizer):
+            return
+        self.optimizers[optimizer] = True
+        count = self._opt_steps.get(optimizer, 0)
+        ctx = StepContext(self, optimizer, count, checked=count % self.every == 0)
+        self._contexts[optimizer] = ctx
+        if ctx.checked and self._needs_grad_norms:
+            ctx.grad_norms()  # symmetric under FSDP: every rank computes it at every checked step
+        for check in self._by_event.get("step_pre", ()):
+            self._call(check, check.on_step_pre, ctx)
+        if ctx.checked:
+            self.flush()
+
+    def _step_post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if not self._watched(optimizer):
+            return
+        ctx = self._contexts.pop(optimizer, None)
+        if ctx is None:  # pragma: no cover - pre hook did not run
+            return
+        for check in self._by_event.get("step_post", ()):
+            self._call(check, check.on_step_post, ctx)
+        self._opt_steps[optimizer] = ctx.step + 1
+        self.step = max(self.step, ctx.step + 1)
+
+    def _make_backward(self, original: Callable) -> Callable:
+        session = self
+
+        def backward(*args: Any, **kwargs: Any) -> Any:
+            if session._backward_depth or _compiling():
+                return original(*args, **kwargs)
+            tensors = args[0] if args else kwargs.get("tensors")
+            if isinstance(tensors, torch.Tensor):
+                tensors = (tensors,)
+            event = BackwardEvent(tuple(t for t in (tensors or ()) if isinstance(t, torch.Tensor)))
+            for check in session._by_event.get("backward", ()):
+                session._call(check, check.on_backward, event)
+            session._backward_depth += 1
+            try:
+                result = original(*args, **kwargs)
+            finally:
+                session._backward_depth -= 1
+            for check in session._by_event.get("backward_end", ()):
+                session._call(check, check.on_backward_end, event)
+            return result
+
+        backward.__wrapped__ = original  # type: ignore[attr-defined]
+        return backward
+
+    def _make_cross_entropy(self, original: Callable) -> Callable:
+        session = self
+
+        def cross_entropy(input: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
+            if not _compiling() and isinstance(input, torch.Tensor):
+                event = CallEvent(input, target, kwargs=kwargs, module=session.current_module())
+                for check in session._by_event.get("cross_entropy", ()):
+                    session._call(check, check.on_cross_entropy, event)
+            return original(input, target, *args, **kwargs)
+
+        cross_entropy.__wrapped__ = original  # type: ignore[attr-defined]
+        cross_entropy.__doc__ = original.__doc__
+        return cross_entropy
+
+    def _make_relu(self, original: Callable) -> Callable:
+        session = self
+
+        def relu(input: Any, inplace: bool = False) -> Any:
+            out = original(input, inplace=inplace)
+            if not _compiling() and isinstance(out, torch.Tensor):
+                event = CallEvent(input if not inplace else None, output=out,
+                                  module=session.current_module())
+                for check in session._by_event.get("relu", ()):
+                    session._call(check, check.on_relu, event)
+            return out
+
+        relu.__wrapped__ = original  # type: ignore[attr-defined]
+        relu.__doc__ = original.__doc__
+        return relu
+
+    def _make_zero_grad(self, original: Callable, optimizer: bool) -> Callable:
+        session = self
+
+        def zero_grad(self_: Any, *args: Any, **kwargs: Any) -> Any:
+            result = original(self_, *args, **kwargs)
+            if not _compiling():
+                if optimizer:
+                    params = [p for g in self_.param_groups for p in g["params"]]
+                else:
+                    params = list(self_.parameters())
+                for check in session._by_event.get("zero_grad", ()):
+                    session._call(check, check.on_zero_grad, params)
+            return result
+
+        zero_grad.__wrapped__ = original  # type: ignore[attr-defined]
+        return zero_grad
+
+    # -- findings -------------------------------------------------------------------------------
+    def module_location(self, module: torch.nn.Module | None) -> tuple[str, int] | None:
+        """Where to point for ``module``: its class, or for torch's own classes the nearest
+        enclosing user-defined module class."""
+        m = module
+        while m is not None:
+            if not is_torch_class(type(m)):
+                return class_location(m)
+            m = self.index.module_parent.get(m)
+        return None
+
+    def add_finding(
+        self,
+        check: RuntimeCheck,
+        subject: str,
+        message: str,
+        *,
+        step: int | None = None,
+        module: str | torch.nn.Module | None = None,
+        value: float | str | None = None,
+        path: str | None = None,
+        line: int | None = None,
+    ) -> Finding:
+        module_name = None
+        if isinstance(module, torch.nn.Module):
+            module_name = self.index.name(module)
+            if path is None:
+                loc = self.module_location(module)
+                if loc:
+                    path, line = loc
+        else:
+            module_name = module
+        return self._add(
+            code=check.code, name=check.name, severity=check.severity, subject=subject,
+            message=message, step=step, module=module_name, value=value,
+            path=path or "", line=line or 1,
+        )
+
+    def _add(self, *, code: str, name: str, severity: Any, subject: str, message: str,
+             step: int | None, module: str | None, value: Any, path: str, line: int) -> Finding:
+        key = (code, subject)
+        found = self._by_key.get(key)
+        if found is not None:
+            found.count += 1
+            return found
+        if isinstance(value, float) and value != value:
+            value = "nan"
+        elif isinstance(value, float) and value in (float("inf"), float("-inf")):
+            value = "inf" if value > 0 else "-inf"
+        finding = Finding(
+            code=code, name=name, severity=severity, message=message,
+            path=display_path(path) if path else "", line=line,
+            module=module, step=self.step if step is None else step, value=value, rank=self.rank,
+        )
+        self._by_key[key] = finding
+        self.findings.append(finding)
+        if self.fail_fast and finding.severity is Severity.ERROR and code != INTERNAL_ERROR_CODE:
+            if self._fail_pending is None:
+                self._fail_pending = finding
+            if not dist.active() and not self._in_flush_callbacks():
+                self._fail_pending = None
+                raise AuditFailure(finding)
+        return finding
+
+    def _in_flush_callbacks(self) -> bool:
+        return False
+
+    # -- output ---------------------------------------------------------------------------------
+    def report(self) -> str:
+        """The findings as text, one per line, and a summary line."""
+        return format_text(self.findings)
+
+    def print_report(self, file: Any = None) -> None:
+        """Print :meth:`report` (on rank 0 only under torch.distributed)."""
+        if self.rank not in (None, 0):
+            return
+        print(self.report(), file=file)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps([f.to_dict() for f in self.findings], indent=indent)
+
+    @property
+    def codes(self) -> list[str]:
+        return sorted({f.code for f in self.findings})
+
+
+def format_text(findings: list[Finding]) -> str:
+    lines = []
+    for f in findings:
+        where = f"{f.path}:{f.line}:{f.column}: " if f.path else ""
+        extra = []
+        if f.module:
+            extra.append(f"module={f.module}")
+        if f.step is not None:
+            extra.append(f"step={f.step}")
+        if f.count > 1:
+            extra.append(f"count={f.count}")
+        if f.value is not None:
+            extra.append(f"value={f.value:.4g}" if isinstance(f.value, float) else f"value={f.value}")
+        if f.rank is not None:
+            extra.append(f"rank={f.rank}")
+        lines.append(f"{where}{f.code} {f.message} [{', '.join(extra)}]")
+    n = len(findings)
+    lines.append("No runtime findings." if n == 0 else f"Found {n} runtime finding{'s' if n != 1 else ''}.")
+    return "\n".join(lines)
+
+
+def resolve_options(catalog: Any, options: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict]:
+    """Validate per-rule options keyed by rule name or code; returns ``{code: {key: value}}``."""
+    out: dict[str, dict] = {}
+    for key, values in (options or {}).items():
+        rule = catalog.get(str(key))
+        if rule is None or rule.kind != "runtime":
+            raise ValueError(f"options given for unknown runtime check {key!r}")
+        if not isinstance(values, Mapping):
+            raise TypeError(f"options for {key!r} must be a dict, got {type(values).__name__}")
+        checked = {}
+        for k, v in values.items():
+            opt = rule.options.get(k)
+            if opt is None:
+                valid = ", ".join(sorted(rule.options)) or "none"
+                raise ValueError(f"unknown option {k!r} for check {rule.name} (valid: {valid})")
+            checked[k] = opt.check(rule.name, k, v)
+        out.setdefault(rule.code, {}).update(checked)
+    return out
+
+
+def audit(
+    model: torch.nn.Module | Iterable[torch.nn.Module] | None = None,
+    optimizer: torch.optim.Optimizer | Iterable[torch.optim.Optimizer] | None = None,
+    *,
+    select: Iterable[str] | None = None,
+    ignore: Iterable[str] | None = None,
+    every: int = 1,
+    fail_fast: bool = False,
+    preview: bool = False,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    sync: str = "auto",
+    **rule_options: Mapping[str, Any],
+) -> AuditSession:
+    """Audit the training code run inside the ``with`` block.
+
+    ``model``/``optimizer`` restrict the audit to those objects (default: every module and
+    optimizer used in the block). ``select``/``ignore`` take codes, prefixes or names as the
+    linter does; ``preview=True`` enables preview checks. ``every=N`` runs the numeric step
+    checks on every N-th optimizer step. ``fail_fast=True`` raises
+    :class:`~torch_audit.runtime.AuditFailure` on the first error-severity finding.
+    Per-check options: ``options={"exploding-gradient": {"factor": 10}}``, or as keywords with
+    underscores, ``exploding_gradient={"factor": 10}``. ``sync`` chooses when flags are read on
+    CUDA: ``"late"`` (asynchronously, one step later), ``"step"`` (in the step), ``"auto"``
+    (late unless ``fail_fast``).
+    """
+    merged: dict[str, dict] = {k: dict(v) for k, v in (options or {}).items()}
+    for key, values in rule_options.items():
+        name = key.replace("_", "-")
+        if not isinstance(values, Mapping):
+            raise TypeError(
+                f"unexpected keyword argument {key!r}: per-check options are dicts, "
+                f"e.g. {key}={{...}}"
+            )
+        merged.setdefault(name, {}).update(values)
+    return AuditSession(
+        model, optimizer, select=select, ignore=ignore, every=every, fail_fast=fail_fast,
+        preview=preview, options=merged, sync=sync,
+    )

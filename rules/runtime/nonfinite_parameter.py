@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import math
+
+from torch_audit.findings import Severity
+from torch_audit.runtime.check import RuntimeCheck
+
+
+class NonFiniteParameter(RuntimeCheck):
+    """## What it does
+    Checks after every `optimizer.step()` that the optimizer's parameters and its state tensors
+    (momentum buffers, Adam moments, ...) are finite.
+
+    ## Why is this bad?
+    A parameter can become NaN or infinite even when loss and gradients are finite: a learning
+    rate that overflows the update, an `eps=0` division in an adaptive optimizer, a corrupted
+    checkpoint, a manual in-place edit. Once a weight or a moment estimate is non-finite, every
+    later step is wasted.
+
+    ## Known problems
+    Parameters are checked through their L2 norms (one fused `torch._foreach_norm`), so finite
+    values above about 1e19 overflow and are reported as non-finite. The flags are read together
+    with the next step's, so the finding carries the step that produced the value.
+
+    ## References
+    - https://pytorch.org/docs/stable/optim.html
+    """
+
+    code = "TA703"
+    name = "nonfinite-parameter"
+    severity = Severity.ERROR
+    message = "{what} non-finite after {optimizer}.step()"
+    fix_title = "Lower the learning rate, check eps of adaptive optimizers, clip gradients"
+    events = frozenset({"step_post"})
+
+    def on_step_post(self, ctx) -> None:
+        if not ctx.checked:
+            return
+        import torch
+
+        from torch_audit.runtime import dist
+        from torch_audit.runtime.util import names_list
+
+        tensors, labels = [], []
+        state = ctx.optimizer.state
+        for i, p in enumerate(ctx.params):
+            if p.is_floating_point() and p.numel():
+                tensors.append(dist.local(p.detach()))
+                labels.append((i, None))
+            st = state.get(p)
+            if st:
+                for key, v in st.items():
+                    if key != "step" and isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel():
+                        tensors.append(dist.local(v.detach()))
+                        labels.append((i, key))
+        if not tensors:
+            return
+        with torch.no_grad():
+            norms = torch._foreach_norm(tensors)
+            dev = norms[0].device
+            stacked = torch.stack([n.to(dev, torch.float32) for n in norms])
+        params = ctx.params
+        index = self.session.index
+
+        def check(values: list[float]) -> None:
+            bad = [k for k, v in enumerate(values) if not math.isfinite(v)]
+            if not bad:
+                return
+            parts = []
+            for k in bad:
+                i, key = labels[k]
+                name = ctx.name(params[i], i)
+                parts.append(name if key is None else f"optimizer state {key!r} of {name}")
+            first = labels[bad[0]][0]
+            what = f"{len(bad)} tensor(s): {names_list(parts)} are" if len(bad) > 1 else f"{parts[0]} is"
+            self.report(ctx.label, step=ctx.step, module=index.owner(params[first]),
+                        value=values[bad[0]], what=what, optimizer=ctx.label)
+
+        self.defer(stacked, check)
