@@ -80,3 +80,38 @@ def readme_with_table(readme: str, catalog: Catalog) -> str:
     start = readme.index(TABLE_START) + len(TABLE_START)
     end = readme.index(TABLE_END)
     return readme[:start] + "\n" + rules_table(catalog.rules) + readme[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m torch_audit.docs --update-readme README.md`` rewrites the generated table;
+    ``--check`` exits 1 when it is stale."""
+    import argparse
+    from pathlib import Path
+
+    from torch_audit.catalog import load_catalog
+
+    parser = argparse.ArgumentParser(prog="python -m torch_audit.docs")
+    parser.add_argument("--update-readme", metavar="README", type=Path)
+    parser.add_argument("--check", metavar="README", type=Path)
+    args = parser.parse_args(argv)
+    catalog = load_catalog()
+    target = args.update_readme or args.check
+    if target is None:
+        print(rules_table(catalog.rules), end="")
+        return 0
+    text = target.read_text(encoding="utf-8")
+    fresh = readme_with_table(text, catalog)
+    if args.check:
+        if fresh != text:
+            print(f"{target}: the rule table is stale; run python -m torch_audit.docs --update-readme {target}")
+            return 1
+        return 0
+    if fresh != text:
+        from torch_audit.atomic import write_text_atomic
+
+        write_text_atomic(target, fresh)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
