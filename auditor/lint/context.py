@@ -106,6 +106,12 @@ class FileContext:
         return ModuleFacts(self)
 
     @functools.cached_property
+    def inference(self):
+        from torch_audit.lint.facts.inference import InferenceFacts
+
+        return InferenceFacts(self)
+
+    @functools.cached_property
     def training(self):
         from torch_audit.lint.facts.training import TrainingFacts
 

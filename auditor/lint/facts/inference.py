@@ -1,0 +1,260 @@
+"""Inference-like functions and the models they run.
+
+A function is *inference-like* when it runs a model under ``no_grad``/``inference_mode`` (a
+``with`` block or a decorator), or is named like evaluation (``evaluate``, ``validate``,
+``predict``, ``infer``, ``test`` but not a pytest ``test_*`` function), and calls no
+``backward``. Methods of ``nn.Module`` subclasses (including Lightning's ``validation_step``) and
+of framework classes are left out: the framework, or the module's caller, decides the mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from typing import TYPE_CHECKING
+
+import libcst as cst
+
+from torch_audit.lint.facts.api import MODE_DEPENDENT_LAYERS, MODE_FREE_PREFIXES
+from torch_audit.lint.facts.dataflow import Source
+from torch_audit.lint.facts.index import Call, Scope
+from torch_audit.lint.facts.names import dotted
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch_audit.lint.context import FileContext
+    from torch_audit.lint.facts.modules import ModuleClass
+
+INFERENCE_NAME = re.compile(
+    r"(^|_)(eval|evaluate|evaluation|validate|validation|valid|val|test|testing|predict|"
+    r"prediction|predictions|infer|inference)(_|$)",
+    re.IGNORECASE,
+)
+MODEL_NAME = re.compile(
+    r"(^|_)(model|models|net|network|classifier|encoder|decoder|backbone|generator|"
+    r"discriminator|policy|critic|actor|teacher|student|detector|segmenter|ema)(_|\d|$)",
+    re.IGNORECASE,
+)
+#: constructors of models that load already prepared for inference, or are not nn.Modules
+_NOT_TRAINABLE_PREFIXES = ("torch.jit.", "torch.export.", "onnxruntime.", "tensorrt.")
+MODEL_FACTORY_PREFIXES = ("torchvision.models.", "timm.create_model", "timm.models.")
+
+
+@dataclasses.dataclass(eq=False)
+class ModelUse:
+    call: Call
+    #: the dotted text of the model object (``model``, ``self.net``)
+    subject: str
+    #: what built it, when the file shows it
+    ctor: Source | None
+
+
+@dataclasses.dataclass(eq=False)
+class InferenceFunction:
+    scope: Scope
+    #: ``no_grad`` (the model runs with gradients disabled) or ``name``
+    reason: str
+    model_uses: list[ModelUse]
+
+
+class InferenceFacts:
+    def __init__(self, ctx: "FileContext") -> None:
+        self.ctx = ctx
+
+    # -- which functions -----------------------------------------------------------------------
+    @functools.cached_property
+    def functions(self) -> list[InferenceFunction]:
+        out = []
+        for scope in self.ctx.module_scope.walk():
+            if scope.kind != "function" or not self._eligible(scope):
+                continue
+            if any(e.kind == "backward" for e in self.ctx.training.function_events(scope)):
+                continue
+            if self._needs_gradients(scope):
+                continue
+            uses = self.model_uses(scope)
+            if not uses:
+                continue
+            no_grad = [u for u in uses if self.ctx.grad_enabled(u.call.stmt) is False]
+            if no_grad:
+                out.append(InferenceFunction(scope, "no_grad", uses))
+            elif INFERENCE_NAME.search(scope.name) and not scope.name.startswith("test_"):
+                out.append(InferenceFunction(scope, "name", uses))
+        return out
+
+    def _eligible(self, scope: Scope) -> bool:
+        s: Scope | None = scope.parent
+        while s is not None:
+            if s.kind == "class":
+                node = s.node
+                assert isinstance(node, cst.ClassDef)
+                # methods of module classes and of classes built on other code: the framework
+                # or the caller decides the mode
+                if any(dotted(b.value) != "object" for b in node.bases):
+                    return False
+            s = s.parent
+        return True
+
+    def _needs_gradients(self, scope: Scope) -> bool:
+        """Code that needs input gradients (saliency, attacks, penalties) is not inference."""
+        for call in scope.calls:
+            if call.qualname in ("torch.autograd.grad", "torch.autograd.functional.jacobian"):
+                return True
+            if call.method in ("requires_grad_", "backward", "retain_grad"):
+                return True
+        return False
+
+    # -- which models ----------------------------------------------------------------------------
+    def model_uses(self, scope: Scope) -> list[ModelUse]:
+        uses = []
+        df = self.ctx.dataflow
+        for call in scope.calls:
+            func = call.node.func
+            if call.qualname is not None:
+                continue
+            subject = dotted(func)
+            if subject is None:
+                continue
+            if isinstance(func, cst.Name):
+                target = call.scope.lookup_scope(func.value)
+                defs = target.assignments.get(func.value, []) if target is not None else []
+                if any(d.kind in ("def", "class") for d in defs):
+                    continue  # a local function or class, not a model object
+            ctor = df.constructor_source(func, call.scope, call.stmt.index)
+            if ctor is not None and ctor.qualname is None and ctor.name is None:
+                ctor_name = dotted(ctor.node.func) if isinstance(ctor.node, cst.Call) else None
+                is_local_model = self.ctx.modules.local_class(ctor_name) is not None
+            else:
+                is_local_model = ctor is not None and self.ctx.modules.local_class(ctor.name) is not None
+            known_model = is_local_model or (
+                ctor is not None
+                and ctor.qualname is not None
+                and (ctor.qualname.startswith(("torch.nn.",) + MODEL_FACTORY_PREFIXES))
+            )
+            last = subject.rsplit(".", 1)[-1]
+            if known_model or (ctor is None and MODEL_NAME.search(last)):
+                uses.append(ModelUse(call, subject, ctor))
+        return uses
+
+    def mode_dependent(self, use: ModelUse) -> bool:
+        """Does the model contain Dropout/BatchNorm-like layers (or is its type unknown)?"""
+        ctor = use.ctor
+        if ctor is None or not isinstance(ctor.node, cst.Call):
+            return True
+        q = ctor.qualname
+        if q is not None:
+            if q.startswith(_NOT_TRAINABLE_PREFIXES):
+                return False
+            return self._ctor_mode_dependent(ctor.node, q, ctor.scope or self.ctx.module_scope, set())
+        name = ctor.name or dotted(ctor.node.func)
+        cls = self.ctx.modules.local_class(name)
+        if cls is None:
+            return True
+        return self._class_mode_dependent(cls, set())
+
+    def _ctor_mode_dependent(self, call: cst.Call, q: str | None, scope: Scope, seen: set) -> bool:
+        if q is None:
+            cls = self.ctx.modules.local_class(dotted(call.func))
+            return True if cls is None else self._class_mode_dependent(cls, seen)
+        if q in MODE_DEPENDENT_LAYERS or "Dropout" in q or "BatchNorm" in q:
+            return True
+        if q in ("torch.nn.RNN", "torch.nn.LSTM", "torch.nn.GRU", "torch.nn.MultiheadAttention"):
+            return any(a.keyword is not None and a.keyword.value == "dropout" for a in call.args)
+        if q in ("torch.nn.Sequential", "torch.nn.ModuleList"):
+            for a in call.args:
+                if a.star:
+                    return True
+                inner = a.value
+                if isinstance(inner, (cst.List, cst.Tuple)):
+                    elements = [e.value for e in inner.elements]
+                else:
+                    elements = [inner]
+                for el in elements:
+                    if not isinstance(el, cst.Call):
+                        return True
+                    if self._ctor_mode_dependent(el, scope.qualname(el.func), scope, seen):
+                        return True
+            return False
+        if q.startswith(MODE_FREE_PREFIXES):
+            return False
+        return True  # another library's model: unknown
+
+    def _class_mode_dependent(self, cls: "ModuleClass", seen: set) -> bool:
+        if cls.name in seen:
+            return False
+        seen.add(cls.name)
+        for scope in cls.scope.walk():
+            for call in scope.calls:
+                if call.qualname and call.qualname.startswith("torch.nn.functional.") and (
+                    "dropout" in call.qualname or "batch_norm" in call.qualname
+                ):
+                    return True
+        for attr, defs in cls.scope.attributes.items():
+            if attr == "training":
+                return True
+        if cls.lightning:
+            return True
+        for sub in cls.submodules.values():
+            if self._ctor_mode_dependent(sub.ctor, sub.qualname, sub.scope, seen):
+                return True
+        init = cls.init
+        if init is not None:
+            # modules built in loops or helpers and stored through other means
+            for call in init.calls:
+                q = call.qualname
+                if q is not None and (q in MODE_DEPENDENT_LAYERS or "Dropout" in q or "BatchNorm" in q):
+                    return True
+        # what the class inherits: another local module class, or a torch layer
+        for raw in (dotted(b.value) for b in cls.node.bases):
+            parent = self.ctx.modules.local_class(raw)
+            if parent is not None and self._class_mode_dependent(parent, seen):
+                return True
+        for base in cls.bases:
+            if base is None or base == "torch.nn.Module" or base.startswith(MODE_FREE_PREFIXES):
+                continue
+            if self.ctx.modules.local_class(base) is None:
+                return True  # a torch container or another library's module: unknown content
+        return False
+
+    # -- evidence of eval() --------------------------------------------------------------------
+    @functools.cached_property
+    def eval_subjects(self) -> set[str]:
+        """Last components of every object put in eval mode anywhere in the file
+        (``model.eval()``, ``self.net.train(False)``, ``model = load().eval()``)."""
+        subjects: set[str] = set()
+        training = self.ctx.training
+        for call in self.ctx.indexer.all_calls:
+            if training.classify(call) != "eval":
+                continue
+            text = dotted(call.receiver) if call.receiver is not None else None
+            if text:
+                subjects.add(text.rsplit(".", 1)[-1])
+            stmt = call.stmt.node
+            if isinstance(stmt, cst.SimpleStatementLine):
+                for small in stmt.body:
+                    if isinstance(small, cst.Assign):
+                        for t in small.targets:
+                            name = dotted(t.target)
+                            if name:
+                                subjects.add(name.rsplit(".", 1)[-1])
+        return subjects
+
+    def evaluates_in_eval_mode(self, fn: InferenceFunction, use: ModelUse, depth: int = 3) -> bool:
+        """Is there evidence that the model is in eval mode when ``fn`` runs it?"""
+        if use.subject.rsplit(".", 1)[-1] in self.eval_subjects:
+            return True
+        return self._eval_in_or_above(fn.scope, depth, set())
+
+    def _eval_in_or_above(self, scope: Scope, depth: int, seen: set) -> bool:
+        if id(scope) in seen:
+            return False
+        seen.add(id(scope))
+        training = self.ctx.training
+        if any(e.kind in ("eval", "train") for e in training.function_events(scope)):
+            return True
+        if depth <= 0:
+            return False
+        return any(
+            self._eval_in_or_above(caller.scope, depth - 1, seen)
+            for caller in training.callers(scope)
+        )

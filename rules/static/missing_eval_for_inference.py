@@ -1,0 +1,49 @@
+import libcst as cst
+
+from torch_audit.findings import Severity
+from torch_audit.rule import StaticRule
+
+
+class MissingEvalForInference(StaticRule):
+    """## What it does
+    Finds a function that evaluates or predicts with a model (under `torch.no_grad()` or
+    `torch.inference_mode()`, or named like `evaluate`, `validate`, `predict`, `infer`, `test`) when
+    the model has Dropout or BatchNorm-like layers (or its type is unknown) and neither the
+    function, nor a function in the file that calls it, puts the model in eval mode.
+
+    ## Why is this bad?
+    In training mode, Dropout keeps zeroing activations at random and BatchNorm normalises with
+    the statistics of the current batch and keeps updating its running averages. Validation
+    scores come out noisy and too low, predictions depend on the batch they are in, and the
+    running statistics drift with every evaluation. Nothing fails: the numbers are just wrong.
+
+    ## Known problems
+    Only one file is read. When the model is put in eval mode in another module (for example by
+    the function that loads it), add a suppression or call `model.eval()` where you evaluate.
+    Methods of `nn.Module` subclasses, Lightning's `validation_step`/`test_step` and methods of
+    classes built on other frameworks are skipped: the framework or the caller sets the mode.
+    Any `.eval()` (or `.train(...)`) call in the function or its callers is taken as evidence
+    that the author manages the mode.
+
+    ## References
+    - [torch.nn.Module.eval](https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.eval)
+    - [Autograd mechanics: evaluation mode is not no_grad](https://pytorch.org/docs/stable/notes/autograd.html#evaluation-mode-nn-module-eval)
+    """
+
+    code = "TA301"
+    name = "missing-eval-for-inference"
+    severity = Severity.ERROR
+    message = "`{model}` runs inference in `{function}()` {how} but is never put in eval mode: Dropout stays active and BatchNorm uses batch statistics"
+    fix_title = "Call `model.eval()` before evaluating (and `model.train()` before training again)"
+
+    def leave_Module(self, node: cst.Module) -> None:
+        inference = self.ctx.inference
+        for fn in inference.functions:
+            for use in fn.model_uses:
+                if not inference.mode_dependent(use):
+                    continue
+                if inference.evaluates_in_eval_mode(fn, use):
+                    break
+                how = "under no_grad" if fn.reason == "no_grad" else "(by its name)"
+                self.report(use.call.node, model=use.subject, function=fn.scope.name, how=how)
+                break  # one finding per function
