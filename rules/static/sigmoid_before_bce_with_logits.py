@@ -1,0 +1,47 @@
+import libcst as cst
+
+from torch_audit.findings import Severity
+from torch_audit.lint.facts.api import is_sigmoid, loss_calls
+from torch_audit.lint.facts.layers import describe_source
+from torch_audit.rule import StaticRule
+
+
+class SigmoidBeforeBceWithLogits(StaticRule):
+    """## What it does
+    Finds a sigmoid whose output reaches `nn.BCEWithLogitsLoss` or
+    `F.binary_cross_entropy_with_logits`: in the same function, through variables and `self.`
+    attributes, from a `forward` that returns a sigmoid, or from an `nn.Sequential` that ends in
+    `nn.Sigmoid`, within one file.
+
+    ## Why is this bad?
+    `BCEWithLogitsLoss` applies the sigmoid itself. Fed probabilities, it computes
+    `sigmoid(sigmoid(x))`, which lies in (0.5, 0.73): the loss can never reach its minimum,
+    gradients are small, and the model trains badly without any error or warning.
+
+    ## Known problems
+    Only flows visible in one file are followed. A sigmoid applied to the *target* or computed
+    for metrics beside the logits is, correctly, not reported.
+
+    ## References
+    - [torch.nn.BCEWithLogitsLoss](https://pytorch.org/docs/stable/generated/torch.nn.BCEWithLogitsLoss.html)
+    - [PyTorch forums: sigmoid before BCEWithLogitsLoss](https://discuss.pytorch.org/t/bceloss-vs-bcewithlogitsloss/33586)
+    """
+
+    code = "TA102"
+    name = "sigmoid-before-bce-with-logits"
+    severity = Severity.ERROR
+    message = "{loss} receives the output of a sigmoid ({where}); the loss applies the sigmoid itself"
+    fix_title = "Pass the logits (the input of the sigmoid) to the loss"
+
+    def leave_Module(self, node: cst.Module) -> None:
+        df = self.ctx.dataflow
+        for lc in loss_calls(self.ctx, "bce_with_logits"):
+            for source in df.sources(lc.input, lc.call.scope, lc.call.stmt.index):
+                if is_sigmoid(source):
+                    self.report(
+                        lc.call.node,
+                        loss="F.binary_cross_entropy_with_logits" if lc.functional else "BCEWithLogitsLoss",
+                        where=describe_source(self.ctx, source, lc.call.scope, "nn.Sigmoid"),
+                    )
+                    break
+
