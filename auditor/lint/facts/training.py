@@ -4,6 +4,17 @@ Events are recognised from calls: ``zero_grad`` (and ``p.grad = None``), ``backw
 ``step``, scheduler ``step``, ``clip`` (``clip_grad_norm_``/``clip_grad_value_``), ``unscale``
 (``GradScaler.unscale_``), ``eval``, ``train``. A call of a helper function of the same module, or of
 a method of the same class, contributes the helper's events at the place of the call (one level).
+
+Framework spellings count too: ``accelerator.backward(loss)``, ``fabric.backward(loss)``,
+``self.manual_backward(loss)`` and ``scaler.scale(loss).backward()`` are ``backward`` (with
+:attr:`Event.target` the loss), ``scaler.step(optimizer)`` and ``xm.optimizer_step(optimizer)``
+are ``step`` (with :attr:`Event.optimizer` the optimizer), any assignment to ``p.grad`` and
+``p.grad.zero_()``/``p.grad.data.zero_()`` clear gradients like ``zero_grad``.
+
+For questions about *one iteration* of a loop, :meth:`Event.site` is the statement of the loop's
+function where the event happens, :meth:`Event.at_level` says whether it happens once per
+iteration of a given loop (not in a nested loop, here or in the helper), and
+:meth:`Event.conditional_in` whether it is guarded by a branch inside that loop.
 """
 
 from __future__ import annotations
@@ -30,6 +41,11 @@ CLIP_FUNCTIONS = frozenset(
     }
 )
 BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
+#: functions that step the optimizer passed as their first argument
+STEP_FUNCTIONS = frozenset({"torch_xla.core.xla_model.optimizer_step"})
+#: receivers whose ``.backward(loss)`` takes the loss as an argument (accelerate, Fabric,
+#: DeepSpeed engines, Lightning's ``self.manual_backward``)
+_BACKWARD_OWNER = re.compile(r"accelerat|fabric|engine|deepspeed|booster|strategy|trainer|^self$", re.IGNORECASE)
 _SCHEDULER_NAME = re.compile(r"sched|lr_|warmup", re.IGNORECASE)
 _OPTIMIZER_NAME = re.compile(r"(^|[._])(opt|optim|optimizer|optimiser)s?($|[._\d])|optimizer|optimiser", re.IGNORECASE)
 _SCALER_NAME = re.compile(r"scaler", re.IGNORECASE)
@@ -44,6 +60,19 @@ class Event:
     subject: str | None
     #: the helper call this event came through, when it came from a helper
     via: Call | None = None
+    #: the indexed call that is the event (None for ``p.grad = None``)
+    call: Call | None = None
+    #: every helper call on the way, outermost first (``via`` is the first)
+    chain: tuple[Call, ...] = ()
+    #: ``subject`` as the function that owns the events names it: a helper's parameter is
+    #: replaced by the argument passed at the helper call (None when that is not a dotted name)
+    caller_subject: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.via is not None and not self.chain:
+            self.chain = (self.via,)
+        if self.via is None and self.caller_subject is None:
+            self.caller_subject = self.subject
 
     @property
     def index(self) -> int:
@@ -53,6 +82,79 @@ class Event:
     @property
     def conditional(self) -> bool:
         return bool(self.stmt.branches)
+
+    # -- where, relative to a loop -------------------------------------------------------------
+    @property
+    def site(self) -> Statement:
+        """The statement of the events' function where this event happens (the helper call for
+        an event that comes from a helper)."""
+        return self.via.stmt if self.via is not None else self.stmt
+
+    @property
+    def site_node(self) -> cst.CSTNode:
+        """The node to point at in the events' function (the helper call, or the event)."""
+        return self.via.node if self.via is not None else self.node
+
+    @property
+    def in_helper_loop(self) -> bool:
+        """Does the event happen inside a loop of a helper (so possibly many times per call)?"""
+        if self.via is None:
+            return False
+        return bool(self.stmt.loops) or any(c.stmt.loops for c in self.chain[1:])
+
+    def inside(self, loop: Loop) -> bool:
+        return self.site.inside(loop)
+
+    def at_level(self, loop: Loop) -> bool:
+        """Does the event happen once per iteration of ``loop`` (not in a nested loop)?"""
+        return self.site.loop is loop and not self.in_helper_loop
+
+    def conditional_in(self, loop: Loop) -> bool:
+        """Is the event guarded by an ``if``/``else``/``except`` inside ``loop`` (or in a helper)?"""
+        outer = len(loop.stmt.branches)
+        if len(self.site.branches) > outer:
+            return True
+        if self.via is not None:
+            return bool(self.stmt.branches) or any(c.stmt.branches for c in self.chain[1:])
+        return False
+
+    # -- what -------------------------------------------------------------------------------
+    @property
+    def target(self) -> cst.BaseExpression | None:
+        """For ``backward``: the expression of the loss (``loss`` in ``loss.backward()``,
+        ``scaler.scale(loss).backward()``, ``accelerator.backward(loss)``)."""
+        if self.kind != "backward" or self.call is None:
+            return None
+        call = self.call
+        if call.method == "manual_backward" or call.qualname in BACKWARD_FUNCTIONS:
+            arg = call.arg(0, "tensors") or call.arg(0, "loss")
+            return arg.value if arg is not None else None
+        receiver = call.receiver
+        if receiver is None:
+            return None
+        if isinstance(receiver, cst.Call) and isinstance(receiver.func, cst.Attribute):
+            if receiver.func.attr.value == "scale" and receiver.args:
+                return receiver.args[0].value  # scaler.scale(loss).backward()
+        text = dotted(receiver)
+        if text is not None and _BACKWARD_OWNER.search(text.rsplit(".", 1)[-1]):
+            arg = call.arg(0, "loss")
+            return arg.value if arg is not None else None
+        return receiver
+
+    @property
+    def optimizer(self) -> str | None:
+        """For ``step``/``zero_grad``/``unscale``: the text of the optimizer acted upon
+        (``optimizer`` in ``scaler.step(optimizer)``)."""
+        if self.kind not in ("step", "zero_grad", "unscale"):
+            return None
+        call = self.call
+        if call is not None and (
+            call.qualname in STEP_FUNCTIONS
+            or (self.kind in ("step", "unscale") and self.subject and _SCALER_NAME.search(self.subject.rsplit(".", 1)[-1]))
+        ):
+            arg = call.arg(0, "optimizer")
+            return dotted(arg.value) if arg is not None else None
+        return self.subject
 
 
 class TrainingFacts:
@@ -94,6 +196,8 @@ class TrainingFacts:
             return "clip"
         if q in BACKWARD_FUNCTIONS:
             return "backward"
+        if q in STEP_FUNCTIONS:
+            return "step"
         if call.receiver is None:
             return None
         if method == "backward":
@@ -125,21 +229,38 @@ class TrainingFacts:
             kind = self.classify(call)
             if kind is not None:
                 subject = dotted(call.receiver) if call.receiver is not None else None
-                events.append(Event(kind, call.node, call.stmt, subject))
+                if kind == "step" and call.qualname in STEP_FUNCTIONS:
+                    arg = call.arg(0, "optimizer")
+                    subject = dotted(arg.value) if arg is not None else None
+                events.append(Event(kind, call.node, call.stmt, subject, call=call))
         for stmt in scope.statements:
             node = stmt.node
             if isinstance(node, cst.SimpleStatementLine):
                 for small in node.body:
-                    if isinstance(small, cst.Assign) and _is_none(small.value):
+                    # p.grad = None (or any new value: the old gradient is gone)
+                    if isinstance(small, cst.Assign):
                         for t in small.targets:
                             if isinstance(t.target, cst.Attribute) and t.target.attr.value == "grad":
                                 events.append(Event("zero_grad", small, stmt, dotted(t.target.value)))
+                    elif isinstance(small, cst.Del):
+                        target = small.target
+                        if isinstance(target, cst.Attribute) and target.attr.value == "grad":
+                            events.append(Event("zero_grad", small, stmt, dotted(target.value)))
         for call in scope.calls:
-            # p.grad.zero_() / p.grad.detach_().zero_() clear a gradient in place
+            # p.grad.zero_() / p.grad.data.zero_() / p.grad.detach_().zero_() clear in place
             if call.method in ("zero_", "fill_") and call.receiver is not None:
-                text = dotted(call.receiver) or ""
+                receiver = call.receiver
+                if (
+                    isinstance(receiver, cst.Call)
+                    and isinstance(receiver.func, cst.Attribute)
+                    and receiver.func.attr.value in ("detach_", "detach")
+                ):
+                    receiver = receiver.func.value
+                text = dotted(receiver) or ""
+                if text.endswith(".data"):
+                    text = text[: -len(".data")]
                 if text.endswith(".grad"):
-                    events.append(Event("zero_grad", call.node, call.stmt, text[: -len(".grad")]))
+                    events.append(Event("zero_grad", call.node, call.stmt, text[: -len(".grad")], call=call))
         events.sort(key=lambda e: e.stmt.index)
         return events
 
@@ -161,7 +282,14 @@ class TrainingFacts:
             if helper is None or helper is scope:
                 continue
             for e in self.function_events(helper, depth - 1):
-                merged.append(Event(e.kind, e.node, e.stmt, e.subject, via=call))
+                merged.append(
+                    dataclasses.replace(
+                        e,
+                        via=call,
+                        chain=(call, *e.chain),
+                        caller_subject=_subject_at_call(e.caller_subject, helper, call),
+                    )
+                )
         merged.sort(key=lambda e: e.index)
         return merged
 
@@ -206,3 +334,29 @@ class TrainingFacts:
 
 def _is_none(node: cst.BaseExpression) -> bool:
     return isinstance(node, cst.Name) and node.value == "None"
+
+
+def _subject_at_call(subject: str | None, helper: Scope, call: Call) -> str | None:
+    """``subject`` as named in the helper → as named at ``call``: a parameter is replaced by
+    the argument passed for it; ``self.x`` stays for a method called on ``self``; other names
+    (globals) stay."""
+    if subject is None:
+        return None
+    head, _, rest = subject.partition(".")
+    params = helper.params
+    is_method = helper.class_scope is not None and isinstance(call.node.func, cst.Attribute)
+    if is_method and params and head == params[0]:
+        receiver = dotted(call.node.func.value)  # type: ignore[union-attr]
+        if receiver is None:
+            return None
+        return f"{receiver}.{rest}" if rest else receiver
+    if head not in params:
+        return subject
+    position = params.index(head) - (1 if is_method else 0)
+    arg = call.arg(position, head)
+    if arg is None:
+        return None
+    text = dotted(arg.value)
+    if text is None:
+        return None
+    return f"{text}.{rest}" if rest else text
