@@ -53,7 +53,9 @@ _SCALER_NAME = re.compile(r"scaler", re.IGNORECASE)
 
 @dataclasses.dataclass(eq=False)
 class Event:
-    kind: str  # zero_grad | backward | step | sched_step | clip | unscale | eval | train
+    #: zero_grad | backward | step | sched_step | clip | unscale | eval | train
+    #: (``train`` also for ``model.train(flag)`` with a mode chosen at run time)
+    kind: str
     node: cst.CSTNode
     stmt: Statement
     #: the text of the object acted upon (``optimizer``, ``self.model``), when there is one
@@ -219,6 +221,9 @@ class TrainingFacts:
             v = args[0].value
             if isinstance(v, cst.Name) and v.value in ("True", "False"):
                 return "train" if v.value == "True" else "eval"
+            if len(args) == 1 and (args[0].keyword is None or args[0].keyword.value == "mode"):
+                # model.train(is_training): a mode chosen at run time; counts as managing the mode
+                return "train"
             return None
         return None
 
@@ -300,6 +305,28 @@ class TrainingFacts:
             for e in self.function_events(loop.scope, depth)
             if (e.via.stmt if e.via is not None else e.stmt).inside(loop)
         ]
+
+    def loops(self) -> list[Loop]:
+        """Every loop of the file (module level and in functions), in source order per scope."""
+        return [loop for scope in self.ctx.module_scope.walk() for loop in scope.loops]
+
+    def describe(self, event: Event) -> str:
+        """``optimizer.step() at line 12`` (``, through train_step() at line 30`` for a helper)."""
+        if event.call is not None:
+            func = self.ctx.code(event.call.node.func)
+            if len(func) > 40:
+                func = "…" + func[-39:]
+            what = f"`{func}()`"
+        else:
+            what = f"`{self.ctx.code(event.node).strip()}`"
+        text = f"{what} at line {self.ctx.position(event.node).start.line}"
+        if event.via is not None:
+            helper = dotted(event.via.node.func) or "a helper"
+            text += f" (in {helper}() called at line {self.ctx.position(event.via.node).start.line})"
+        return text
+
+    def line(self, node: cst.CSTNode) -> int:
+        return self.ctx.position(node).start.line
 
     def helper_of(self, call: Call) -> Scope | None:
         """The function of this file that a call runs: ``helper(...)`` or ``self.method(...)``."""
