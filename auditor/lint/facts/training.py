@@ -313,10 +313,15 @@ class TrainingFacts:
     def describe(self, event: Event) -> str:
         """``optimizer.step() at line 12`` (``, through train_step() at line 30`` for a helper)."""
         if event.call is not None:
-            func = self.ctx.code(event.call.node.func)
-            if len(func) > 40:
-                func = "…" + func[-39:]
-            what = f"`{func}()`"
+            whole = " ".join(self.ctx.code(event.call.node).split())
+            if len(whole) <= 50:
+                what = f"`{whole}`"
+            else:
+                func = event.call.node.func
+                text = self.ctx.code(func)
+                if len(text) > 40 and isinstance(func, cst.Attribute):
+                    text = f"(…).{func.attr.value}"
+                what = f"`{text}(…)`" if event.call.node.args else f"`{text}()`"
         else:
             what = f"`{self.ctx.code(event.node).strip()}`"
         text = f"{what} at line {self.ctx.position(event.node).start.line}"
