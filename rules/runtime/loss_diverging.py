@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import math
+import statistics
+
+from torch_audit.findings import Severity
+from torch_audit.rule import Option
+from torch_audit.runtime.check import RuntimeCheck
+
+
+class LossDiverging(RuntimeCheck):
+    """## What it does
+    Follows the (finite) loss per optimizer step and reports when its running median over
+    `window` steps rises above `factor` times the best running median seen so far.
+
+    ## Why is this bad?
+    A loss that climbs steadily while staying finite is the slow version of a NaN: a learning
+    rate too high for this phase, a schedule that restarts too hot, accumulated gradients. By the
+    time it overflows, many steps have been wasted.
+
+    ## Known problems
+    Only positive losses are followed. Noisy losses (reinforcement learning, small batches) and
+    curricula that make the task harder on purpose can rise legitimately.
+
+    ## References
+    - https://arxiv.org/abs/1506.01186
+    """
+
+    code = "TA710"
+    name = "loss-diverging"
+    severity = Severity.WARNING
+    status = "preview"
+    message = "the loss rose to {current:.4g} (median of the last {window} steps), {ratio:.1f}x its best {best:.4g}"
+    fix_title = "Lower the learning rate or add warm-up and gradient clipping"
+    events = frozenset({"backward", "step_pre"})
+    options = {
+        "factor": Option(2.0, "report when the running loss exceeds this multiple of its best", float),
+        "window": Option(5, "steps in the running median", int),
+    }
+
+    def setup(self) -> None:
+        self._losses: list = []
+        self._history: list[float] = []
+        self._best = math.inf
+
+    def close(self) -> None:
+        self._losses = []
+
+    def on_backward(self, event) -> None:
+        if event.value is not None:
+            self._losses.append(event.value)
+
+    def on_step_pre(self, ctx) -> None:
+        losses, self._losses = self._losses, []
+        if not ctx.checked or not losses:
+            return
+        import torch
+
+        with torch.no_grad():
+            mean = torch.stack([v.reshape(()).float().to(losses[0].device) for v in losses]).mean()
+        self.defer(mean.reshape(1), lambda values: self._check(ctx.step, values[0]))
+
+    def _check(self, step: int, value: float) -> None:
+        if not math.isfinite(value) or value <= 0:
+            return
+        window = self.opts["window"]
+        self._history.append(value)
+        if len(self._history) < window:
+            return
+        current = statistics.median(self._history[-window:])
+        if len(self._history) >= 2 * window and current > self.opts["factor"] * self._best:
+            self.report("loss", step=step, value=current, current=current, window=window,
+                        ratio=current / self._best, best=self._best)
+        self._best = min(self._best, current)

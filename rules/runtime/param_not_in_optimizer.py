@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from torch_audit.findings import Severity
+from torch_audit.runtime.check import RuntimeCheck
+
+
+class ParamNotInOptimizer(RuntimeCheck):
+    """## What it does
+    Reports parameters of the audited models that receive gradients but belong to no optimizer
+    used in the session (checked on the first steps and every tenth step, judged at the end so
+    that a second optimizer, as in a GAN, counts).
+
+    ## Why is this bad?
+    The parameters get gradients (they are part of the computation and cost memory and time)
+    but are never updated: a classification head swapped in after the optimizer was built, a
+    submodule added later, a parameter created with `torch.nn.Parameter` outside the module the
+    optimizer was given. The model trains around a frozen random layer and nothing complains.
+
+    ## Known problems
+    Without `model=`, only modules that ran a forward pass inside the session are known.
+
+    ## References
+    - https://pytorch.org/docs/stable/optim.html
+    - https://discuss.pytorch.org/t/how-to-add-a-new-layer-to-the-optimizer/
+    """
+
+    code = "TA802"
+    name = "param-not-in-optimizer"
+    severity = Severity.ERROR
+    message = "{count} parameter(s) of {module} receive gradients but are in no optimizer: {params}"
+    fix_title = "Rebuild the optimizer after changing the model, or add_param_group() the new parameters"
+    events = frozenset({"step_pre", "finish"})
+
+    def setup(self) -> None:
+        from torch.utils.weak import WeakIdKeyDictionary
+
+        self._candidates = WeakIdKeyDictionary()
+
+    def close(self) -> None:
+        self._candidates.clear()
+
+    def _optimized(self) -> set[int]:
+        ids: set[int] = set()
+        for opt in list(self.session.optimizers.keys()):
+            for group in opt.param_groups:
+                ids.update(id(p) for p in group["params"])
+        return ids
+
+    def on_step_pre(self, ctx) -> None:
+        if ctx.step >= 3 and ctx.step % 10:
+            return
+        optimized = self._optimized()
+        for p in self.session.index.parameters():
+            if p.grad is not None and id(p) not in optimized and p not in self._candidates:
+                self._candidates[p] = ctx.step
+
+    def on_finish(self) -> None:
+        from torch_audit.runtime.util import names_list
+
+        optimized = self._optimized()
+        index = self.session.index
+        by_owner: dict[int, list] = {}
+        for p, step in list(self._candidates.items()):
+            if id(p) in optimized:
+                continue
+            owner = index.owner(p)
+            by_owner.setdefault(id(owner), []).append((index.param_name(p), owner, step))
+        for items in by_owner.values():
+            owner = items[0][1]
+            name = index.name(owner) if owner is not None else "<unknown module>"
+            self.report(name, step=min(s for _, _, s in items), module=owner,
+                        message=self.message.format(
+                            count=len(items), module=name,
+                            params=names_list([n for n, _, _ in items])))
+        self._candidates.clear()

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from torch_audit.findings import Severity
+from torch_audit.rule import Option
+from torch_audit.runtime.check import RuntimeCheck
+
+
+class ProbabilitiesIntoCrossEntropy(RuntimeCheck):
+    """## What it does
+    Checks the input of `F.cross_entropy` and `nn.CrossEntropyLoss`: when every value is
+    non-negative and every row sums to one along the class dimension, the input is already a
+    probability distribution (a softmax), not logits.
+
+    ## Why is this bad?
+    Cross-entropy applies `log_softmax` itself. Feeding it probabilities applies softmax twice:
+    the loss still decreases, but its gradients are squashed, training is slow and the model
+    ends up badly calibrated. Nothing crashes; the static rule `softmax-before-cross-entropy`
+    catches the visible cases, this check catches the ones hidden behind helpers and configs.
+
+    ## Known problems
+    Sampled: the first steps and then every `sample_every`-th step are checked, each costing one
+    reduction over the input. Calls through a reference taken before the session started
+    (`from torch.nn.functional import cross_entropy`) are not seen. Log-probabilities (from
+    `log_softmax`) are fine for cross-entropy and are not reported.
+
+    ## References
+    - https://pytorch.org/docs/stable/generated/torch.nn.CrossEntropyLoss.html
+    """
+
+    code = "TA707"
+    name = "probabilities-into-cross-entropy"
+    severity = Severity.ERROR
+    message = "cross-entropy input at {site} is already a probability distribution (rows sum to 1)"
+    fix_title = "Pass the logits; remove the softmax before the loss"
+    events = frozenset({"cross_entropy"})
+    options = {
+        "tolerance": Option(1e-3, "allowed deviation of row sums from one", float),
+        "sample_every": Option(10, "after the first steps, check every N-th step", int),
+    }
+
+    def setup(self) -> None:
+        self._done: set = set()
+
+    def on_cross_entropy(self, event) -> None:
+        x = event.input
+        if not x.is_floating_point() or x.dim() == 0:
+            return
+        dim = 1 if x.dim() >= 2 else 0
+        if x.shape[dim] < 2 or x.numel() == 0:
+            return
+        step = self.session.step
+        if step >= 3 and step % self.opts["sample_every"]:
+            return
+        site = event.site
+        if site in self._done:
+            return
+        import torch
+
+        from torch_audit.runtime.util import site_str
+
+        with torch.no_grad():
+            xd = x.detach()
+            flag = (xd.amin() >= 0) & ((xd.sum(dim) - 1).abs().amax() <= self.opts["tolerance"])
+
+        def check(values: list[float]) -> None:
+            if values[0] > 0.5 and site not in self._done:
+                self._done.add(site)
+                path, line = site if site else (None, None)
+                self.report(site_str(site), step=step, path=path, line=line,
+                            module=event.module, site=site_str(site))
+
+        self.defer(flag.reshape(1), check)

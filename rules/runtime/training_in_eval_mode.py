@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from torch_audit.findings import Severity
+from torch_audit.runtime.check import RuntimeCheck
+
+
+class TrainingInEvalMode(RuntimeCheck):
+    """## What it does
+    Reports optimizer steps that update the parameters of a model whose Dropout or BatchNorm
+    layers ran in eval mode during the training forward pass, while the model itself is in eval
+    mode (`model.training` is False).
+
+    ## Why is this bad?
+    A validation helper called `model.eval()` and nothing switched back: Dropout no longer
+    regularises and BatchNorm normalises with frozen running statistics, so training continues
+    with a different model than intended. The loss still goes down; the result is just worse.
+
+    ## Known problems
+    A frozen backbone kept in eval mode on purpose is silent (its parameters are not updated),
+    and so is the common `model.train(); model.backbone.eval()` pattern (the model is in train
+    mode). A model deliberately trained entirely in eval mode is reported.
+
+    ## References
+    - https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.train
+    - https://pytorch.org/docs/stable/notes/autograd.html#locally-disabling-gradient-computation
+    """
+
+    code = "TA805"
+    name = "training-in-eval-mode"
+    severity = Severity.ERROR
+    message = "{optimizer}.step() updates {root}, which is in eval mode: {layers} ran in eval mode during training"
+    fix_title = "Call model.train() after validation, before the next training step"
+    events = frozenset({"forward", "step_pre"})
+
+    def setup(self) -> None:
+        import torch
+
+        from torch_audit.runtime.util import mode_dependent
+
+        self._torch = torch
+        self._mode_dependent = mode_dependent
+        self._seen: dict[int, tuple] = {}
+
+    def close(self) -> None:
+        self._seen = {}
+
+    def on_forward(self, module, output) -> None:
+        if module.training or not self._torch.is_grad_enabled() or not self._mode_dependent(module):
+            return
+        root = self.session.root_of(module)
+        if root is None or root.training:
+            return
+        entry = self._seen.get(id(root))
+        if entry is None:
+            self._seen[id(root)] = (root, [module])
+        elif module not in entry[1]:
+            entry[1].append(module)
+
+    def on_step_pre(self, ctx) -> None:
+        seen, self._seen = self._seen, {}
+        if not seen:
+            return
+        from torch_audit.runtime.util import names_list
+
+        updated = {id(p) for p, h in zip(ctx.params, ctx.has_grad) if h}
+        index = self.session.index
+        for root, layers in seen.values():
+            if not any(id(p) in updated for p in root.parameters()):
+                continue
+            names = [f"{index.name(m)} ({type(m).__name__})" for m in layers]
+            self.report(index.name(root), step=ctx.step, module=root, optimizer=ctx.label,
+                        root=index.name(root), layers=names_list(names))

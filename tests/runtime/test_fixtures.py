@@ -1,0 +1,41 @@
+"""One harness over fixtures/runtime/*/: bad.py gives exactly the codes of its `# expect:` line,
+good.py gives none, with every default and preview runtime check enabled (plus the folder's own
+check when it is opt-in)."""
+
+from __future__ import annotations
+
+import pytest
+
+from torch_audit.catalog import load_catalog, slug_of
+
+from .conftest import expected_codes, fixture_dirs, run_fixture
+
+DIRS = fixture_dirs()
+
+
+@pytest.mark.parametrize("folder", DIRS, ids=lambda p: p.name)
+def test_bad_fixture_reports_expected_codes(folder):
+    bad = folder / "bad.py"
+    expected = expected_codes(bad)
+    assert expected, f"{bad} has no '# expect: TA...' line"
+    session = run_fixture(bad)
+    got = {f.code for f in session.findings}
+    assert got == expected, session.report()
+
+
+@pytest.mark.parametrize("folder", DIRS, ids=lambda p: p.name)
+def test_good_fixture_is_silent(folder):
+    session = run_fixture(folder / "good.py")
+    assert session.findings == [], session.report()
+
+
+def test_every_runtime_check_has_fixtures():
+    catalog = load_catalog()
+    names = {p.name for p in DIRS}
+    for rule in catalog.of_kind("runtime"):
+        if rule.code == "TA799":
+            continue  # internal errors are tested in test_session.py
+        assert slug_of(rule) in names, f"no fixtures/runtime/{slug_of(rule)}/ for {rule.code}"
+        assert rule.code in expected_codes(
+            __import__("pathlib").Path(DIRS[0]).parent / slug_of(rule) / "bad.py"
+        ), f"fixtures/runtime/{slug_of(rule)}/bad.py does not expect {rule.code}"
