@@ -1,0 +1,32 @@
+from torch_audit.findings import Severity
+from torch_audit.lint.facts.deprecations import NON_PUBLIC, TableRule, migration_notes
+from torch_audit.rule import StaticRule
+
+
+class NonPublicTorchApi(TableRule, StaticRule):
+    __doc__ = """## What it does
+    Finds calls, imports and references of non-public torch names that have a public
+    equivalent, such as `torch.utils.data._utils.collate.default_collate` (public:
+    `torch.utils.data.default_collate`) and `torch.optim.lr_scheduler._LRScheduler` (public:
+    `LRScheduler`). The list is the `non-public-torch-api` part of the deprecation table
+    (`torch_audit/data/deprecations.toml`):
+
+    """ + migration_notes(NON_PUBLIC).replace("\n", "\n    ") + """
+
+    ## Why is this bad?
+    Non-public modules change or disappear without a deprecation period. The public name is the
+    same object today and is covered by torch's compatibility promises.
+
+    ## Known problems
+    Only aliases with a public equivalent are reported; any use of `torch._*` is the opt-in rule
+    `non-public-torch-symbol`.
+
+    ## References
+    - [PyTorch public API definition](https://github.com/pytorch/pytorch/wiki/Public-API-definition-and-documentation)
+    """
+
+    code = "TA604"
+    name = NON_PUBLIC
+    severity = Severity.WARNING
+    message = "{how} non-public {name}; use the public {replacement} instead"
+    fix_title = "Use the public name"
