@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import linecache
 import os
+import re
 import sys
 from typing import Any
 
@@ -56,6 +58,19 @@ def is_torch_class(cls: type) -> bool:
 
 @functools.lru_cache(maxsize=1024)
 def _class_location(cls: type) -> tuple[str, int] | None:
+    # Prefer the code objects of the class's own functions: they name the real file even for
+    # classes defined in scripts run with runpy (whose __module__ is a borrowed "__main__").
+    for attr in ("forward", "__init__", *vars(cls)):
+        fn = vars(cls).get(attr)
+        code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+        if code is None:
+            continue
+        path, first = code.co_filename, code.co_firstlineno
+        pattern = re.compile(rf"^\s*class\s+{re.escape(cls.__name__)}\b")
+        for line in range(first, 0, -1):
+            if pattern.match(linecache.getline(path, line)):
+                return path, line
+        return path, first
     try:
         path = inspect.getsourcefile(cls)
         _, line = inspect.getsourcelines(cls)

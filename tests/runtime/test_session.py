@@ -1,0 +1,360 @@
+"""The session's contract: hooks in and out, no strong references, refusal of nesting,
+internal errors, fail_fast, do-no-harm, selection and options."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import json
+import subprocess
+import sys
+import threading
+import weakref
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import torch_audit
+from torch_audit.findings import Finding
+from torch_audit.runtime import AuditError, AuditFailure, SessionActiveError
+
+from .conftest import FIXTURES, run_fixture
+
+
+def _global_hook_counts():
+    from torch.nn.modules import module as m
+    from torch.optim import optimizer as o
+
+    return (
+        len(m._global_forward_hooks),
+        len(m._global_forward_pre_hooks),
+        len(m._global_backward_hooks),
+        len(o._global_optimizer_pre_hooks),
+        len(o._global_optimizer_post_hooks),
+    )
+
+
+def _patched_functions():
+    return (
+        torch.autograd.backward,
+        F.cross_entropy,
+        F.relu,
+        torch.optim.Optimizer.zero_grad,
+        torch.nn.Module.zero_grad,
+    )
+
+
+def _train(model, opt, steps=2, batch=16, fin=8):
+    for _ in range(steps):
+        x, y = torch.randn(batch, fin), torch.randn(batch, 1)
+        opt.zero_grad()
+        F.mse_loss(model(x), y).backward()
+        opt.step()
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 1))
+
+
+def test_hooks_are_installed_and_removed():
+    before, funcs = _global_hook_counts(), _patched_functions()
+    with torch_audit.audit() as session:
+        assert _global_hook_counts() != before
+        assert _patched_functions() != funcs
+        model = _mlp()
+        _train(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    assert _global_hook_counts() == before
+    assert _patched_functions() == funcs
+    assert session.findings == []
+
+
+def test_hooks_removed_when_the_block_raises():
+    before, funcs = _global_hook_counts(), _patched_functions()
+    with pytest.raises(ZeroDivisionError):
+        with torch_audit.audit():
+            model = _mlp()
+            _train(model, torch.optim.SGD(model.parameters(), lr=0.1))
+            1 / 0
+    assert _global_hook_counts() == before
+    assert _patched_functions() == funcs
+
+
+def test_only_needed_hooks_are_installed():
+    funcs = _patched_functions()
+    with torch_audit.audit(select=["nonfinite-gradient"]):
+        now = _patched_functions()
+    # nonfinite-gradient needs optimizer hooks only: no backward/functional patches
+    assert now == funcs
+    with torch_audit.audit(select=["nonfinite-loss"]):
+        assert torch.autograd.backward is not funcs[0]
+        assert F.cross_entropy is funcs[1]
+
+
+def test_no_strong_reference_to_model_after_exit():
+    with torch_audit.audit() as session:
+        model = _mlp()
+        opt = torch.optim.Adam(model.parameters(), lr=0.1)
+        _train(model, opt)
+        x = torch.ones(3, 8, requires_grad=True)
+        model(x).sum().backward()
+    refs = [weakref.ref(model), weakref.ref(opt), weakref.ref(x)]
+    del model, opt, x
+    gc.collect()
+    assert all(r() is None for r in refs)
+    assert session.findings is not None
+
+
+def test_no_strong_reference_after_model_argument_and_exception():
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(RuntimeError):
+        with torch_audit.audit(model, opt):
+            _train(model, opt)
+            raise RuntimeError("boom")
+    ref = weakref.ref(model)
+    del model, opt
+    gc.collect()
+    assert ref() is None
+
+
+def test_nested_session_is_refused():
+    with torch_audit.audit():
+        with pytest.raises(SessionActiveError, match="already active"):
+            with torch_audit.audit():
+                pass
+    # and the outer one cleaned up properly
+    with torch_audit.audit():
+        pass
+
+
+def test_concurrent_session_in_another_thread_is_refused():
+    errors = []
+    entered, release = threading.Event(), threading.Event()
+
+    def other():
+        with torch_audit.audit():
+            entered.set()
+            release.wait(10)
+
+    t = threading.Thread(target=other)
+    t.start()
+    assert entered.wait(10)
+    try:
+        with torch_audit.audit():
+            pass
+    except SessionActiveError as e:
+        errors.append(e)
+    finally:
+        release.set()
+        t.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], AuditError)
+
+
+def test_a_session_object_cannot_be_reused():
+    session = torch_audit.audit()
+    with session:
+        pass
+    with pytest.raises(SessionActiveError):
+        with session:
+            pass
+
+
+def test_internal_error_becomes_finding_and_disables_the_check(monkeypatch):
+    from torch_audit.rules.runtime.nonfinite_gradient import NonFiniteGradient
+
+    calls = []
+
+    def broken(self, ctx):
+        calls.append(ctx.step)
+        raise ValueError("kaputt")
+
+    monkeypatch.setattr(NonFiniteGradient, "on_step_pre", broken)
+    torch.manual_seed(0)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with torch_audit.audit() as session:
+        _train(model, opt, steps=3)
+    assert calls == [0]  # disabled after the first failure
+    [f] = session.findings
+    assert (f.code, f.name, f.severity.value) == ("TA799", "runtime-internal-error", "warning")
+    assert "nonfinite-gradient" in f.message and "kaputt" in f.message
+
+
+def test_internal_error_can_be_ignored(monkeypatch):
+    from torch_audit.rules.runtime.nonfinite_gradient import NonFiniteGradient
+
+    monkeypatch.setattr(NonFiniteGradient, "on_step_pre", lambda self, ctx: 1 / 0)
+    model = _mlp()
+    with torch_audit.audit(ignore=["TA799"]) as session:
+        _train(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    assert session.findings == []
+
+
+def _nan_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(8, 4)
+    x[0, 0] = float("nan")
+    return model, opt, x
+
+
+def test_fail_fast_raises_before_the_step_applies_nan():
+    model, opt, x = _nan_model()
+    weights = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(AuditFailure) as info:
+        with torch_audit.audit(fail_fast=True):
+            opt.zero_grad()
+            model(x).sum().backward()
+            opt.step()
+    assert info.value.finding.code == "TA701"  # the loss, read with the step's flags
+    assert isinstance(info.value, AuditError)
+    for w, p in zip(weights, model.parameters()):
+        assert torch.equal(w, p)  # the NaN never reached the weights
+
+
+def test_without_fail_fast_the_same_run_only_reports():
+    model, opt, x = _nan_model()
+    with torch_audit.audit() as session:
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+    assert set(session.codes) == {"TA701", "TA702", "TA703", "TA704"}
+    act = next(f for f in session.findings if f.code == "TA704")
+    assert act.module == "0" and "Linear" in act.message
+    assert act.path.endswith("test_session.py")  # the line that called the module
+    assert {f.step for f in session.findings} == {0}
+
+
+def _train_seeded(audited: bool, steps: int = 20):
+    torch.manual_seed(1234)
+    model = nn.Sequential(nn.Linear(8, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 4))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    crit = nn.CrossEntropyLoss()
+
+    def loop():
+        for _ in range(steps):
+            x, y = torch.randn(16, 8), torch.randint(0, 4, (16,))
+            opt.zero_grad()
+            crit(model(x), y).backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+
+    if audited:
+        with torch_audit.audit(select=["ALL"], preview=True):
+            loop()
+    else:
+        loop()
+    return model, opt, torch.get_rng_state()
+
+
+def test_do_no_harm_bitwise_identical_after_20_steps():
+    m1, o1, rng1 = _train_seeded(False)
+    m2, o2, rng2 = _train_seeded(True)
+    assert torch.equal(rng1, rng2)
+    for (n1, a), (n2, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
+        assert n1 == n2 and torch.equal(a, b), n1
+    s1, s2 = o1.state_dict()["state"], o2.state_dict()["state"]
+    assert s1.keys() == s2.keys()
+    for k in s1:
+        for key in s1[k]:
+            assert torch.equal(torch.as_tensor(s1[k][key]), torch.as_tensor(s2[k][key])), (k, key)
+
+
+def test_select_ignore_and_unknown_selectors():
+    bad = FIXTURES / "gradients_not_cleared" / "bad.py"
+    assert run_fixture(bad, select=["TA8"]).codes == ["TA804"]
+    assert run_fixture(bad, select=["ALL"], ignore=["gradients-not-cleared"]).codes == []
+    from torch_audit.catalog import UnknownSelector
+
+    with pytest.raises(UnknownSelector):
+        torch_audit.audit(select=["TA999"])
+
+
+def test_options_by_name_and_keyword_and_validation():
+    bad = FIXTURES / "dead_activations" / "bad.py"
+    assert run_fixture(bad, select=["dead-activations"]).codes == ["TA709"]
+    # a stricter threshold than the 94% dead units: silent
+    s = run_fixture(bad, select=["dead-activations"], options={"dead-activations": {"threshold": 0.99}})
+    assert s.codes == []
+    s = run_fixture(bad, select=["TA709"], dead_activations={"threshold": 0.99})
+    assert s.codes == []
+    with pytest.raises(ValueError, match="unknown option 'treshold'"):
+        torch_audit.audit(options={"dead-activations": {"treshold": 0.5}})
+    with pytest.raises(ValueError, match="unknown runtime check"):
+        torch_audit.audit(options={"no-such-check": {}})
+    with pytest.raises(TypeError, match="expects"):
+        torch_audit.audit(options={"TA709": {"window": "two"}})
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        torch_audit.audit(bogus=3)
+    with pytest.raises(ValueError, match="every"):
+        torch_audit.audit(every=0)
+
+
+def test_every_n_skips_numeric_checks_between():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    syncs = []
+    orig = torch.Tensor.tolist
+
+    def counting(self):
+        syncs.append(1)
+        return orig(self)
+
+    with torch_audit.audit(select=["nonfinite-gradient"], every=3):
+        torch.Tensor.tolist = counting
+        try:
+            _train(model, opt, steps=7, fin=4)
+        finally:
+            torch.Tensor.tolist = orig
+    assert len(syncs) == 3  # steps 0, 3, 6
+
+
+def test_findings_are_deduplicated_with_count_and_first_step():
+    bad = FIXTURES / "gradients_not_cleared" / "bad.py"
+    [f] = run_fixture(bad, select=["TA804"]).findings
+    assert (f.step, f.count) == (1, 2)
+    assert "SGD" in f.message
+
+
+def test_report_and_json():
+    session = run_fixture(FIXTURES / "unused_parameter" / "bad.py")
+    text = session.report()
+    assert "TA803" in text and "skip" in text and text.endswith("Found 1 runtime finding.")
+    data = json.loads(session.to_json())
+    assert data[0]["code"] == "TA803" and data[0]["module"] == "skip" and data[0]["step"] == 0
+    assert Finding.from_dict(data[0]).message == session.findings[0].message
+    assert data[0]["path"].endswith("unused_parameter/bad.py") and data[0]["line"] > 1
+
+
+def test_model_argument_restricts_the_audit():
+    torch.manual_seed(0)
+    watched = nn.Linear(4, 1)
+    extra = nn.Linear(4, 1)  # gets gradients, in no optimizer, but not the audited model
+    opt = torch.optim.SGD(watched.parameters(), lr=0.1)
+    with torch_audit.audit(watched, opt) as session:
+        for _ in range(2):
+            opt.zero_grad()
+            x = torch.randn(8, 4)
+            (watched(x) + extra(x)).sum().backward()
+            opt.step()
+    assert session.findings == []
+    with torch_audit.audit() as session:
+        opt.zero_grad()
+        x = torch.randn(8, 4)
+        (watched(x) + extra(x)).sum().backward()
+        opt.step()
+    assert "TA802" in session.codes
+
+
+def test_catalogue_listing_stays_torch_free():
+    code = (
+        "import sys; from torch_audit.catalog import load_catalog; "
+        "c = load_catalog(); assert len(c.of_kind('runtime')) >= 19; "
+        "import torch_audit.runtime, torch_audit.runtime.check; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
