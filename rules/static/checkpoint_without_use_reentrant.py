@@ -1,0 +1,47 @@
+import libcst as cst
+
+from torch_audit.findings import Severity
+from torch_audit.rule import StaticRule
+
+CHECKPOINT_FUNCTIONS = frozenset(
+    {"torch.utils.checkpoint.checkpoint", "torch.utils.checkpoint.checkpoint_sequential"}
+)
+
+
+class CheckpointWithoutUseReentrant(StaticRule):
+    """## What it does
+    Finds calls of `torch.utils.checkpoint.checkpoint` and `checkpoint_sequential` that do not
+    pass `use_reentrant` explicitly.
+
+    ## Why is this bad?
+    The default is changing from the old reentrant implementation (`use_reentrant=True`) to the
+    non-reentrant one; torch warns on every call without the argument, and will raise in a
+    future release. The two differ in behaviour: the reentrant variant does not support
+    `torch.autograd.grad`, keyword arguments or inputs that do not require gradients (it then
+    silently produces no gradients for the checkpointed parameters), and it ignores nested
+    structures. `use_reentrant=False` is recommended.
+
+    ## Known problems
+    Arguments passed through `**kwargs` are assumed to contain `use_reentrant`.
+
+    ## References
+    - [torch.utils.checkpoint](https://pytorch.org/docs/stable/checkpoint.html)
+    - [BC-breaking update to torch.utils.checkpoint](https://dev-discuss.pytorch.org/t/bc-breaking-update-to-torch-utils-checkpoint-not-passing-in-use-reentrant-flag-will-raise-an-error/1745)
+    """
+
+    code = "TA613"
+    name = "checkpoint-without-use-reentrant"
+    severity = Severity.WARNING
+    message = "{callee}() without an explicit use_reentrant; pass use_reentrant=False (recommended) or True to keep the old behaviour"
+    fix_title = "Pass use_reentrant=False"
+
+    def leave_Module(self, node: cst.Module) -> None:
+        for call in self.ctx.indexer.all_calls:
+            if call.qualname not in CHECKPOINT_FUNCTIONS:
+                continue
+            args = call.node.args
+            if any(a.star == "**" for a in args):
+                continue
+            if any(a.keyword is not None and a.keyword.value == "use_reentrant" for a in args):
+                continue
+            self.report(call.node, callee=call.qualname.rsplit(".", 1)[1])
