@@ -1,0 +1,64 @@
+import libcst as cst
+
+from torch_audit.findings import Severity
+from torch_audit.lint.facts.numerics import EXP, LOG, is_one, torch_call
+from torch_audit.rule import StaticRule
+
+
+class ManualLog1p(StaticRule):
+    """## What it does
+    Finds `torch.log(1 + x)`, `torch.log(x + 1)`, `torch.log(1 - x)` and the method forms
+    (`(1 + x).log()`), which `torch.log1p` computes accurately; `torch.log(1 + torch.exp(x))` is
+    reported as the softplus it is.
+
+    ## Why is this bad?
+    For small `x`, `1 + x` rounds away most of `x`'s digits before the logarithm sees it: in
+    float32, `torch.log(1 + 1e-8)` is exactly 0 while `torch.log1p(1e-8)` is 1e-8. Losses and
+    log-likelihoods built this way lose precision or gradients exactly where they matter.
+    `log(1 + exp(x))` also overflows to `inf` for `x` above about 88 in float32; `F.softplus`
+    does not.
+
+    ## Known problems
+    `torch.log` only accepts tensors, so `x` is a tensor; NumPy and `math` calls are not
+    reported. `torch.log(1 + x)` where `x` is never small loses nothing, but `log1p` costs the
+    same.
+
+    ## References
+    - [torch.log1p](https://pytorch.org/docs/stable/generated/torch.log1p.html)
+    - [torch.nn.functional.softplus](https://pytorch.org/docs/stable/generated/torch.nn.functional.softplus.html)
+    """
+
+    code = "TA620"
+    name = "manual-log1p"
+    severity = Severity.WARNING
+    message = "{expr} loses precision for small values; use {replacement}"
+    fix_title = "Use torch.log1p (or F.softplus for log(1 + exp(x)))"
+
+    def visit_Call(self, node: cst.Call) -> None:
+        operand = torch_call(self.ctx, node, LOG, "log")
+        if operand is None:
+            return
+        if not isinstance(operand, cst.BinaryOperation):
+            return
+        op = operand.operator
+        if isinstance(op, cst.Add) and (is_one(operand.left) or is_one(operand.right)):
+            other = operand.right if is_one(operand.left) else operand.left
+            inner = torch_call(self.ctx, other, EXP, "exp")
+            if inner is not None:
+                replacement = f"F.softplus({self.ctx.code(inner)})"
+            else:
+                replacement = f"torch.log1p({self.ctx.code(other)})"
+        elif isinstance(op, cst.Subtract) and is_one(operand.left):
+            replacement = f"torch.log1p(-{_paren(self.ctx.code(operand.right), operand.right)})"
+        else:
+            return
+        self.report(node, expr=_short(self.ctx.code(node)), replacement=replacement)
+
+
+def _paren(text: str, expr: cst.BaseExpression) -> str:
+    return text if isinstance(expr, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) else f"({text})"
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= 60 else text[:57] + "..."
