@@ -30,11 +30,18 @@ INFERENCE_NAME = re.compile(
     r"prediction|predictions|infer|inference)(_|$)",
     re.IGNORECASE,
 )
+#: names that say "this object is a neural network" (the whole last component must end so:
+#: `model`, `ema_model`, `net2`; not `get_model_kwargs`). RL `policy`/`actor` objects are left
+#: out: they are rarely built with Dropout or BatchNorm.
 MODEL_NAME = re.compile(
-    r"(^|_)(model|models|net|network|classifier|encoder|decoder|backbone|generator|"
-    r"discriminator|policy|critic|actor|teacher|student|detector|segmenter|ema)(_|\d|$)",
+    r"(^|_)(model|net|network|classifier|encoder|decoder|backbone|generator|"
+    r"discriminator|teacher|student|detector|segmenter)\d*$",
     re.IGNORECASE,
 )
+#: functions that build or initialise a model; a forward pass there initialises lazy layers
+BUILDER_NAME = re.compile(r"^_*(make|build|create|init|setup|get|construct|instantiate)(_|$)|__init__", re.IGNORECASE)
+#: calls that load trained weights into a model built in the same function
+_LOADS_WEIGHTS = frozenset({"load_state_dict", "from_pretrained", "load", "load_checkpoint"})
 #: constructors of models that load already prepared for inference, or are not nn.Modules
 _NOT_TRAINABLE_PREFIXES = ("torch.jit.", "torch.export.", "onnxruntime.", "tensorrt.")
 MODEL_FACTORY_PREFIXES = ("torchvision.models.", "timm.create_model", "timm.models.")
@@ -68,17 +75,19 @@ class InferenceFacts:
         for scope in self.ctx.module_scope.walk():
             if scope.kind != "function" or not self._eligible(scope):
                 continue
+            if scope.name.startswith("test_") or BUILDER_NAME.search(scope.name):
+                continue  # pytest tests, and builders that run a forward pass to initialise
             if any(e.kind == "backward" for e in self.ctx.training.function_events(scope)):
                 continue
             if self._needs_gradients(scope):
                 continue
-            uses = self.model_uses(scope)
+            uses = [u for u in self.model_uses(scope) if not self._initialising(scope, u)]
             if not uses:
                 continue
             no_grad = [u for u in uses if self.ctx.grad_enabled(u.call.stmt) is False]
             if no_grad:
                 out.append(InferenceFunction(scope, "no_grad", uses))
-            elif INFERENCE_NAME.search(scope.name) and not scope.name.startswith("test_"):
+            elif INFERENCE_NAME.search(scope.name):
                 out.append(InferenceFunction(scope, "name", uses))
         return out
 
@@ -94,6 +103,14 @@ class InferenceFacts:
                     return False
             s = s.parent
         return True
+
+    def _initialising(self, scope: Scope, use: ModelUse) -> bool:
+        """A model built in this very function and run without loading weights: a forward
+        pass to initialise lazy layers or check shapes, not an evaluation."""
+        ctor = use.ctor
+        if ctor is None or ctor.scope is not scope:
+            return False
+        return not any(c.method in _LOADS_WEIGHTS for c in scope.calls)
 
     def _needs_gradients(self, scope: Scope) -> bool:
         """Code that needs input gradients (saliency, attacks, penalties) is not inference."""
