@@ -442,10 +442,12 @@ class AuditSession:
                 self._deliver(flat.tolist(), items)
         if collective and self.fail_fast and dist.active():
             flag = torch.tensor([1.0 if self._fail_pending is not None else 0.0])
-            if dist.all_reduce_sum(flag).item() > 0:  # noqa: one tiny read, fail_fast only
-                finding = self._fail_pending or self._remote_failure()
+            if dist.all_reduce_sum(flag).item() > 0:  # one tiny read, fail_fast only
+                # every rank knows some rank failed: all gather, all raise the same finding
+                local = self._fail_pending.to_dict() if self._fail_pending is not None else None
+                gathered = [d for d in dist.all_gather_objects(local) if d is not None]
                 self._fail_pending = None
-                raise AuditFailure(finding)
+                raise AuditFailure(Finding.from_dict(gathered[0]) if gathered else self._remote_failure())
         elif self._fail_pending is not None and not dist.active():
             finding, self._fail_pending = self._fail_pending, None
             raise AuditFailure(finding)
