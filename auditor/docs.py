@@ -22,7 +22,13 @@ def fixture_text(rule: type[Rule], name: str) -> str | None:
     """The text of a rule's fixture file, or None when it has none."""
     try:
         path = resources.files("torch_audit.fixtures") / rule.kind / slug_of(rule) / name
-        return path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        try:
+            from torch_audit.lint.engine import decode
+
+            return decode(data)[0]
+        except ValueError:  # the unreadable-file example is unreadable on purpose
+            return data.decode("utf-8", errors="replace")
     except (FileNotFoundError, ModuleNotFoundError, OSError):
         return None
 

@@ -267,7 +267,9 @@ class InferenceFacts:
             return False
         seen.add(id(scope))
         training = self.ctx.training
-        if any(e.kind in ("eval", "train") for e in training.function_events(scope)):
+        # only eval() is evidence: a caller that calls model.train() and then evaluates is
+        # the very bug this looks for
+        if any(e.kind == "eval" for e in training.function_events(scope)):
             return True
         if depth <= 0:
             return False

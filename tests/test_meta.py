@@ -1,0 +1,135 @@
+"""Meta-tests: the catalogue, the docs and the packaging rules hold for every rule."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from torch_audit.catalog import load_catalog, slug_of
+from torch_audit.docs import readme_with_table, rule_page
+from torch_audit.rule import REQUIRED_DOC_SECTIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_catalogue_loads_and_codes_are_unique():
+    catalog = load_catalog()
+    codes = [r.code for r in catalog.rules]
+    names = [r.name for r in catalog.rules]
+    assert len(codes) == len(set(codes))
+    assert len(names) == len(set(names))
+    assert not set(codes) & set(names)
+    assert {"softmax-before-cross-entropy", "bias-before-norm", "missing-eval-for-inference"} <= set(names)
+
+
+@pytest.mark.parametrize("rule", load_catalog().rules, ids=lambda r: r.name)
+def test_rule_declaration(rule):
+    assert rule.metadata_problems() == []
+    sections = rule.doc_sections()
+    for section in REQUIRED_DOC_SECTIONS:
+        assert sections.get(section), section
+    assert rule.name.replace("-", "_") == slug_of(rule), "module named after the rule"
+    assert rule.summary().endswith("."), "the first sentence of 'What it does' is the summary"
+    page = rule_page(rule)
+    assert rule.code in page and "## What it does" in page
+
+
+def test_rule_module_naming_follows_the_bad_pattern():
+    for rule in load_catalog().rules:
+        assert not re.match(r"(Check|Detect|Find)[A-Z]", rule.__name__), rule.__name__
+
+
+def test_readme_rule_table_is_fresh():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme_with_table(readme, load_catalog()) == readme, (
+        "README rule table is stale: python -m torch_audit.docs --update-readme README.md"
+    )
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)
+    demo, tests = blocks[0].strip(), blocks[1].strip()
+    assert readme.index(demo) < readme.index("torch-audit finds")
+    assert "fixtures/examples" in demo and "lint" in demo
+    assert "constraints.txt" in tests and "pytest" in tests
+    assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert tests in ci.splitlines(), ".ci/run must run the README's test command verbatim"
+
+
+def _python_files():
+    for folder in ("auditor", "rules", "tests", "benchmarks"):
+        yield from (ROOT / folder).rglob("*.py")
+
+
+def test_nothing_imports_top_level_rules_or_auditor():
+    offenders = []
+    for path in _python_files():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                if name.split(".")[0] in ("rules", "auditor", "fixtures"):
+                    offenders.append(f"{path.relative_to(ROOT)}: import {name}")
+    assert offenders == []
+
+
+def _run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_lint_never_imports_torch_or_the_code_it_reads(tmp_path):
+    target = tmp_path / "victim.py"
+    target.write_text(
+        "import torch\nimport torch.nn as nn\nimport numpy\n"
+        "raise SystemExit('the linted code was executed')\n"
+        "model = nn.Linear(2, 2)\nout = torch.softmax(model(x), 1)\n"
+    )
+    code = (
+        "import sys\n"
+        "from torch_audit.cli import main\n"
+        "try:\n"
+        f"    main(['lint', '--no-cache', '--jobs', '1', {str(target)!r}])\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "bad = [m for m in ('torch', 'numpy', 'victim') if m in sys.modules]\n"
+        "print('IMPORTED', bad, 'EXIT', code)\n"
+    )
+    out = _run_python(code, tmp_path)
+    assert "IMPORTED [] EXIT" in out.stdout, out.stdout + out.stderr
+    assert "the linted code was executed" not in out.stdout + out.stderr
+
+
+def test_listing_the_catalogue_does_not_import_torch(tmp_path):
+    out = _run_python(
+        "import sys\nfrom torch_audit.catalog import load_catalog\nload_catalog()\n"
+        "import torch_audit\nprint('torch' in sys.modules)",
+        tmp_path,
+    )
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_static_engine_modules_never_import_torch():
+    for path in [*(ROOT / "auditor" / "lint").rglob("*.py"), *(ROOT / "rules" / "static").glob("*.py")]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert not any(a.name.split(".")[0] == "torch" for a in node.names), path
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                assert node.module.split(".")[0] != "torch", path
+
+
+def test_pre_commit_hook_manifest():
+    text = (ROOT / ".pre-commit-hooks.yaml").read_text()
+    assert "id: torch-audit" in text and "entry: torch-audit lint" in text
+    assert "language: python" in text
