@@ -135,6 +135,8 @@ class _ClassCheck:
 
     # -- the check ---------------------------------------------------------------------------
     def run(self) -> None:
+        if self.uses_setattr:
+            return  # modules registered by name (add_module/setattr), often the listed ones
         attributes = self.cls.scope.attributes
         for attr, defs in attributes.items():
             if f"{self.me}.{attr}" in self.registered_text or "self." + attr in self.registered_text:
@@ -161,8 +163,6 @@ class _ClassCheck:
             return kind, f"{m} layers"
         empty = _empty_container(value)
         if empty is not None:
-            if self.uses_setattr:
-                return None
             m = self.added_modules(holder)
             return (empty, f"{m} layers") if m else None
         if isinstance(value, cst.Name) and value.value not in self.registered_text:

@@ -102,6 +102,11 @@ def _reflective(cls) -> bool:
                 return True
             if isinstance(call.node.func, cst.Name) and call.node.func.value in ("getattr", "vars", "setattr", "hasattr"):
                 return True
+            # `helper(self, ...)`: a function (maybe of another file) that reads the attributes
+            if call.method != "super" and scope.kind == "function" and scope.params:
+                me = scope.params[0]
+                if any(isinstance(a.value, cst.Name) and a.value.value == me for a in call.node.args):
+                    return True
     stack: list[cst.CSTNode] = [cls.node]
     while stack:
         n = stack.pop()
