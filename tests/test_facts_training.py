@@ -196,3 +196,42 @@ def test_noise_scheduler_is_not_an_optimizer():
     (e,) = ctx.training.function_events(function(ctx, "sample"))
     assert e.kind == "sched_step" and e.optimizer is None
     assert dotted(e.call.receiver) == "noise_scheduler"
+
+
+def test_helper_local_variable_is_not_the_callers_name():
+    ctx = context(
+        """
+        SHARED = None
+
+        def validate(models):
+            [m.eval() for m in models]
+            SHARED.eval()
+
+        def fit(models, m):
+            for epoch in range(3):
+                validate(models)
+        """
+    )
+    local, shared = ctx.training.function_events(function(ctx, "fit"))
+    assert local.subject == "m" and local.caller_subject is None
+    assert shared.caller_subject == "SHARED"
+
+
+def test_grad_disabled_through_the_helper_call():
+    ctx = context(
+        """
+        import torch
+
+        def step(model, x, training):
+            loss = model(x)
+            if training:
+                loss.backward()
+
+        def validate(model, loader):
+            for x in loader:
+                with torch.no_grad():
+                    step(model, x, False)
+        """
+    )
+    (e,) = ctx.training.function_events(function(ctx, "validate"))
+    assert e.kind == "backward" and e.conditional and ctx.training.grad_disabled(e)

@@ -49,6 +49,8 @@ class BackwardUnderNoGrad(StaticRule):
                 else:
                     if e.via.scope is not scope or ctx.grad_enabled(e.stmt) is not None:
                         continue
+                    if e.conditional or any(c.stmt.branches for c in e.chain[1:]):
+                        continue  # `if training: loss.backward()` in a shared helper
                     if ctx.grad_enabled(e.via.stmt) is not False:
                         continue
                     where = e.via.stmt
@@ -70,7 +72,10 @@ class BackwardUnderNoGrad(StaticRule):
             # inside a helper called under no_grad: a loss computed in the helper has no graph
             if isinstance(target, cst.Name):
                 a = scope.reaching(target.value, e.stmt.index)
-                return a is not None and a.kind in ("assign", "aug", "walrus", "unpack") and a.stmt is not None
+                if a is None or a.stmt is None or a.kind not in ("assign", "aug", "walrus", "unpack"):
+                    return False
+                # under the helper's own enable_grad() the loss has a graph
+                return ctx.grad_enabled(a.stmt) is not True
             return isinstance(target, (cst.Call, cst.BinaryOperation, cst.UnaryOperation, cst.Subscript))
         if isinstance(target, cst.Name):
             a = scope.reaching(target.value, e.stmt.index)

@@ -71,7 +71,10 @@ class ClipGradMisplaced(StaticRule):
         # GradScaler: the gradients are still scaled unless unscale_ ran since the last backward
         if later_step is None or not _is_scaler_step(later_step) or not _is_torch_clip(clip):
             return None
-        if any(e.kind == "unscale" for e in before[last_backward + 1 :]):
+        # the gradients of this step: everything since the previous step (a backward in an
+        # `else:` branch may come after the `unscale_` of the `if:` branch)
+        window = before[last_step + 1 :] if last_step is not None else before
+        if any(e.kind == "unscale" for e in window):
             return None
         return (
             f"clips gradients that are still multiplied by the loss scale ({training.describe(later_step)} "

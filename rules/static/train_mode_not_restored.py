@@ -41,7 +41,13 @@ class TrainModeNotRestored(StaticRule):
     def leave_Module(self, node: cst.Module) -> None:
         training = self.ctx.training
         for loop in training.loops():
-            events = training.loop_events(loop, depth=2)
+            # a backward under no_grad (a shared forward helper called by validation) is no
+            # training step
+            events = [
+                e
+                for e in training.loop_events(loop, depth=2)
+                if e.kind not in ("backward", "step") or not training.grad_disabled(e)
+            ]
             if not any(e.kind in ("backward", "step") for e in events):
                 continue
             everything = training.function_events(loop.scope, depth=2)

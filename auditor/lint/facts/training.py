@@ -330,6 +330,12 @@ class TrainingFacts:
             text += f" (in {helper}() called at line {self.ctx.position(event.via.node).start.line})"
         return text
 
+    def grad_disabled(self, event: Event) -> bool:
+        """Does the event run under ``no_grad``/``inference_mode`` (its own statement, or a
+        helper call on the way)?"""
+        grad = self.ctx.grad_enabled
+        return grad(event.stmt) is False or any(grad(c.stmt) is False for c in event.chain)
+
     def line(self, node: cst.CSTNode) -> int:
         return self.ctx.position(node).start.line
 
@@ -383,7 +389,10 @@ def _subject_at_call(subject: str | None, helper: Scope, call: Call) -> str | No
             return None
         return f"{receiver}.{rest}" if rest else receiver
     if head not in params:
-        return subject
+        owner = helper.lookup_scope(head)
+        # a global stays itself; a local variable (a loop or comprehension variable) of the
+        # helper means nothing at the call
+        return subject if owner is not None and owner.kind == "module" else None
     position = params.index(head) - (1 if is_method else 0)
     arg = call.arg(position, head)
     if arg is None:
