@@ -126,11 +126,18 @@ class Tensors:
                 return None
             seen.add(key)
             a = self.ctx.dataflow.reaching(expr.value, scope, at)
+            for _ in range(8):  # x += y keeps what x is
+                if a is None or a.kind != "aug":
+                    break
+                before = self.ctx.dataflow.reaching(expr.value, scope, a.index)
+                a = None if before is a else before
+            if a is not None and a.kind == "aug":
+                return None
             if a is None:
                 return None
             owner = scope.lookup_scope(expr.value) or scope
             # a name re-bound in a loop or a branch: every definition must agree
-            defs = [d for d in owner.assignments.get(expr.value, []) if d.kind != "import"]
+            defs = [d for d in owner.assignments.get(expr.value, []) if d.kind not in ("import", "aug")]
             if len(defs) > 1:
                 kinds = {self._from_assignment(d, owner, depth, seen) for d in defs}
                 return kinds.pop() if len(kinds) == 1 else None

@@ -1,0 +1,94 @@
+import libcst as cst
+
+from torch_audit.findings import Severity
+from torch_audit.lint.facts.names import dotted
+from torch_audit.lint.facts.tensors import PARAMETER, tensors
+from torch_audit.rule import StaticRule
+
+_INPLACE_UPDATES = frozenset(
+    {"add_", "sub_", "mul_", "div_", "addcdiv_", "addcmul_", "lerp_", "copy_", "clamp_"}
+)
+_AUG_OPS = {"SubtractAssign": "-=", "AddAssign": "+=", "MultiplyAssign": "*=", "DivideAssign": "/="}
+
+
+class ParamUpdateWithoutNoGrad(StaticRule):
+    """## What it does
+    Finds in-place updates of model parameters (`p -= lr * p.grad`, `p.add_(...)`,
+    `p.copy_(...)`) made while autograd is recording, outside `torch.no_grad()`.
+
+    ## Why is this bad?
+    A parameter is a leaf tensor that requires grad. Updating it in place with grad mode on
+    fails with `RuntimeError: a leaf Variable that requires grad is being used in an in-place
+    operation`; for a parameter that does not require grad at that moment the update is recorded
+    in the graph of the next step. Hand-written optimizer steps belong under `torch.no_grad()`
+    (or use `p.data`, or better, a `torch.optim` optimizer).
+
+    ## Known problems
+    Only parameters the code shows are reported: elements of `m.parameters()`, the second element
+    of `m.named_parameters()`, `group["params"]` of `optimizer.param_groups`, and
+    `nn.Parameter` attributes. An update in a function with any decorator, or in a helper whose
+    callers in the file all run it under `no_grad`, is not reported. Updates through `p.data`
+    are deliberately outside this rule.
+
+    ## References
+    - [torch.no_grad](https://pytorch.org/docs/stable/generated/torch.no_grad.html)
+    - [Autograd mechanics: in-place operations](https://pytorch.org/docs/stable/notes/autograd.html#in-place-operations-with-autograd)
+    """
+
+    code = "TA312"
+    name = "param-update-without-no-grad"
+    severity = Severity.ERROR
+    message = "parameter `{param}` is updated in place (`{op}`) while autograd is recording"
+    fix_title = "Wrap the update in `with torch.no_grad():` (or use a torch.optim optimizer)"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: list = []
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        op = _AUG_OPS.get(type(node.operator).__name__)
+        if op is None or not isinstance(node.target, (cst.Name, cst.Attribute)):
+            return
+        self._check(node, node.target, op)
+
+    def visit_Call(self, node: cst.Call) -> None:
+        func = node.func
+        if not isinstance(func, cst.Attribute) or func.attr.value not in _INPLACE_UPDATES:
+            return
+        if not isinstance(self.ctx.parent, cst.Expr):
+            return  # only update statements
+        if not isinstance(func.value, (cst.Name, cst.Attribute)):
+            return
+        self._check(node, func.value, f".{func.attr.value}()")
+
+    def _check(self, node: cst.CSTNode, target: cst.BaseExpression, op: str) -> None:
+        stmt = self.ctx.statement
+        if stmt is None or self.ctx.grad_enabled(stmt) is False:
+            return
+        scope = self.ctx.scope
+        self._pending.append((node, target, op, stmt, scope))
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        # decided at the end: callers later in the file must be known
+        for node, target, op, stmt, scope in self._pending:
+            if tensors(self.ctx).kind(target, scope, stmt.index) != PARAMETER:
+                continue
+            if self.ctx.grad_enabled(stmt) is None and not self._grad_surely_on(scope):
+                continue
+            self.report(node, param=dotted(target) or self.ctx.code(target), op=op)
+
+    def _grad_surely_on(self, scope) -> bool:
+        """No decorator anywhere up the function chain, and not every caller uses no_grad."""
+        s = scope
+        fn = None
+        while s is not None and s.kind in ("function", "lambda"):
+            if s.decorators:
+                return False
+            fn = fn or (s if s.kind == "function" else None)
+            s = s.parent
+        if fn is None:
+            return True
+        callers = self.ctx.training.callers(fn)
+        if callers and all(self.ctx.grad_enabled(c.stmt) is False for c in callers):
+            return False
+        return True
