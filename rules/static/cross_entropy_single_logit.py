@@ -15,7 +15,7 @@ class CrossEntropySingleLogit(StaticRule):
     ## Why is this bad?
     Cross-entropy normalises over the class dimension. With one class, `log_softmax` of a single
     logit is always 0, so the loss is constantly zero and nothing is learned, without any error
-    (with float targets of the same shape, the loss is constant too). A binary classifier with
+    (with probabilities as targets it is zero too). A binary classifier with
     one output needs `BCEWithLogitsLoss`; a multi-class one needs one output per class.
 
     ## Known problems

@@ -30,7 +30,7 @@ class NormLayerReused(StaticRule):
 
     code = "TA202"
     name = "norm-layer-reused"
-    severity = Severity.ERROR
+    severity = Severity.WARNING
     message = (
         "self.{attr} ({layer}) is applied again in {cls}.forward to the result of its first "
         "application (line {first}); one set of running statistics mixes two feature distributions"

@@ -21,7 +21,7 @@ LAYERS = {
 class SoftmaxWithoutDim(StaticRule):
     """## What it does
     Finds `F.softmax`, `F.log_softmax`, `F.softmin`, `nn.Softmax()`, `nn.LogSoftmax()` and
-    `nn.Softmin()` called without a `dim`.
+    `nn.Softmin()` called without a `dim` (or with `dim=None`).
 
     ## Why is this bad?
     Without `dim`, PyTorch guesses the axis from the number of dimensions of the input: dim 0
@@ -51,8 +51,10 @@ class SoftmaxWithoutDim(StaticRule):
             return
         if any(a.star for a in node.args):
             return  # *args / **kwargs may carry dim
-        if argument(node, position, "dim") is not None:
+        dim = argument(node, position, "dim")
+        if dim is not None and not (isinstance(dim.value, cst.Name) and dim.value.value == "None"):
             return
         if q in FUNCTIONS and argument(node, 0, "input") is None:
             return  # not a call we understand
-        self.report(node, func=f"{self.ctx.code(node.func)}()")
+        prefix = "F." if q in FUNCTIONS else "nn."
+        self.report(node, func=f"{prefix}{q.rsplit('.', 1)[-1]}()")
