@@ -1,0 +1,770 @@
+"""``torch-audit run``: audit an unmodified training script, or profile a model.
+
+::
+
+    torch-audit run [OPTIONS] train.py [ARGS]...       # like `python train.py ARGS`
+    torch-audit run [OPTIONS] -m package.module [ARGS]  # like `python -m package.module ARGS`
+    torch-audit run [OPTIONS] model.py:build             # profile one forward/backward
+
+The script runs as ``__main__`` inside one global audit session (:mod:`torch_audit.runtime.script`
+explains what it sees). The report is written when the script ends, also when it raises, calls
+``sys.exit`` or is interrupted; then the script's own exception and exit status come through:
+
+- exit status = the script's own; when the script succeeded (or ``--max-steps`` stopped it), 1 if
+  a finding at or above ``--fail-on`` was reported, else 0; 2 for usage/configuration errors;
+- an uncaught exception is printed as python prints it (``sys.excepthook``) and exits 1; an
+  uncaught ``KeyboardInterrupt`` ends the process with SIGINT after the normal shutdown, as python
+  does.
+
+This module imports torch; ``torch-audit lint`` never imports it (the CLI group loads ``run``
+lazily).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import signal
+import sys
+import time
+import weakref
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+import click
+import torch
+
+from torch_audit.findings import Finding, Severity
+from torch_audit.runtime import script as script_runner
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+OUTPUT_FORMATS = ("text", "json", "sarif", "github")
+
+__all__ = ["run", "RunOutcome", "StepMonitor", "MaxStepsReached", "audit_script", "History"]
+
+
+class MaxStepsReached(BaseException):
+    """Raised from an optimizer step post-hook to stop the script after ``--max-steps``.
+
+    A ``BaseException`` so that a script's ``except Exception`` does not swallow it."""
+
+
+class UsageError(Exception):
+    """A usage or configuration problem: one line on stderr, exit status 2."""
+
+
+# ----------------------------------------------------------------------------------------------
+# history for the HTML charts
+# ----------------------------------------------------------------------------------------------
+
+
+def layer_of(param_name: str) -> str:
+    """``encoder.0.weight`` → ``encoder.0``; names without a dot stay as they are."""
+    base = param_name.split(" ", 1)[0]
+    return base.rsplit(".", 1)[0] if "." in base else base
+
+
+@dataclasses.dataclass
+class History:
+    """What the HTML report charts: the loss and the global gradient norm at every optimizer
+    step, and per-layer gradient norms (decimated to at most ``max_columns`` steps)."""
+
+    #: ``[(step, loss)]`` of the first optimizer seen (the loss of the last backward before it)
+    loss: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+    #: optimizer label → ``[(step, global L2 gradient norm)]``
+    grad_norm: dict[str, list[tuple[int, float]]] = dataclasses.field(default_factory=dict)
+    #: layer name (in first-seen order) → ``{step: L2 gradient norm of the layer}``
+    layer_norms: dict[str, dict[int, float]] = dataclasses.field(default_factory=dict)
+    layer_stride: int = 1
+    max_columns: int = 4096
+
+    def add_layers(self, step: int, norms: dict[str, float]) -> None:
+        if step % self.layer_stride:
+            return
+        for layer, value in norms.items():
+            self.layer_norms.setdefault(layer, {})[step] = value
+        steps = {s for row in self.layer_norms.values() for s in row}
+        if len(steps) > self.max_columns:
+            self.layer_stride *= 2
+            for row in self.layer_norms.values():
+                for s in [s for s in row if s % self.layer_stride]:
+                    del row[s]
+
+    @property
+    def empty(self) -> bool:
+        return not self.loss and not self.grad_norm and not self.layer_norms
+
+
+class StepMonitor:
+    """torch-audit run's own light hooks, installed next to the session's (and removed before
+    it exits): counts optimizer steps for ``--max-steps``, draws the progress line, and records
+    the :class:`History` for ``--html``.
+
+    Device values are read in batches (every ``read_every`` steps, or at the end), never one
+    host synchronisation per step; the progress line reads the last loss at most a few times a
+    second, and only when it is shown."""
+
+    def __init__(
+        self,
+        session: Any,
+        *,
+        max_steps: int | None = None,
+        progress: TextIO | None = None,
+        history: bool = False,
+        read_every: int = 32,
+        progress_interval: float = 0.2,
+    ) -> None:
+        self.session = session
+        self.max_steps = max_steps
+        self.progress = progress
+        self.history = History() if history else None
+        self.read_every = read_every
+        self.progress_interval = progress_interval
+        self.steps = 0  # optimizer.step() calls seen, over all optimizers
+        self.stopped = False
+        self._counts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._labels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._primary: weakref.ref | None = None
+        self._last_loss: torch.Tensor | None = None
+        self._pending: list[tuple[str, int, torch.Tensor, torch.Tensor | None, list[str]]] = []
+        self._handles: list[Any] = []
+        self._patched: Callable | None = None
+        self._last_draw = 0.0
+        self._drawn = False
+
+    # -- install / remove ---------------------------------------------------------------------
+    def install(self) -> "StepMonitor":
+        from torch.optim import optimizer as optim_module
+
+        if self.history is not None:
+            self._handles.append(optim_module.register_optimizer_step_pre_hook(self._step_pre))
+        self._handles.append(optim_module.register_optimizer_step_post_hook(self._step_post))
+        if self.history is not None or self.progress is not None:
+            original = torch.autograd.backward
+            monitor = self
+
+            def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+                if isinstance(tensors, torch.Tensor) and tensors.numel() == 1 \
+                        and tensors.is_floating_point():
+                    monitor._last_loss = tensors.detach()
+                return original(tensors, *args, **kwargs)
+
+            backward.__wrapped__ = original  # type: ignore[attr-defined]
+            self._patched = original
+            torch.autograd.backward = backward
+        return self
+
+    def remove(self) -> None:
+        for handle in reversed(self._handles):
+            handle.remove()
+        self._handles = []
+        if self._patched is not None:
+            torch.autograd.backward = self._patched
+            self._patched = None
+        try:
+            self._read_pending()
+        except Exception:  # a chart is never worth a crash
+            self._pending = []
+        self._last_loss = None
+        self.clear_progress()
+
+    def __enter__(self) -> "StepMonitor":
+        return self.install()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+    # -- hooks --------------------------------------------------------------------------------
+    def _label(self, optimizer: torch.optim.Optimizer) -> str:
+        label = self._labels.get(optimizer)
+        if label is None:
+            try:
+                label = self.session.optimizer_label(optimizer)
+            except Exception:
+                label = type(optimizer).__name__
+            self._labels[optimizer] = label
+        return label
+
+    def _step_pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        try:
+            self._record(optimizer)
+        except Exception:  # never break training for a chart
+            pass
+
+    def _record(self, optimizer: torch.optim.Optimizer) -> None:
+        if torch.compiler.is_compiling():
+            return
+        step = self._counts.get(optimizer, 0)
+        # Reuse the session's fused per-parameter norms when it exposes this step's context.
+        ctx = None
+        contexts = getattr(self.session, "_contexts", None)
+        if contexts is not None:
+            try:
+                ctx = contexts.get(optimizer)
+            except Exception:
+                ctx = None
+        if ctx is not None:
+            params = ctx.params
+            norms = ctx.grad_norms()
+        else:
+            params = list(dict.fromkeys(p for g in optimizer.param_groups for p in g["params"]))
+            grads = [p.grad for p in params if p.grad is not None]
+            if not grads:
+                return
+            got = iter(torch._foreach_norm([g.detach() for g in grads]))
+            zero = torch.zeros((), device=grads[0].device)
+            norms = torch.stack([next(got).float() if p.grad is not None else zero for p in params])
+        names = self._names.get(optimizer)
+        if names is None or len(names) != len(params):
+            names = []
+            for i, p in enumerate(params):
+                try:
+                    names.append(ctx.name(p, i) if ctx is not None else self.session.index.param_name(p, f"params[{i}]"))
+                except Exception:
+                    names.append(f"{self._label(optimizer)}.params[{i}]")
+            self._names[optimizer] = names
+        loss = None
+        if self._primary is None:
+            self._primary = weakref.ref(optimizer)
+        if self._primary() is optimizer and self._last_loss is not None:
+            loss = self._last_loss.float().reshape(1)
+        self._pending.append((self._label(optimizer), step, norms.detach().float().reshape(-1), loss, names))
+        if len(self._pending) >= self.read_every:
+            self._read_pending()
+
+    def _read_pending(self) -> None:
+        if not self._pending or self.history is None:
+            self._pending = []
+            return
+        batch, self._pending = self._pending, []
+        parts = []
+        for _label, _step, norms, loss, _names in batch:
+            parts.append(norms.to("cpu", torch.float64) if norms.device.type != "cpu" else norms.double())
+            if loss is not None:
+                parts.append(loss.to("cpu", torch.float64) if loss.device.type != "cpu" else loss.double())
+        flat = torch.cat(parts).tolist() if parts else []
+        offset = 0
+        hist = self.history
+        for label, step, norms, loss, names in batch:
+            values = flat[offset:offset + norms.numel()]
+            offset += norms.numel()
+            if loss is not None:
+                hist.loss.append((step, flat[offset]))
+                offset += 1
+            total = math.sqrt(sum(v * v for v in values)) if values else 0.0
+            hist.grad_norm.setdefault(label, []).append((step, total))
+            layers: dict[str, float] = {}
+            for name, v in zip(names, values):
+                layer = layer_of(name)
+                layers[layer] = layers.get(layer, 0.0) + v * v
+            hist.add_layers(step, {k: math.sqrt(v) for k, v in layers.items()})
+
+    def _step_post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._counts[optimizer] = self._counts.get(optimizer, 0) + 1
+        self.steps += 1
+        if self.progress is not None:
+            now = time.monotonic()
+            if now - self._last_draw >= self.progress_interval:
+                self._last_draw = now
+                self.draw_progress()
+        if self.max_steps is not None and not self.stopped:
+            if min(self._counts.values()) >= self.max_steps:
+                self.stopped = True
+                raise MaxStepsReached(self.max_steps)
+
+    # -- progress line --------------------------------------------------------------------------
+    def status_text(self) -> str:
+        parts = [f"step {max(self._counts.values(), default=0)}"]
+        if self._last_loss is not None:
+            try:
+                parts.append(f"loss {float(self._last_loss.float()):.4g}")
+            except Exception:
+                pass
+        n = len(getattr(self.session, "findings", ()))
+        parts.append(f"{n} finding{'s' if n != 1 else ''}")
+        return "torch-audit: " + " · ".join(parts)
+
+    def draw_progress(self) -> None:
+        if self.progress is None:
+            return
+        try:
+            self.progress.write("\r\x1b[2K" + self.status_text())
+            self.progress.flush()
+            self._drawn = True
+        except Exception:
+            self.progress = None
+
+    def clear_progress(self) -> None:
+        if self.progress is not None and self._drawn:
+            try:
+                self.progress.write("\r\x1b[2K")
+                self.progress.flush()
+            except Exception:
+                pass
+            self._drawn = False
+
+
+# ----------------------------------------------------------------------------------------------
+# running a script
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    """How an audited script ended and what was found."""
+
+    findings: list[Finding]
+    #: the script's own exit status (0 when it finished or ``--max-steps`` stopped it)
+    status: int = 0
+    #: the uncaught exception (not ``SystemExit``/``KeyboardInterrupt``), if any
+    exception: BaseException | None = None
+    #: ``sys.exit`` was called with this ``SystemExit``
+    system_exit: SystemExit | None = None
+    #: an uncaught ``KeyboardInterrupt``
+    interrupted: KeyboardInterrupt | None = None
+    #: the session's ``fail_fast`` stopped the script
+    audit_failure: BaseException | None = None
+    stopped_at_max_steps: bool = False
+    steps: int = 0
+    history: History | None = None
+    rank: int | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == 0 and self.interrupted is None
+
+
+def audit_script(
+    target: str,
+    args: list[str] | tuple[str, ...] = (),
+    *,
+    module: bool = False,
+    audit_options: dict[str, Any] | None = None,
+    max_steps: int | None = None,
+    progress: TextIO | None = None,
+    history: bool = False,
+) -> RunOutcome:
+    """Run ``target`` (a script path, or a module name with ``module=True``) as ``__main__``
+    inside one audit session; never raises for what the script does (its exception, exit or
+    interrupt is in the returned :class:`RunOutcome`). ``audit_options`` are the keyword arguments
+    of :func:`torch_audit.audit`. Raises :class:`script_runner.ScriptNotFound`."""
+    from torch_audit.runtime.errors import AuditFailure
+    from torch_audit.runtime.session import audit
+
+    session = audit(**(audit_options or {}))
+    outcome = RunOutcome(findings=[])
+    monitor = StepMonitor(session, max_steps=max_steps, progress=progress, history=history)
+    try:
+        with session:
+            with monitor:
+                if module:
+                    script_runner.run_module(target, list(args))
+                else:
+                    script_runner.run_script(target, list(args))
+    except script_runner.ScriptNotFound:
+        raise
+    except MaxStepsReached:
+        outcome.stopped_at_max_steps = True
+    except SystemExit as exc:
+        outcome.system_exit = exc
+        outcome.status = script_runner.exit_status(exc)
+    except KeyboardInterrupt as exc:
+        outcome.interrupted = exc
+        outcome.status = 128 + signal.SIGINT
+    except AuditFailure as exc:
+        outcome.audit_failure = exc
+        outcome.status = 1
+    except BaseException as exc:  # noqa: B036 - the script's own exception, reported as python does
+        outcome.exception = exc
+        outcome.status = 1
+    outcome.findings = list(session.findings)
+    outcome.steps = monitor.steps
+    outcome.history = monitor.history
+    outcome.rank = getattr(session, "rank", None)
+    return outcome
+
+
+def fails(findings: list[Finding], fail_on: str) -> bool:
+    threshold = Severity.parse(fail_on).rank
+    return any(f.severity.rank >= threshold for f in findings)
+
+
+def final_status(outcome: RunOutcome, *, fail_on: str, exit_zero: bool) -> int:
+    """The script's own status, or 1 for findings at or above ``fail_on`` when it succeeded."""
+    if outcome.status != 0:
+        return outcome.status
+    if not exit_zero and fails(outcome.findings, fail_on):
+        return EXIT_FINDINGS
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------
+# options and configuration
+# ----------------------------------------------------------------------------------------------
+
+
+def _split(values: tuple[str, ...] | list[str] | None) -> list[str]:
+    out: list[str] = []
+    for v in values or ():
+        out.extend(p.strip() for p in v.split(",") if p.strip())
+    return out
+
+
+def parse_option_value(text: str) -> Any:
+    """``20`` → 20, ``1e-3`` → 0.001, ``true`` → True, ``"x"`` or ``x`` → "x" (TOML values)."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_option_flags(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``--option exploding-gradient.factor=20`` → ``{"exploding-gradient": {"factor": 20}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in values:
+        m = re.fullmatch(r"\s*([A-Za-z0-9_-]+)\.([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)", item)
+        if not m:
+            raise UsageError(
+                f"--option expects RULE.KEY=VALUE (e.g. exploding-gradient.factor=20), got {item!r}"
+            )
+        rule, key, value = m.group(1), m.group(2), m.group(3).strip()
+        out.setdefault(rule, {})[key] = parse_option_value(value)
+    return out
+
+
+@dataclasses.dataclass
+class Settings:
+    audit_options: dict[str, Any]
+    fail_on: str
+    config_path: Path | None
+    root: Path
+
+
+def resolve_settings(opts: dict[str, Any], start: Path) -> Settings:
+    """Merge ``[tool.torch-audit]`` with the command line (the command line wins)."""
+    from torch_audit.catalog import CatalogError, UnknownSelector, load_catalog
+    from torch_audit.config import ConfigError, find_config, load_config
+    from torch_audit.runtime.session import resolve_options
+
+    try:
+        catalog = load_catalog()
+    except CatalogError as exc:
+        raise UsageError(f"broken rule catalogue: {exc}") from None
+    config_file = opts.get("config_file")
+    try:
+        path = config_file if config_file is not None else find_config(start)
+        config = load_config(path, catalog)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    cli_select = _split(opts.get("select"))
+    select = cli_select if cli_select else config.select
+    ignore = config.ignore + _split(opts.get("ignore"))
+    extend_select = config.extend_select + _split(opts.get("extend_select"))
+    preview = opts.get("preview")
+    preview = config.preview if preview is None else preview
+    try:
+        rules = catalog.select(
+            select=select, ignore=ignore, extend_select=extend_select, preview=preview, kind="runtime"
+        )
+    except UnknownSelector as exc:
+        raise UsageError(str(exc)) from None
+    options: dict[str, dict[str, Any]] = {}
+    for name, values in config.options.items():
+        rule = catalog.get(name)
+        if rule is not None and rule.kind == "runtime":
+            options.setdefault(rule.name, {}).update(values)
+    for name, values in parse_option_flags(tuple(opts.get("option") or ())).items():
+        rule = catalog.get(name)
+        if rule is None:
+            raise UsageError(f"--option: unknown rule {name!r} (see `torch-audit rules --kind runtime`)")
+        options.setdefault(rule.name, {}).update(values)
+    try:
+        resolve_options(catalog, options)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--option: {exc}") from None
+    fail_on = opts.get("fail_on") or config.fail_on
+    audit_options = {
+        "select": [r.code for r in rules],
+        "ignore": ignore,
+        "preview": True,  # the selection above already applied the preview setting
+        "every": opts.get("every") or 1,
+        "fail_fast": bool(opts.get("fail_fast")),
+        "options": options,
+    }
+    return Settings(audit_options, fail_on, path, config.root if path else Path.cwd())
+
+
+# ----------------------------------------------------------------------------------------------
+# output
+# ----------------------------------------------------------------------------------------------
+
+
+def _color(stream: TextIO) -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    try:
+        return stream.isatty()
+    except Exception:
+        return False
+
+
+def _write_file(path: str, text: str) -> None:
+    from torch_audit.atomic import write_text_atomic
+
+    try:
+        write_text_atomic(Path(path), text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def emit_report(
+    findings: list[Finding],
+    *,
+    fmt: str,
+    output_file: str | None,
+    root: Path,
+    preface: str = "",
+) -> None:
+    """Text goes to stderr (stdout belongs to the script), the other formats to stdout, or all
+    of them to ``--output-file`` (written atomically)."""
+    from torch_audit.catalog import load_catalog
+    from torch_audit.report import render
+
+    if fmt == "text":
+        stream = sys.stderr
+        color = output_file is None and _color(stream)
+        text = render(findings, "text", color=color, show_fix_hint=False)
+        if preface:
+            text = preface + "\n" + text
+    else:
+        stream = sys.stdout
+        text = render(findings, fmt, catalog=load_catalog(), root=root)
+    if output_file is not None:
+        _write_file(output_file, text)
+        return
+    stream.write(text)
+    stream.flush()
+
+
+def _preface(target: str, outcome: RunOutcome) -> str:
+    steps = outcome.steps
+    what = f"{steps} optimizer step{'s' if steps != 1 else ''}"
+    how = ""
+    if outcome.stopped_at_max_steps:
+        how = " (stopped by --max-steps)"
+    elif outcome.interrupted is not None:
+        how = " (interrupted)"
+    elif outcome.exception is not None:
+        how = f" (the script raised {type(outcome.exception).__name__})"
+    elif outcome.audit_failure is not None:
+        how = " (stopped by --fail-fast)"
+    elif outcome.system_exit is not None and outcome.status != 0:
+        how = f" (the script exited with status {outcome.status})"
+    return f"torch-audit: audited {what} of {target}{how}."
+
+
+_sigint_on_exit = False
+
+
+def _exit_with_sigint() -> None:
+    """Registered before the script runs, so it runs after the script's own ``atexit``
+    handlers: end with SIGINT as python does after an uncaught KeyboardInterrupt."""
+    if not _sigint_on_exit:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    except Exception:  # pragma: no cover - platforms without kill()
+        pass
+
+
+_registered = False
+
+
+def _register_sigint_exit() -> None:
+    global _registered
+    if not _registered:
+        import atexit
+
+        atexit.register(_exit_with_sigint)
+        _registered = True
+
+
+# ----------------------------------------------------------------------------------------------
+# the click command
+# ----------------------------------------------------------------------------------------------
+
+_PROFILE_TARGET = re.compile(r"(?P<where>.+?):(?P<attr>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
+
+
+def profile_target(target: str) -> tuple[str, str] | None:
+    """``model.py:build`` or ``package.module:build`` → (where, attribute), else None."""
+    if os.path.exists(target):
+        return None
+    m = _PROFILE_TARGET.fullmatch(target)
+    if not m:
+        return None
+    where = m.group("where")
+    if where.endswith(".py") or os.path.exists(where) or re.fullmatch(r"[A-Za-z_][\w.]*", where):
+        return where, m.group("attr")
+    return None
+
+
+@click.command(
+    "run",
+    context_settings={
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+        "help_option_names": ["-h", "--help"],
+    },
+)
+@click.argument("target", metavar="SCRIPT|-m MODULE|FILE.py:FUNCTION")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("-m", "as_module", is_flag=True, help="Run the library module TARGET as a script, like `python -m`.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Use this pyproject.toml or torch-audit.toml instead of searching for one.")
+@click.option("--select", multiple=True, help="Runtime checks to enable: codes, prefixes (TA7), names or ALL.")
+@click.option("--ignore", multiple=True, help="Runtime checks to disable (same forms as --select).")
+@click.option("--extend-select", multiple=True, help="Checks to enable in addition to the selection.")
+@click.option("--preview/--no-preview", default=None, help="Enable preview checks.")
+@click.option("--option", "option", multiple=True, metavar="RULE.KEY=VALUE",
+              help="Set a check's option (a TOML value), e.g. exploding-gradient.factor=20. Repeatable.")
+@click.option("--every", type=click.IntRange(min=1), default=None, help="Run the numeric step checks every N-th optimizer step.")
+@click.option("--fail-fast", is_flag=True, help="Stop the script at the first error-severity finding.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None,
+              help="Stop the script cleanly after N optimizer steps and report (a CI smoke test).")
+@click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default=None,
+              help="Exit 1 for findings at or above this severity when the script succeeded [default: error].")
+@click.option("--exit-zero", is_flag=True, help="Exit with the script's status even when there are findings.")
+@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), default="text", show_default=True,
+              help="text goes to stderr, the others to stdout.")
+@click.option("-o", "--output-file", type=click.Path(dir_okay=False, path_type=str), help="Write the report to this file.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=str),
+              help="Also write a self-contained HTML report with charts.")
+@click.option("--progress/--no-progress", default=None, help="A status line on stderr [default: when stderr is a terminal].")
+@click.option("--input-shape", multiple=True, metavar="N,C,H,W[:DTYPE]",
+              help="FILE.py:FUNCTION: the shape of an input (repeat for several inputs).")
+@click.option("--dtype", default="float32", show_default=True, help="FILE.py:FUNCTION: dtype of --input-shape inputs.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="FILE.py:FUNCTION: where to run the model.")
+def run(target: str, args: tuple[str, ...], as_module: bool, **opts: Any) -> None:
+    """Audit a training script (or profile a model) at run time.
+
+    \b
+    torch-audit run train.py --epochs 1        runs `python train.py --epochs 1`, audited
+    torch-audit run -m trainer.main ARGS       runs `python -m trainer.main ARGS`, audited
+    torch-audit run --max-steps 20 train.py    stops after 20 optimizer steps (CI smoke test)
+    torch-audit run model.py:build --input-shape 8,3,32,32
+                                               profiles one forward and backward pass
+
+    The script's exit status comes through; when it succeeded, the status is 1 if a finding
+    at or above --fail-on was reported. Options go before TARGET; everything after it is the
+    script's.
+    """
+    if target.startswith("-") and target != "-":
+        raise click.UsageError(f"no such option: {target}")
+    try:
+        code = _run(target, list(args), as_module, opts)
+    except UsageError as exc:
+        click.echo(f"torch-audit: error: {exc}", err=True)
+        code = EXIT_ERROR
+    sys.exit(code)
+
+
+def _run(target: str, args: list[str], as_module: bool, opts: dict[str, Any]) -> int:
+    global _sigint_on_exit
+
+    pt = None if as_module else profile_target(target)
+    if pt is not None:
+        from torch_audit.runtime.profile import run_profile_command
+
+        start = Path(pt[0]) if os.path.exists(pt[0]) else Path.cwd()
+        settings = resolve_settings(opts, start)
+        return run_profile_command(pt[0], pt[1], args, settings=settings, opts=opts)
+
+    if as_module:
+        start = Path.cwd()
+    else:
+        if not os.path.exists(target):
+            raise UsageError(f"can't open file {os.path.abspath(target)!r}: no such file")
+        start = Path(target)
+    settings = resolve_settings(opts, start)
+    fmt = opts.get("output_format") or "text"
+    show_progress = opts.get("progress")
+    if show_progress is None:
+        try:
+            show_progress = sys.stderr.isatty()
+        except Exception:
+            show_progress = False
+
+    _register_sigint_exit()
+    try:
+        outcome = audit_script(
+            target,
+            args,
+            module=as_module,
+            audit_options=settings.audit_options,
+            max_steps=opts.get("max_steps"),
+            progress=sys.stderr if show_progress else None,
+            history=bool(opts.get("html_file")),
+        )
+    except script_runner.ScriptNotFound as exc:
+        raise UsageError(str(exc)) from None
+
+    if outcome.rank in (None, 0):
+        emit_report(
+            outcome.findings,
+            fmt=fmt,
+            output_file=opts.get("output_file"),
+            root=settings.root,
+            preface=_preface(target if not as_module else f"-m {target}", outcome),
+        )
+        if opts.get("html_file"):
+            from torch_audit.report.html import render_html
+
+            title = f"torch-audit run {target}"
+            _write_file(opts["html_file"], render_html(outcome.findings, history=outcome.history,
+                                                       title=title, root=settings.root,
+                                                       meta=_html_meta(target, args, outcome)))
+    status = final_status(outcome, fail_on=settings.fail_on, exit_zero=bool(opts.get("exit_zero")))
+
+    if outcome.exception is not None:
+        script_runner.report_exception(outcome.exception)
+    elif outcome.audit_failure is not None:
+        click.echo(f"torch-audit: stopped at the first error (--fail-fast): {outcome.audit_failure}", err=True)
+    elif outcome.interrupted is not None:
+        script_runner.report_exception(outcome.interrupted)
+        _sigint_on_exit = True
+    elif outcome.system_exit is not None:
+        script_runner.print_exit_message(outcome.system_exit)
+    return status
+
+
+def _html_meta(target: str, args: list[str], outcome: RunOutcome) -> dict[str, str]:
+    ended = "finished"
+    if outcome.stopped_at_max_steps:
+        ended = "stopped by --max-steps"
+    elif outcome.interrupted is not None:
+        ended = "interrupted"
+    elif outcome.exception is not None:
+        ended = f"raised {type(outcome.exception).__name__}"
+    elif outcome.status:
+        ended = f"exited with status {outcome.status}"
+    return {
+        "command": " ".join(["torch-audit run", target, *args]),
+        "optimizer steps": str(outcome.steps),
+        "script": ended,
+        "torch": torch.__version__,
+    }
