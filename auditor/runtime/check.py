@@ -16,6 +16,8 @@ Events (see ``docs/runtime.md``):
 ``zero_grad``     ``on_zero_grad(params)`` when ``Optimizer.zero_grad``/``Module.zero_grad`` ran
 ``cross_entropy`` ``on_cross_entropy(event)`` for ``F.cross_entropy`` and ``nn.CrossEntropyLoss``
 ``relu``          ``on_relu(event)`` for ``F.relu`` and ``nn.ReLU``
+``root_forward``  ``on_root_forward(module)`` before the forward of an outermost module
+``root_forward_end`` ``on_root_forward_end(module)`` after it (also when it raised)
 ``finish``        ``on_finish()`` when the session exits normally
 
 Device work is deferred: a check hands a device tensor and a callback to
@@ -43,6 +45,8 @@ EVENTS = frozenset(
         "zero_grad",
         "cross_entropy",
         "relu",
+        "root_forward",
+        "root_forward_end",
         "finish",
     }
 )

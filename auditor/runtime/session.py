@@ -518,6 +518,8 @@ class AuditSession:
                 self.index.add_root(module)
             self._root = module
             self.root_grad_enabled = torch.is_grad_enabled()
+            for check in self._by_event.get("root_forward", ()):
+                self._call(check, check.on_root_forward, module)
         stack.append(module)
 
     def _forward_post(self, module: torch.nn.Module, args: Any, output: Any) -> None:
@@ -528,6 +530,9 @@ class AuditSession:
             stack.pop()
         elif module in stack:  # pragma: no cover - unbalanced (exception inside a child)
             del stack[stack.index(module):]
+        if not stack and module is self._root:
+            for check in self._by_event.get("root_forward_end", ()):
+                self._call(check, check.on_root_forward_end, module)
         if output is None:
             return
         if self._restrict_modules and not self.index.knows(module):

@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 from torch_audit.findings import Severity
+from torch_audit.rule import Option
 from torch_audit.runtime.check import RuntimeCheck
 
 
@@ -30,6 +31,9 @@ class NonFiniteActivation(RuntimeCheck):
     in place after its module returned is seen with the modification. Modules inside a
     `torch.compile`d region do not run Python hooks and are not seen individually. Holding the
     outputs until the step keeps activation memory alive a little longer than autograd would.
+    The opt-in `precise` mode (a `TorchDispatchMode` that checks every operator's output) runs
+    on the forward pass *after* the one that went non-finite, so it names the operation only
+    when the problem recurs.
 
     ## References
     - https://pytorch.org/docs/stable/autograd.html#anomaly-detection
@@ -41,8 +45,17 @@ class NonFiniteActivation(RuntimeCheck):
     severity = Severity.ERROR
     message = "first non-finite forward output: {module} ({cls}){where}"
     fix_title = "Guard the operation (eps in divisions and logs, clamp before exp, fp32 for softmax)"
-    events = frozenset({"forward", "backward", "backward_end", "step_pre", "finish"})
+    events = frozenset({"forward", "backward", "backward_end", "step_pre", "finish",
+                        "root_forward", "root_forward_end"})
     uses_grad_norms = True
+    options = {
+        "precise": Option(
+            False,
+            "after the sentinel fired, replay the next forward pass under a dispatch mode that "
+            "names the first non-finite operation and its source line (slow for that one pass)",
+            bool,
+        ),
+    }
 
     def setup(self) -> None:
         import torch
@@ -54,10 +67,39 @@ class NonFiniteActivation(RuntimeCheck):
         self._records: list = []
         self._losses: list = []
         self._drop_next = False
+        self._armed = False
+        self._mode = None
 
     def close(self) -> None:
         self._records = []
         self._losses = []
+        if self._mode is not None:
+            self._mode.__exit__(None, None, None)
+            self._mode = None
+
+    # -- precise mode: one forward pass under a dispatch mode, after the sentinel fired --------
+    def on_root_forward(self, module) -> None:
+        if self._armed and self._mode is None:
+            from torch_audit.runtime.precise import FirstNonFiniteOp
+
+            self._armed = False
+            self._mode = FirstNonFiniteOp()
+            self._mode.__enter__()
+
+    def on_root_forward_end(self, module) -> None:
+        mode, self._mode = self._mode, None
+        if mode is None:
+            return
+        mode.__exit__(None, None, None)
+        if mode.found is None:
+            return
+        from torch_audit.runtime.util import site_str
+
+        op, site = mode.found
+        path, line = site if site else (None, None)
+        self.report(f"op:{op}@{site_str(site)}", module=module, path=path, line=line,
+                    value="non-finite",
+                    message=f"first non-finite operation (precise mode): {op} at {site_str(site)}")
 
     def on_forward(self, module, output) -> None:
         torch = self._torch
@@ -111,6 +153,8 @@ class NonFiniteActivation(RuntimeCheck):
     def _maybe_locate(self, sentinel: float, records: list, step: int) -> None:
         if math.isfinite(sentinel):
             return
+        if self.opts["precise"]:
+            self._armed = True
         torch = self._torch
         from torch_audit.runtime.source import is_torch_class
 

@@ -358,3 +358,43 @@ def test_catalogue_listing_stays_torch_free():
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+class _Standardize(nn.Module):
+    def forward(self, x):
+        centred = x - x.mean(1, keepdim=True)
+        return centred / x.std(1, keepdim=True)  # the division that makes 0/0
+
+
+def _standardize_run(**opts):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), _Standardize(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with torch_audit.audit(select=["nonfinite-activation"], **opts) as session:
+        for step in range(3):
+            x = torch.randn(8, 4)
+            if step >= 1:  # from now on the first layer outputs constant rows
+                with torch.no_grad():
+                    model[0].weight.zero_()
+                    model[0].bias.fill_(1.0)
+            opt.zero_grad()
+            model(x).sum().backward()
+            opt.step()
+    return session
+
+
+def test_nonfinite_activation_names_the_custom_module_and_its_class():
+    [f] = _standardize_run().findings
+    assert f.code == "TA704" and f.module == "1" and "_Standardize" in f.message
+    assert f.step == 1
+    assert f.path.endswith("test_session.py")
+    assert "class _Standardize" in open(f.path).read().splitlines()[f.line - 1]
+
+
+def test_nonfinite_activation_precise_mode_names_the_operation_and_line():
+    session = _standardize_run(options={"nonfinite-activation": {"precise": True}})
+    precise = [f for f in session.findings if "precise" in f.message]
+    assert len(precise) == 1
+    f = precise[0]
+    assert "div" in f.message
+    assert "return centred / x.std" in open(f.path).read().splitlines()[f.line - 1]
