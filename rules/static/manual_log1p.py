@@ -20,7 +20,8 @@ class ManualLog1p(StaticRule):
 
     ## Known problems
     `torch.log` only accepts tensors, so `x` is a tensor; NumPy and `math` calls are not
-    reported. `torch.log(1 + x)` where `x` is never small loses nothing, but `log1p` costs the
+    reported, nor is `1 + x` where `x` is visibly integral (`torch.floor(...)`, `.long()`), which
+    is exact. `torch.log(1 + x)` where `x` is never small loses nothing, but `log1p` costs the
     same.
 
     ## References
@@ -43,6 +44,8 @@ class ManualLog1p(StaticRule):
         op = operand.operator
         if isinstance(op, cst.Add) and (is_one(operand.left) or is_one(operand.right)):
             other = operand.right if is_one(operand.left) else operand.left
+            if self._integral(other):
+                return  # 1 + an integer is exact: log1p gains nothing
             inner = torch_call(self.ctx, other, EXP, "exp")
             if inner is not None:
                 replacement = f"F.softplus({self.ctx.code(inner)})"
@@ -53,6 +56,22 @@ class ManualLog1p(StaticRule):
         else:
             return
         self.report(node, expr=_short(self.ctx.code(node)), replacement=replacement)
+
+    def _integral(self, expr: cst.BaseExpression) -> bool:
+        if not isinstance(expr, cst.Call):
+            return isinstance(expr, cst.Integer)
+        q = self.ctx.qualname(expr.func)
+        if q is None and isinstance(expr.func, cst.Name) and self.ctx.scope.lookup_scope(expr.func.value) is None:
+            q = expr.func.value
+        if q in INTEGRAL_FUNCTIONS:
+            return True
+        return q is None and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in INTEGRAL_METHODS
+
+
+INTEGRAL_FUNCTIONS = frozenset(
+    {"torch.floor", "torch.ceil", "torch.round", "torch.trunc", "torch.arange", "torch.bincount", "len"}
+)
+INTEGRAL_METHODS = frozenset({"floor", "ceil", "round", "trunc", "long", "int", "sum_to_size", "numel"})
 
 
 def _paren(text: str, expr: cst.BaseExpression) -> str:

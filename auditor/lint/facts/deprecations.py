@@ -265,7 +265,11 @@ def ctx_target(ctx: "FileContext") -> tuple[int, int, int] | None:
 # -- uses in one file ---------------------------------------------------------------------------
 
 #: an ``if``/conditional expression whose test reads like a compatibility switch
-_GUARD_TEST = re.compile(r"version|hasattr|getattr|_GE_|_LT_|_GT_|_LE_|TORCH_\d|is_available|_AVAILABLE", re.I)
+_GUARD_TEST = re.compile(
+    r"version|hasattr|getattr|GREATER|LESS|_GE_|_LT_|_GT_|_LE_|_GE\b|_LT\b|TORCH_\w*\d|is_available"
+    r"|_AVAILABLE|HAS_|_has_|SUPPORTS|IS_TORCH",
+    re.I,
+)
 
 
 @dataclasses.dataclass(eq=False)
@@ -298,7 +302,7 @@ class ApiUses:
         self._seen: set[int] = set()
         self._candidates: list[_Candidate] = []
         self._imports: list[ApiUse] = []
-        self._aliases: set[str] = set()
+        self.aliases: set[str] = set()
         self._result: list[ApiUse] | None = None
 
     # -- collection (called from the rules' visit_Name / visit_Attribute / visit_Import*) -----
@@ -320,13 +324,13 @@ class ApiUses:
         if isinstance(parent, cst.AnnAssign) and parent.target is node:
             return
         if isinstance(node, cst.Name):
-            if node.value not in self.table.components and node.value not in self._aliases:
+            if node.value not in self.table.components and node.value not in self.aliases:
                 return
         else:
             parts = _parts(node)
             if parts is None:
                 return
-            if not any(p in self.table.components or p in self._aliases for p in parts):
+            if not any(p in self.table.components or p in self.aliases for p in parts):
                 return
         if self._guarded(stack):
             return
@@ -368,9 +372,9 @@ class ApiUses:
                 continue
             self._imports.append(ApiUse(alias, entry, qual, "import", status, entry.rule_for(status)))
             if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
-                self._aliases.add(alias.asname.name.value)
+                self.aliases.add(alias.asname.name.value)
             elif isinstance(node, cst.ImportFrom):
-                self._aliases.add(module_name(alias.name))
+                self.aliases.add(module_name(alias.name))
 
     # -- results ----------------------------------------------------------------------------
     def uses(self) -> list[ApiUse]:
@@ -402,6 +406,10 @@ class ApiUses:
         if owner is None or head not in owner.bindings:
             # a builtin, a name from `import *` (do not guess), or a local alias
             # (`f = torch.qr` is reported where torch.qr is named, not again at `f(a)`)
+            return None
+        if sum(1 for a in owner.assignments.get(head, ()) if a.kind == "import") > 1:
+            # imported twice (`from torch import vmap` / `from functorch import vmap` in a
+            # try/except): which one is bound depends on the installed version
             return None
         qual = c.scope.qualname(c.node)  # type: ignore[arg-type]
         if qual is None or qual.split(".", 1)[0] not in PACKAGES:
@@ -440,11 +448,17 @@ def compat_guarded(ctx: "FileContext", stack: list[cst.CSTNode]) -> bool:
             # `if hasattr(torch, "new"): return new_api()` earlier in the block: what follows
             # is the fallback for old versions
             child = stack[i + 1]
-            for stmt in anc.body:
-                if stmt is child:
-                    break
+            body = list(anc.body)
+            position = next((k for k, stmt in enumerate(body) if stmt is child), len(body))
+            for stmt in body[:position]:
                 if isinstance(stmt, cst.If) and _returns(stmt.body) and _is_guard(ctx, stmt.test):
                     return True
+            # `f = old_api` followed by `if hasattr(...): f = new_api`: a default for old versions
+            target = _assigned_name(child, stack[i + 2] if i + 2 < len(stack) else None)
+            if target is not None:
+                for stmt in body[position + 1:]:
+                    if isinstance(stmt, cst.If) and _is_guard(ctx, stmt.test) and _assigns(stmt.body, target):
+                        return True
             continue
         if isinstance(anc, (cst.If, cst.IfExp)):
             child = stack[i + 1]
@@ -460,7 +474,35 @@ def _is_guard(ctx: "FileContext", test: cst.BaseExpression) -> bool:
         text = ctx.module.code_for_node(test)
     except Exception:  # pragma: no cover - defensive
         return False
-    return bool(_GUARD_TEST.search(text))
+    if _GUARD_TEST.search(text):
+        return True
+    # `if _SCALER_TAKES_DEVICE:` where the flag was computed from a version check
+    name = test.expression if isinstance(test, cst.UnaryOperation) else test
+    if isinstance(name, cst.Name):
+        for a in ctx.module_scope.assignments.get(name.value, ()):
+            if a.kind == "assign" and a.value is not None and _GUARD_TEST.search(ctx.module.code_for_node(a.value)):
+                return True
+    return False
+
+
+def _assigned_name(stmt: cst.CSTNode, small: cst.CSTNode | None) -> str | None:
+    """``name`` when ``stmt`` is ``name = <expr>``."""
+    if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Assign):
+        assign = stmt.body[0]
+        if small is assign and len(assign.targets) == 1 and isinstance(assign.targets[0].target, cst.Name):
+            return assign.targets[0].target.value
+    return None
+
+
+def _assigns(body: cst.BaseSuite, name: str) -> bool:
+    for stmt in body.body:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                if isinstance(small, cst.Assign) and any(
+                    isinstance(t.target, cst.Name) and t.target.value == name for t in small.targets
+                ):
+                    return True
+    return False
 
 
 def _returns(body: cst.BaseSuite) -> bool:
@@ -560,9 +602,14 @@ class TableRule:
     share of the file's uses; collection and reporting are inherited."""
 
     def visit_Name(self, node: cst.Name) -> None:
-        api_uses(self.ctx).see_expression(node)  # type: ignore[attr-defined]
+        uses = api_uses(self.ctx)  # type: ignore[attr-defined]
+        if node.value in uses.table.components or node.value in uses.aliases:
+            uses.see_expression(node)
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
+        stack = self.ctx.stack  # type: ignore[attr-defined]
+        if len(stack) > 1 and isinstance(stack[-2], cst.Attribute):
+            return  # only whole dotted chains
         api_uses(self.ctx).see_expression(node)  # type: ignore[attr-defined]
 
     def visit_Import(self, node: cst.Import) -> None:
