@@ -1,6 +1,7 @@
 import libcst as cst
 
-from torch_audit.findings import Severity
+from torch_audit.findings import Applicability, Fix, Severity
+from torch_audit.lint import fixes
 from torch_audit.lint.facts.api import BATCH_NORMS, INSTANCE_NORMS, bool_argument
 from torch_audit.lint.facts.index import argument
 from torch_audit.rule import StaticRule
@@ -55,6 +56,13 @@ class BiasBeforeNorm(StaticRule):
     redundant and is not reported. A layer whose output is also used elsewhere (not only by the
     norm) is not reported.
 
+    ## Fix safety
+    The fix passes `bias=False` to the layer (or turns its `bias=True` into `bias=False`). It is
+    unsafe: the layer's `bias` parameter disappears, so the `state_dict` keys change and
+    checkpoints saved before the fix no longer load with `strict=True`, and code that reads
+    `layer.bias` breaks. The model's outputs in training are unchanged; in `eval()` mode the
+    running mean had absorbed the bias, so old statistics must be re-estimated.
+
     ## References
     - [Ioffe & Szegedy, Batch Normalization (2015), §3.2](https://arxiv.org/abs/1502.03167)
     - [PyTorch performance tuning guide: disable bias before batch norm](https://pytorch.org/tutorials/recipes/recipes/tuning_guide.html#disable-bias-for-convolutions-directly-followed-by-a-batch-norm)
@@ -65,6 +73,22 @@ class BiasBeforeNorm(StaticRule):
     severity = Severity.WARNING
     message = "`{layer}` has a bias, but its output goes straight into `{norm}`, which cancels it"
     fix_title = "Pass bias=False to the layer"
+    fixable = "always"
+
+    def _fix(self, layer: cst.Call) -> Fix | None:
+        # (not ctx.call: its lookup table may have been built before the index was complete)
+        record = next((c for c in self.ctx.indexer.all_calls if c.node is layer), None)
+        position = BIASED_LAYERS.get(record.qualname or "") if record is not None else None
+        if position is None:
+            return None  # cannot tell where a positional bias would be
+        arg = argument(layer, position, "bias")
+        if arg is not None:
+            edit = fixes.set_argument_value(self.ctx, arg, "False")
+        else:
+            edit = fixes.add_keyword(self.ctx, layer, "bias", "False")
+        if edit is None:
+            return None
+        return Fix("Pass bias=False", Applicability.UNSAFE, (edit,))
 
     def leave_Module(self, node: cst.Module) -> None:
         reported: set[int] = set()
@@ -72,7 +96,7 @@ class BiasBeforeNorm(StaticRule):
         def report(layer: cst.Call, layer_name: str, norm_name: str) -> None:
             if id(layer) not in reported:
                 reported.add(id(layer))
-                self.report(layer, layer=layer_name, norm=norm_name)
+                self.report(layer, layer=layer_name, norm=norm_name, fix=self._fix(layer))
 
         # nn.Sequential(..., nn.Conv2d(...), nn.BatchNorm2d(...), ...)
         for call in self.ctx.indexer.all_calls:

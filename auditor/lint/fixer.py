@@ -1,0 +1,591 @@
+"""``--fix`` and ``--diff``: apply the rules' fixes, safely.
+
+Per file (:func:`fix_bytes`, pure: bytes in, bytes out):
+
+1. lint the bytes as read (the positions of the edits belong to exactly these bytes);
+2. take the applicable fixes (safe ones; unsafe ones too with ``--unsafe-fixes``), apply the
+   ones that do not overlap, defer the conflicting ones to the next pass;
+3. parse the result again (libcst, and CPython's compiler when the original compiled): a pass
+   that produces invalid code is retried fix by fix, and a fix that breaks the code is dropped
+   and reported as an internal error, never written;
+4. lint the new text with the same settings and repeat, at most :data:`MAX_PASSES` times.
+
+The text keeps its encoding, BOM and line endings (inserted text takes the file's newline).
+Writing (:func:`write_if_unchanged`) goes to a temporary file in the same directory, is
+fsynced, keeps the permissions, and is renamed over the original only if the file still has
+the content (size and hash) that was read: a file changed by someone else in the meantime is
+skipped with a message. Read-only files are not written. An interrupted run leaves every file
+either old or new.
+"""
+
+from __future__ import annotations
+
+import ast
+import codecs
+import dataclasses
+import difflib
+import hashlib
+import os
+import re
+import stat
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, Iterable
+
+import click
+import libcst as cst
+
+from torch_audit.findings import Applicability, Edit, Finding, Fix
+from torch_audit.lint.engine import FileResult, LintSettings, decode, lint_source
+
+#: Fix passes per file before giving up (each pass re-lints the new text).
+MAX_PASSES = 10
+_NEWLINE = re.compile(r"\r\n?|\n")
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+class FixError(Exception):
+    """A fix cannot be applied to the text (bad positions, overlapping edits)."""
+
+
+# -- text ------------------------------------------------------------------------------------
+def _line_starts(text: str) -> list[int]:
+    starts = [0]
+    starts.extend(m.end() for m in _NEWLINE.finditer(text))
+    return starts
+
+
+def _offset(starts: list[int], text: str, line: int, column: int) -> int:
+    if line < 1 or column < 1:
+        raise FixError(f"position {line}:{column} is before the start of the file")
+    if line > len(starts):
+        if line == len(starts) + 1 and column == 1 and text.endswith(("\n", "\r")):
+            return len(text)
+        raise FixError(f"line {line} is past the end of the file")
+    start = starts[line - 1]
+    end = starts[line] if line < len(starts) else len(text)
+    offset = start + column - 1
+    if offset > end:
+        raise FixError(f"column {column} is past the end of line {line}")
+    return offset
+
+
+def dominant_newline(text: str) -> str:
+    crlf = text.count("\r\n")
+    lf = text.count("\n") - crlf
+    cr = text.count("\r") - crlf
+    if crlf > lf and crlf >= cr:
+        return "\r\n"
+    if cr > lf and cr > crlf:
+        return "\r"
+    return "\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Span:
+    start: int
+    end: int
+    content: str
+
+
+def _spans(fix: Fix, text: str, starts: list[int], newline: str) -> list[_Span]:
+    spans = []
+    for e in fix.edits:
+        s = _offset(starts, text, e.start_line, e.start_column)
+        t = _offset(starts, text, e.end_line, e.end_column)
+        if t < s:
+            raise FixError("an edit ends before it starts")
+        content = _NEWLINE.sub(newline, e.content) if newline != "\n" else e.content
+        spans.append(_Span(s, t, content))
+    spans.sort(key=lambda sp: (sp.start, sp.end))
+    for a, b in zip(spans, spans[1:]):
+        if _overlap(a, b):
+            raise FixError("the fix's own edits overlap")
+    return spans
+
+
+def _overlap(a: _Span, b: _Span) -> bool:
+    if a.start == b.start:
+        return True  # two insertions at one point, or an insertion at a replaced range's start
+    return a.start < b.end and b.start < a.end
+
+
+def apply_edits(text: str, spans: Iterable[_Span]) -> str:
+    """Apply non-overlapping spans (offsets into ``text``)."""
+    out = text
+    for sp in sorted(spans, key=lambda sp: sp.start, reverse=True):
+        out = out[: sp.start] + sp.content + out[sp.end :]
+    return out
+
+
+def applicable(finding: Finding, unsafe: bool) -> bool:
+    fix = finding.fix
+    if fix is None or not fix.edits:
+        return False
+    return fix.applicability == Applicability.SAFE or unsafe
+
+
+def syntax_problem(text: str, path: str, check_compile: bool = True) -> str | None:
+    """None when ``text`` parses (libcst, and CPython's compiler when ``check_compile``)."""
+    try:
+        cst.parse_module(text)
+    except Exception as exc:  # libcst's ParserSyntaxError and native parser failures
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if check_compile:
+        try:
+            compile(text, path, "exec", ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        except SyntaxError as exc:
+            return f"{exc.msg} (line {exc.lineno})"
+        except (ValueError, RecursionError, MemoryError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+# -- one file --------------------------------------------------------------------------------
+@dataclasses.dataclass
+class FileFix:
+    """What fixing one file did. ``fixed`` is None when the text did not change."""
+
+    path: str
+    original: bytes
+    fixed: bytes | None = None
+    applied: int = 0
+    #: fixes applied per rule code
+    applied_by_code: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: the findings of the final text (or of the original, when nothing changed)
+    findings: list[Finding] = dataclasses.field(default_factory=list)
+    #: findings fixed (as reported on the text they were fixed in)
+    fixed_findings: list[Finding] = dataclasses.field(default_factory=list)
+    internal_errors: int = 0
+    tracebacks: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    passes: int = 0
+    #: (st_size, st_mtime_ns) when read, for the check before writing
+    stat: tuple[int, int] | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.fixed is not None and self.fixed != self.original
+
+
+def _encode(text: str, encoding: str, bom: bool) -> bytes:
+    if encoding.lower().replace("_", "-") in ("utf-8-sig",):
+        encoding = "utf-8"
+    data = text.encode(encoding)
+    return codecs.BOM_UTF8 + data if bom else data
+
+
+def _internal_error(path: str, finding: Finding, detail: str, line: int | None = None) -> Finding:
+    from torch_audit.catalog import load_catalog
+
+    rule = load_catalog(("static",))["internal-error"]
+    return Finding(
+        code=rule.code,
+        name=rule.name,
+        severity=rule.severity,
+        message=rule.message.format(rule=f"the fix of {finding.code} ({finding.name})", detail=detail),
+        path=path,
+        line=line or finding.line,
+        column=finding.column,
+    )
+
+
+def fix_bytes(
+    path: str,
+    data: bytes,
+    settings: LintSettings,
+    *,
+    unsafe: bool = False,
+    only: set[str] | None = None,
+    ignored: frozenset[str] | set[str] = frozenset(),
+    max_passes: int = MAX_PASSES,
+) -> FileFix:
+    """Apply fixes to the bytes of one file until none is left (or ``max_passes``).
+
+    ``only``: restrict to fixes of these codes. ``ignored``: codes dropped from every lint
+    (per-file ignores). Never raises for a bad fix: it is dropped and reported."""
+    out = FileFix(path, data)
+
+    def lint(raw: bytes) -> FileResult:
+        result = lint_source(path, raw, settings)
+        if ignored:
+            result.findings = [f for f in result.findings if f.code not in ignored]
+        return result
+
+    result = lint(data)
+    out.findings = result.findings
+    out.internal_errors = result.internal_errors
+    out.tracebacks = list(result.tracebacks)
+    out.notes = list(result.notes)
+
+    def wanted(f: Finding) -> bool:
+        return applicable(f, unsafe) and (only is None or f.code in only)
+
+    if not any(wanted(f) for f in result.findings):
+        return out
+    try:
+        text, encoding = decode(data)
+    except ValueError:
+        return out
+    bom = data.startswith(codecs.BOM_UTF8)
+    newline = dominant_newline(text)
+    check_compile = syntax_problem(text, path) is None
+    rejected: set[tuple[str, tuple[Edit, ...]]] = set()
+    dropped: list[Finding] = []
+    applied = 0
+    by_code: dict[str, int] = {}
+    fixed_findings: list[Finding] = []
+
+    for pass_no in range(1, max_passes + 1):
+        candidates = [
+            f for f in result.findings if wanted(f) and (f.code, f.fix.edits) not in rejected  # type: ignore[union-attr]
+        ]
+        if not candidates:
+            break
+        out.passes = pass_no
+        starts = _line_starts(text)
+        # one pass: greedy in source order, conflicts wait for the next pass
+        chosen: list[tuple[Finding, list[_Span]]] = []
+        taken: list[_Span] = []
+        seen_fixes: dict[tuple[Edit, ...], int] = {}
+        duplicates: list[Finding] = []
+        prepared = []
+        for f in candidates:
+            try:
+                spans = _spans(f.fix, text, starts, newline)  # type: ignore[arg-type]
+            except FixError as exc:
+                rejected.add((f.code, f.fix.edits))  # type: ignore[union-attr]
+                dropped.append(_internal_error(path, f, f"bad edit: {exc}"))
+                continue
+            prepared.append((f, spans))
+        prepared.sort(key=lambda item: (item[1][0].start, item[1][-1].end, item[0].code) if item[1] else (0, 0, item[0].code))
+        for f, spans in prepared:
+            key = f.fix.edits  # type: ignore[union-attr]
+            if key in seen_fixes:
+                duplicates.append(f)  # the same edits, already chosen: fixed with it
+                continue
+            if any(_overlap(a, b) for a in spans for b in taken):
+                continue  # deferred to the next pass
+            seen_fixes[key] = len(chosen)
+            chosen.append((f, spans))
+            taken.extend(spans)
+        if not chosen:
+            break
+        new_text = apply_edits(text, taken)
+        problem = syntax_problem(new_text, path, check_compile)
+        if problem is not None:
+            # find the culprits: apply the chosen fixes one by one, keeping the good ones
+            good: list[tuple[Finding, list[_Span]]] = []
+            for f, spans in chosen:
+                trial = apply_edits(text, [*(s for _, ss in good for s in ss), *spans])
+                p = syntax_problem(trial, path, check_compile)
+                if p is None:
+                    good.append((f, spans))
+                else:
+                    rejected.add((f.code, f.fix.edits))  # type: ignore[union-attr]
+                    dropped.append(_internal_error(path, f, f"the fix would produce invalid code ({p}); not applied"))
+            chosen = good
+            fixed_keys = {f.fix.edits for f, _ in chosen}  # type: ignore[union-attr]
+            duplicates = [d for d in duplicates if d.fix.edits in fixed_keys]  # type: ignore[union-attr]
+            new_text = apply_edits(text, [s for _, ss in chosen for s in ss])
+        try:
+            new_data = _encode(new_text, encoding, bom)
+        except UnicodeEncodeError as exc:
+            for f, _ in chosen:
+                rejected.add((f.code, f.fix.edits))  # type: ignore[union-attr]
+                dropped.append(_internal_error(path, f, f"the fixed text cannot be encoded as {encoding}: {exc.reason}"))
+            continue
+        if new_text == text:
+            break  # fixes that change nothing: stop rather than loop
+        for f in [*(f for f, _ in chosen), *duplicates]:
+            applied += 1
+            by_code[f.code] = by_code.get(f.code, 0) + 1
+            fixed_findings.append(f)
+        text = new_text
+        result = lint(new_data)
+    else:
+        if any(wanted(f) and (f.code, f.fix.edits) not in rejected for f in result.findings):  # type: ignore[union-attr]
+            out.notes.append(f"{path}: fixes did not converge after {max_passes} passes")
+
+    fixed = _encode(text, encoding, bom)
+    if fixed != data:
+        out.fixed = fixed
+    out.applied = applied
+    out.applied_by_code = by_code
+    out.fixed_findings = fixed_findings
+    out.findings = sorted([*result.findings, *dropped], key=lambda f: f.sort_key)
+    out.internal_errors = result.internal_errors + len(dropped)
+    out.tracebacks = list(result.tracebacks)
+    return out
+
+
+def fix_path(path: str, settings: LintSettings, **kwargs: Any) -> FileFix:
+    """Read a file (remembering its size and mtime) and fix its bytes."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+        data = p.read_bytes()
+    except OSError as exc:
+        out = FileFix(path, b"")
+        out.notes.append(f"{path}: cannot read: {exc.strerror or exc}")
+        return out
+    try:
+        out = fix_bytes(path, data, settings, **kwargs)
+    except RecursionError:
+        out = FileFix(path, data)
+        out.notes.append(f"{path}: not fixed, nested too deeply")
+    except Exception as exc:  # a bug here must not lose the other files
+        out = FileFix(path, data)
+        out.internal_errors = 1
+        out.tracebacks.append(f"{path}: fixer\n" + traceback.format_exc())
+        out.notes.append(f"{path}: not fixed: internal error {type(exc).__name__}: {exc}")
+    out.stat = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+# -- writing ---------------------------------------------------------------------------------
+class FileChanged(Exception):
+    """The file on disk is no longer the one that was read."""
+
+
+class ReadOnly(Exception):
+    """The file is not writable."""
+
+
+def write_if_unchanged(path: str | os.PathLike[str], expected: bytes, data: bytes) -> None:
+    """Atomically replace ``path``'s content ``expected`` with ``data``.
+
+    A temporary file in the same directory is written, fsynced and given the original's
+    permissions; just before the rename the file is read again, and if its size or content
+    hash differ from ``expected`` nothing is written (:class:`FileChanged`). A symlink is
+    followed (the link stays a link). A read-only file raises :class:`ReadOnly`."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    if not os.access(real, os.W_OK) or not (st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)):
+        raise ReadOnly(real)
+    expected_hash = hashlib.sha256(expected).digest()
+    directory = os.path.dirname(real) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(real)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, stat.S_IMODE(st.st_mode))
+        if hasattr(os, "chown"):
+            try:
+                os.chown(tmp, st.st_uid, st.st_gid)
+            except OSError:
+                pass  # not permitted: the file gets our ownership, as any editor's save would
+        # last check, as close to the rename as possible
+        now = os.stat(real)
+        with open(real, "rb") as fh:
+            current = fh.read()
+        if now.st_size != len(expected) or hashlib.sha256(current).digest() != expected_hash:
+            raise FileChanged(real)
+        os.replace(tmp, real)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def unified_diff(path: str, old: bytes, new: bytes) -> str:
+    try:
+        a, _ = decode(old)
+        b, _ = decode(new)
+    except ValueError:
+        a, b = old.decode("utf-8", "replace"), new.decode("utf-8", "replace")
+    lines_a = a.splitlines(keepends=True)
+    lines_b = b.splitlines(keepends=True)
+    diff = difflib.unified_diff(lines_a, lines_b, fromfile=path, tofile=path)
+    out = []
+    for line in diff:
+        if not line.endswith(("\n", "\r")):
+            line += "\n\\ No newline at end of file\n"
+        out.append(line)
+    return "".join(out)
+
+
+# -- many files ------------------------------------------------------------------------------
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(settings: LintSettings, kwargs: dict[str, Any]) -> None:
+    import signal
+
+    _worker["settings"] = settings
+    _worker["kwargs"] = kwargs
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _fix_one(item: tuple[str, frozenset[str]]) -> FileFix:
+    path, ignored = item
+    return fix_path(path, _worker["settings"], ignored=ignored, **_worker["kwargs"])
+
+
+def fix_files(
+    items: list[tuple[str, frozenset[str]]],
+    settings: LintSettings,
+    *,
+    jobs: int = 1,
+    **kwargs: Any,
+) -> list[FileFix]:
+    """Fix ``(path, ignored codes)`` items, in worker processes when there are many."""
+    if jobs <= 1 or len(items) < 4:
+        return [fix_path(p, settings, ignored=ig, **kwargs) for p, ig in items]
+    from concurrent.futures import ProcessPoolExecutor
+
+    from torch_audit.lint.runner import _context
+
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=_context(), initializer=_init_worker, initargs=(settings, kwargs)
+    ) as pool:
+        return list(pool.map(_fix_one, items, chunksize=1))
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (plural or word + 's')}"
+
+
+def apply_fixes_command(
+    findings: list[Finding],
+    results: list[FileResult],
+    settings: LintSettings,
+    opts: dict[str, Any],
+    *,
+    config: Any,
+    catalog: Any,
+) -> int:
+    """``lint --fix`` / ``lint --diff``: fix, write (or diff), render what remains."""
+    from torch_audit.lint.command import _relative, per_file_ignored
+    from torch_audit.report import render
+
+    unsafe = bool(opts.get("unsafe_fixes"))
+    diff_only = bool(opts.get("diff"))
+    quiet = bool(opts.get("quiet"))
+    fmt = opts.get("output_format") or "text"
+
+    def err(message: str) -> None:
+        click.echo(message, err=True)
+
+    pfi = per_file_ignored(config, catalog)
+
+    def ignored_for(path: str) -> frozenset[str]:
+        if not pfi:
+            return frozenset()
+        rel = _relative(path, config.root)
+        codes: set[str] = set()
+        for spec, cs in pfi:
+            if spec.match_file(rel):
+                codes |= cs
+        return frozenset(codes)
+
+    by_path: dict[str, list[Finding]] = {}
+    for f in findings:
+        by_path.setdefault(f.path, []).append(f)
+    todo = [p for p, fs in by_path.items() if any(applicable(f, unsafe) for f in fs)]
+    from torch_audit.lint.runner import default_jobs
+
+    jobs = opts.get("jobs") or default_jobs()
+    fixes = fix_files([(p, ignored_for(p)) for p in todo], settings, jobs=jobs, unsafe=unsafe)
+
+    remaining: dict[str, list[Finding]] = {p: list(fs) for p, fs in by_path.items()}
+    fixed_total = 0
+    errors = sum(r.internal_errors for r in results if r.path not in {x.path for x in fixes})
+    write_failures = 0
+    diffs: list[str] = []
+    changed_files = 0
+    for fx in fixes:
+        for note in fx.notes:
+            if not quiet:
+                err(f"torch-audit: note: {note}")
+        if settings.verbose:
+            for tb in fx.tracebacks:
+                err(tb)
+        errors += fx.internal_errors
+        if not fx.changed:
+            remaining[fx.path] = fx.findings if fx.findings or fx.original else remaining.get(fx.path, [])
+            continue
+        if diff_only:
+            diffs.append(unified_diff(fx.path, fx.original, fx.fixed))  # type: ignore[arg-type]
+            fixed_total += fx.applied
+            changed_files += 1
+            remaining[fx.path] = fx.findings
+            continue
+        try:
+            write_if_unchanged(fx.path, fx.original, fx.fixed)  # type: ignore[arg-type]
+        except FileChanged:
+            err(f"torch-audit: warning: {fx.path}: changed by another program while it was being fixed; not written")
+            continue
+        except ReadOnly:
+            err(f"torch-audit: warning: {fx.path}: the file is read-only; not fixed")
+            continue
+        except OSError as exc:
+            err(f"torch-audit: error: {fx.path}: cannot write: {exc.strerror or exc}")
+            write_failures += 1
+            continue
+        fixed_total += fx.applied
+        changed_files += 1
+        remaining[fx.path] = fx.findings
+
+    left = sorted((f for fs in remaining.values() for f in fs), key=lambda f: f.sort_key)
+    if diff_only:
+        text = "".join(diffs)
+        from torch_audit.cli import write_output
+
+        write_output(text, opts.get("output_file"))
+        if not quiet:
+            err(
+                f"Would fix {_plural(fixed_total, 'finding')} in {_plural(changed_files, 'file')}"
+                f" ({len(left)} remaining)." if fixed_total else "No fixes to apply."
+            )
+        if errors or write_failures:
+            if not settings.verbose and errors:
+                err(f"torch-audit: error: {errors} internal error(s); run with --verbose for tracebacks")
+            return EXIT_ERROR
+        return EXIT_FINDINGS if text else EXIT_OK
+
+    output_file = opts.get("output_file")
+    color = fmt == "text" and output_file is None and sys.stdout.isatty()
+    files_checked = len(results)
+    rendered = render(
+        left,
+        fmt,
+        catalog=catalog,
+        root=config.root,
+        color=color,
+        statistics=bool(opts.get("statistics")),
+        show_fix_hint=not quiet,
+        files_checked=files_checked,
+        unsafe_fixes=unsafe,
+    )
+    if quiet and fmt == "text" and not opts.get("statistics"):
+        rendered = "".join(
+            line + "\n" for line in rendered.splitlines() if line and ":" in line.split(" ")[0]
+        )
+    from torch_audit.cli import write_output
+
+    write_output(rendered, output_file)
+    if fmt == "text" and not quiet:
+        err(f"Fixed {_plural(fixed_total, 'finding')} ({len(left)} remaining).")
+    if errors or write_failures:
+        if not settings.verbose and errors:
+            err(f"torch-audit: error: {errors} internal error(s); run with --verbose for tracebacks")
+        return EXIT_ERROR
+    if left and not opts.get("exit_zero"):
+        return EXIT_FINDINGS
+    return EXIT_OK
