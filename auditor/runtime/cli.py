@@ -659,7 +659,8 @@ def profile_target(target: str) -> tuple[str, str] | None:
 @click.option("--dtype", default="float32", show_default=True, help="FILE.py:FUNCTION: dtype of --input-shape inputs.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="FILE.py:FUNCTION: where to run the model.")
-def run(target: str, args: tuple[str, ...], as_module: bool, **opts: Any) -> None:
+@click.pass_context
+def run(ctx: click.Context, target: str, args: tuple[str, ...], as_module: bool, **opts: Any) -> None:
     """Audit a training script (or profile a model) at run time.
 
     \b
@@ -675,12 +676,31 @@ def run(target: str, args: tuple[str, ...], as_module: bool, **opts: Any) -> Non
     """
     if target.startswith("-") and target != "-":
         raise click.UsageError(f"no such option: {target}")
+    if args and not as_module and profile_target(target) is not None:
+        # A profile target takes no script arguments: options may follow it.
+        opts, args = _reparse_trailing(ctx, opts, args, target)
     try:
         code = _run(target, list(args), as_module, opts)
     except UsageError as exc:
         click.echo(f"torch-audit: error: {exc}", err=True)
         code = EXIT_ERROR
     sys.exit(code)
+
+
+def _reparse_trailing(ctx: click.Context, opts: dict[str, Any], args: tuple[str, ...],
+                      target: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+    assert ctx.command is not None
+    sub = ctx.command.make_context(ctx.info_name or "run", [*args, target], parent=ctx.parent)
+    merged = dict(opts)
+    for key, value in sub.params.items():
+        if key in merged and sub.get_parameter_source(key) is not click.core.ParameterSource.DEFAULT:
+            if isinstance(value, tuple) and isinstance(merged.get(key), tuple):
+                merged[key] = merged[key] + value
+            else:
+                merged[key] = value
+    if sub.params.get("target") != target or sub.params.get("args"):
+        raise click.UsageError(f"unexpected arguments after {target}: {' '.join(args)}")
+    return merged, ()
 
 
 def _run(target: str, args: list[str], as_module: bool, opts: dict[str, Any]) -> int:
