@@ -212,3 +212,19 @@ def only_value_of_single_assignment(
     ):
         return False
     return count_names(scope.node, name) == 2
+
+
+def unwrap(ctx: "FileContext", outer: cst.CSTNode, inner: cst.CSTNode) -> list[Edit] | None:
+    """Delete the parts of ``outer`` around ``inner`` (``torch.log(S)`` → ``S``), leaving the
+    text of ``inner`` (and its parentheses) untouched, so that other edits may go inside it.
+    ``None`` when a comment would be lost."""
+    if comments_in(outer, keep=[inner]):
+        return None
+    osl, osc, oel, oec = span(ctx, outer)
+    isl, isc, iel, iec = span(ctx, inner, parens=True)
+    edits = []
+    if (osl, osc) != (isl, isc):
+        edits.append(Edit(osl, osc, isl, isc, ""))
+    if (iel, iec) != (oel, oec):
+        edits.append(Edit(iel, iec, oel, oec, ""))
+    return edits

@@ -1,6 +1,7 @@
 import libcst as cst
 
-from torch_audit.findings import Severity
+from torch_audit.findings import Applicability, Fix, Severity
+from torch_audit.lint import fixes
 from torch_audit.lint.facts.api import is_softmax
 from torch_audit.lint.facts.layers import describe_source
 from torch_audit.rule import StaticRule
@@ -22,6 +23,13 @@ class LogOfSoftmax(StaticRule):
     `torch.log(p + eps)` or `torch.log(p.clamp(min=eps))` are not reported: the epsilon shows
     that the underflow was considered (though `log_softmax` is still more accurate).
 
+    ## Fix safety
+    When the softmax call is written directly inside the log (`torch.log(F.softmax(x, dim=1))`,
+    `x.softmax(1).log()`), the fix turns it into the same call of `log_softmax`
+    (`F.log_softmax(x, dim=1)`). It is safe: the value is the same where the original was
+    finite, and `-inf`/NaN from underflow disappear. Softmax values held in a variable (often
+    also used elsewhere) and `nn.Softmax` layers are not fixed.
+
     ## References
     - [torch.nn.functional.log_softmax](https://pytorch.org/docs/stable/generated/torch.nn.functional.log_softmax.html)
     - [torch.nn.functional.softmax (see the note on log_softmax)](https://pytorch.org/docs/stable/generated/torch.nn.functional.softmax.html)
@@ -32,6 +40,22 @@ class LogOfSoftmax(StaticRule):
     severity = Severity.WARNING
     message = "{log} of a softmax ({where}) underflows to -inf for small probabilities"
     fix_title = "Use log_softmax(x, dim) instead of log(softmax(x, dim))"
+    fixable = "sometimes"
+
+    def _fix(self, call, value: cst.BaseExpression, source) -> Fix | None:
+        """`torch.log(F.softmax(x, 1))` / `F.softmax(x, 1).log()` → `F.log_softmax(x, 1)`."""
+        softmax = source.node
+        if source.kind != "call" or softmax is not value or not isinstance(softmax, cst.Call):
+            return None
+        if not (isinstance(softmax.func, cst.Attribute) and softmax.func.attr.value == "softmax"):
+            return None  # a bare `softmax(...)` would need an import of log_softmax
+        if len(call.node.args) != (0 if call.receiver is value else 1):
+            return None  # torch.log(p, out=...)
+        edits = fixes.unwrap(self.ctx, call.node, softmax)
+        if edits is None:
+            return None
+        edits.append(fixes.replace(self.ctx, softmax.func.attr, "log_softmax"))
+        return Fix("Use log_softmax", Applicability.SAFE, tuple(edits))
 
     def leave_Module(self, node: cst.Module) -> None:
         df = self.ctx.dataflow
@@ -51,6 +75,7 @@ class LogOfSoftmax(StaticRule):
                 if is_softmax(source):
                     self.report(
                         call.node,
+                        fix=self._fix(call, arg.value, source),
                         log=label,
                         where=describe_source(self.ctx, source, call.scope, "nn.Softmax"),
                     )
