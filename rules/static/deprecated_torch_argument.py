@@ -1,6 +1,7 @@
 import libcst as cst
 
-from torch_audit.findings import Severity
+from torch_audit.findings import Applicability, Fix, Severity
+from torch_audit.lint import fixes
 from torch_audit.lint.facts.deprecations import (
     ARGUMENT,
     argument_entries,
@@ -35,6 +36,16 @@ class DeprecatedTorchArgument(StaticRule):
     `reduce=None` (the defaults) is not reported: it has no effect. `torch-version` filters
     torchvision entries through the torch release each torchvision release belongs to.
 
+    ## Fix safety
+    `pretrained=False` becomes `weights=None` and `pretrained_backbone=False` becomes
+    `weights_backbone=None`. `pretrained=True` on a classification builder becomes
+    `weights="IMAGENET1K_V1"` and `pretrained_backbone=True` becomes
+    `weights_backbone="IMAGENET1K_V1"`: exactly the weights the legacy flag loads (not
+    `"DEFAULT"`, which is often a newer, different set of weights). These fixes are safe. Not
+    fixed: `pretrained=True` on detection, segmentation, video, optical-flow and quantized
+    builders (their legacy weights differ per model), a positional `resnet50(True)`, a call that
+    already passes the new argument, and `size_average`/`reduce`/`verbose`.
+
     ## References
     - [Loss functions: the reduction argument](https://pytorch.org/docs/stable/nn.html#loss-functions)
     - [torchvision multi-weight support API](https://pytorch.org/vision/stable/models.html)
@@ -45,6 +56,7 @@ class DeprecatedTorchArgument(StaticRule):
     severity = Severity.WARNING
     message = "{callee}({argument}=...) is {versions}; use {replacement} instead"
     fix_title = "Pass the replacement argument"
+    fixable = "sometimes"
 
     def visit_Call(self, node: cst.Call) -> None:
         interesting = False
@@ -77,7 +89,40 @@ class DeprecatedTorchArgument(StaticRule):
                 argument=shown,
                 versions=entry.versions(status),
                 replacement=entry.replacement,
+                fix=self._fix(node, arg, qualname),
             )
+
+
+    def _fix(self, call: cst.Call, arg: cst.Arg, qualname: str | None) -> Fix | None:
+        """pretrained=/pretrained_backbone= → weights=/weights_backbone= (same weights)."""
+        if arg.keyword is None or not _bool_literal(arg.value) or not qualname:
+            return None
+        old = arg.keyword.value
+        new = {"pretrained": "weights", "pretrained_backbone": "weights_backbone"}.get(old)
+        if new is None or _find_keyword(call, new) is not None:
+            return None
+        parts = qualname.split(".")
+        if arg.value.value == "False":  # type: ignore[attr-defined]
+            value = "None"
+        elif old == "pretrained_backbone" or (
+            len(parts) >= 3
+            and parts[:2] == ["torchvision", "models"]
+            and parts[2] not in _NON_CLASSIFICATION
+            and parts[-1] not in _NO_V1_WEIGHTS
+        ):
+            value = '"IMAGENET1K_V1"'
+        else:
+            return None
+        if fixes.comments_in(arg):
+            return None
+        edit = fixes.replace(self.ctx, arg, f"{new}={value}")
+        return Fix(f"Pass {new}={value}", Applicability.SAFE, (edit,))
+
+
+#: torchvision.models submodules whose legacy `pretrained=True` weights are not IMAGENET1K_V1
+_NON_CLASSIFICATION = frozenset({"detection", "segmentation", "video", "optical_flow", "quantization"})
+#: classification builders without IMAGENET1K_V1 weights
+_NO_V1_WEIGHTS = frozenset({"vit_h_14", "regnet_y_128gf"})
 
 
 def _bool_literal(expr) -> bool:
