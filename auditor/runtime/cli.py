@@ -449,7 +449,6 @@ def resolve_settings(opts: dict[str, Any], start: Path) -> Settings:
     """Merge ``[tool.torch-audit]`` with the command line (the command line wins)."""
     from torch_audit.catalog import CatalogError, UnknownSelector, load_catalog
     from torch_audit.config import ConfigError, find_config, load_config
-    from torch_audit.runtime.session import resolve_options
 
     try:
         catalog = load_catalog()
@@ -483,10 +482,19 @@ def resolve_settings(opts: dict[str, Any], start: Path) -> Settings:
         if rule is None:
             raise UsageError(f"--option: unknown rule {name!r} (see `torch-audit rules --kind runtime`)")
         options.setdefault(rule.name, {}).update(values)
-    try:
-        resolve_options(catalog, options)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"--option: {exc}") from None
+    for name, values in options.items():
+        rule = catalog[name]
+        if rule.kind != "runtime":
+            raise UsageError(f"--option: {rule.name} is a static rule; run takes options of runtime checks")
+        for key, value in values.items():
+            option = rule.options.get(key)
+            if option is None:
+                valid = ", ".join(sorted(rule.options)) or "none"
+                raise UsageError(f"--option: unknown option {key!r} for {rule.name} (valid: {valid})")
+            try:
+                values[key] = option.check(rule.name, key, value)
+            except TypeError as exc:
+                raise UsageError(f"--option: {exc}") from None
     fail_on = opts.get("fail_on") or config.fail_on
     audit_options = {
         "select": [r.code for r in rules],

@@ -107,13 +107,18 @@ def _is_zip(path: str) -> bool:
         return False
 
 
-_OWN_FILES = {os.path.abspath(__file__).rstrip("co"), os.path.abspath(runpy.__file__).rstrip("co")}
+_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_RUNPY = {os.path.abspath(runpy.__file__), "<frozen runpy>"}
+
+
+def _ours(filename: str) -> bool:
+    return filename in _RUNPY or os.path.abspath(filename).startswith(_OWN_DIR)
 
 
 def trim_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
-    """Drop the leading frames of this runner (and runpy) so that a traceback starts in the
+    """Drop the leading frames of torch-audit (and runpy) so that a traceback starts in the
     user's script, as under plain python."""
-    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) in _OWN_FILES:
+    while tb is not None and tb.tb_next is not None and _ours(tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
     return tb
 
@@ -142,7 +147,9 @@ def print_exit_message(exc: SystemExit, stream: Any = None) -> None:
 def report_exception(exc: BaseException, excepthook: Callable | None = None) -> None:
     """Print an uncaught exception the way python would (through ``sys.excepthook``)."""
     hook = excepthook or sys.excepthook
+    tb = trim_traceback(exc.__traceback__)
+    exc.__traceback__ = tb  # the default hook prints the exception's own traceback
     try:
-        hook(type(exc), exc, trim_traceback(exc.__traceback__))
+        hook(type(exc), exc, tb)
     except Exception:  # a broken user excepthook: python falls back to the default one
-        sys.__excepthook__(type(exc), exc, trim_traceback(exc.__traceback__))
+        sys.__excepthook__(type(exc), exc, tb)
