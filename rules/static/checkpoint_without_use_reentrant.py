@@ -1,6 +1,7 @@
 import libcst as cst
 
-from torch_audit.findings import Severity
+from torch_audit.findings import Applicability, Fix, Severity
+from torch_audit.lint import fixes
 from torch_audit.rule import StaticRule
 
 CHECKPOINT_FUNCTIONS = frozenset(
@@ -24,6 +25,12 @@ class CheckpointWithoutUseReentrant(StaticRule):
     ## Known problems
     Arguments passed through `**kwargs` are assumed to contain `use_reentrant`.
 
+    ## Fix safety
+    The fix passes `use_reentrant=False`, the variant PyTorch recommends. It is unsafe: the
+    non-reentrant variant behaves differently in corner cases (it supports inputs that do not
+    require grad and `torch.autograd.grad`, but records and replays RNG state and hooks
+    differently), so the gradients of unusual code may change.
+
     ## References
     - [torch.utils.checkpoint](https://pytorch.org/docs/stable/checkpoint.html)
     - [BC-breaking update to torch.utils.checkpoint](https://dev-discuss.pytorch.org/t/bc-breaking-update-to-torch-utils-checkpoint-not-passing-in-use-reentrant-flag-will-raise-an-error/1745)
@@ -34,6 +41,7 @@ class CheckpointWithoutUseReentrant(StaticRule):
     severity = Severity.WARNING
     message = "{callee}() without an explicit use_reentrant; pass use_reentrant=False (recommended) or True to keep the old behaviour"
     fix_title = "Pass use_reentrant=False"
+    fixable = "always"
 
     def leave_Module(self, node: cst.Module) -> None:
         for call in self.ctx.indexer.all_calls:
@@ -44,4 +52,6 @@ class CheckpointWithoutUseReentrant(StaticRule):
                 continue
             if any(a.keyword is not None and a.keyword.value == "use_reentrant" for a in args):
                 continue
-            self.report(call.node, callee=call.qualname.rsplit(".", 1)[1])
+            edit = fixes.add_keyword(self.ctx, call.node, "use_reentrant", "False")
+            fix = Fix("Pass use_reentrant=False", Applicability.UNSAFE, (edit,)) if edit else None
+            self.report(call.node, callee=call.qualname.rsplit(".", 1)[1], fix=fix)

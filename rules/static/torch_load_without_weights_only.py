@@ -1,6 +1,7 @@
 import libcst as cst
 
-from torch_audit.findings import Severity
+from torch_audit.findings import Applicability, Fix, Severity
+from torch_audit.lint import fixes
 from torch_audit.lint.facts.deprecations import ctx_target
 from torch_audit.lint.facts.untrusted import untrusted_source
 from torch_audit.rule import StaticRule
@@ -26,6 +27,12 @@ class TorchLoadWithoutWeightsOnly(StaticRule):
     `torch-version` is below 2.6 and the path comes from outside the program, the stronger
     `torch-load-of-untrusted-pickle` is reported instead.
 
+    ## Fix safety
+    The fix passes `weights_only=True`. It is unsafe: a checkpoint that holds more than tensors
+    and plain containers (a whole pickled model, an optimizer with custom classes, numpy
+    objects) no longer loads. Not offered when a `pickle_module` is given (torch refuses it
+    together with `weights_only=True`).
+
     ## References
     - [torch.load](https://pytorch.org/docs/stable/generated/torch.load.html)
     - [Weights-only unpickler](https://pytorch.org/docs/stable/notes/serialization.html#weights-only)
@@ -36,6 +43,7 @@ class TorchLoadWithoutWeightsOnly(StaticRule):
     severity = Severity.WARNING
     message = "torch.load without weights_only: before torch 2.6 it unpickles arbitrary code, from 2.6 it rejects non-tensor objects"
     fix_title = "Pass weights_only=True (weights_only=False only for trusted files)"
+    fixable = "sometimes"
 
     def leave_Module(self, node: cst.Module) -> None:
         target = ctx_target(self.ctx)
@@ -53,4 +61,14 @@ class TorchLoadWithoutWeightsOnly(StaticRule):
                 f = call.arg(0, "f")
                 if f is not None and untrusted_source(self.ctx, f.value, call.scope, call.stmt.index):
                     continue  # torch-load-of-untrusted-pickle
-            self.report(call.node)
+            self.report(call.node, fix=_fix(self.ctx, call.node))
+
+
+def _fix(ctx, node: cst.Call) -> Fix | None:
+    args = node.args
+    if any(a.keyword is not None and a.keyword.value == "pickle_module" for a in args):
+        return None
+    if sum(1 for a in args if a.keyword is None) > 2 or any(a.star == "*" for a in args):
+        return None  # pickle_module passed by position (or cannot tell)
+    edit = fixes.add_keyword(ctx, node, "weights_only", "True")
+    return Fix("Pass weights_only=True", Applicability.UNSAFE, (edit,)) if edit else None
