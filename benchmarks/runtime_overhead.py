@@ -143,7 +143,7 @@ MODES = {
 }
 
 
-def measure(name: str, rounds: int, steps: int) -> dict:
+def measure(name: str, rounds: int, steps: int, clock) -> dict:
     model, opt, step = make(name)
     for _ in range(2):  # warm-up (allocator, lazy init, Adam state)
         step()
@@ -155,9 +155,9 @@ def measure(name: str, rounds: int, steps: int) -> dict:
         for mode in order[r % len(order):] + order[:r % len(order)]:
             with MODES[mode]():
                 for _ in range(steps):
-                    t0 = time.perf_counter()
+                    t0 = clock()
                     step()
-                    times[mode].append(time.perf_counter() - t0)
+                    times[mode].append(clock() - t0)
     syncs = {}
     for mode in MODES:
         with MODES[mode]():
@@ -178,14 +178,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--only", choices=["cnn", "transformer"], default=None)
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall: time.perf_counter; cpu: time.process_time (robust on a busy box)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, {args.clock} clock")
     print(f"{'model':12} {'params':>8} {'plain ms':>9} {'audit':>7} {'anomaly':>8} "
           f"{'audit(mean)':>11} {'syncs/step plain/audit/anomaly':>31}")
     for name in ([args.only] if args.only else ["cnn", "transformer"]):
-        r = measure(name, args.rounds, args.steps)
+        r = measure(name, args.rounds, args.steps, clock)
         med, mean, s = r["median"], r["mean"], r["syncs"]
         print(
             f"{name:12} {r['params'] / 1e6:7.2f}M {med['plain'] * 1e3:9.1f} "

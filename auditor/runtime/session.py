@@ -41,11 +41,19 @@ def active_session() -> "AuditSession | None":
     return _active
 
 
-def _compiling() -> bool:
-    try:
-        return torch.compiler.is_compiling()
-    except Exception:  # pragma: no cover
+try:
+    _compiling = torch.compiler.is_compiling
+except AttributeError:  # pragma: no cover - old torch
+    def _compiling() -> bool:
         return False
+
+
+def stack_scalars(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Stack 0-d tensors into one float32 vector (converting only when needed)."""
+    first = tensors[0]
+    if all(t.dtype == torch.float32 and t.device == first.device for t in tensors):
+        return torch.stack(tensors)
+    return torch.stack([t.to(first.device, torch.float32) for t in tensors])
 
 
 def _first_tensors(output: Any) -> list[torch.Tensor]:
@@ -219,6 +227,7 @@ class AuditSession:
         self.index = ModelIndex()
         self.checks: list[RuntimeCheck] = []
         self._by_event: dict[str, list[RuntimeCheck]] = {}
+        self._forward_checks: tuple[RuntimeCheck, ...] = ()
         self._handles: list[Any] = []
         self._patches: list[tuple[Any, str, Any]] = []
         self._stack: list[torch.nn.Module] = []
@@ -273,6 +282,7 @@ class AuditSession:
         for check in self.checks:
             for event in check.events:
                 self._by_event.setdefault(event, []).append(check)
+        self._forward_checks = tuple(self._by_event.get("forward", ()))
         for check in list(self.checks):
             self._call(check, check.setup)
         models = [m for m in (r() for r in self._models) if m is not None]
@@ -482,6 +492,10 @@ class AuditSession:
     # -- gradient norms -------------------------------------------------------------------------
     def _compute_grad_norms(self, params: list[torch.Tensor], has_grad: list[bool]) -> torch.Tensor:
         grads = []
+        with torch.no_grad():
+            return self._grad_norms_impl(params, has_grad, grads)
+
+    def _grad_norms_impl(self, params, has_grad, grads) -> torch.Tensor:
         for p, h in zip(params, has_grad):
             if h:
                 g = dist.local(p.grad)
@@ -494,7 +508,7 @@ class AuditSession:
             norms = []
         device = norms[0].device if norms else (params[0].device if params else torch.device("cpu"))
         if len(norms) == len(params):
-            out = torch.stack([n.to(device, torch.float32) for n in norms])
+            out = stack_scalars(norms)
         else:
             zero = torch.zeros((), device=device)
             it = iter(norms)
@@ -537,9 +551,14 @@ class AuditSession:
             return
         if self._restrict_modules and not self.index.knows(module):
             return
-        for check in self._by_event.get("forward", ()):
+        for check in self._forward_checks:
             if check.enabled:
-                self._call(check, check.on_forward, module, output)
+                try:
+                    check.on_forward(module, output)
+                except AuditFailure:
+                    raise
+                except Exception as exc:  # a check must never break training
+                    self._internal_error(check, exc)
 
     def current_module(self) -> torch.nn.Module | None:
         return self._stack[-1] if self._stack else None
@@ -664,6 +683,20 @@ class AuditSession:
             if not is_torch_class(type(m)):
                 return class_location(m)
             m = self.index.module_parent.get(m)
+        return None
+
+    def call_site(self, module: torch.nn.Module) -> tuple[str, int] | None:
+        """The line of user code that calls ``module``: the first mention of its attribute (or of
+        an enclosing container's) in the ``forward`` of the nearest user-defined ancestor."""
+        from torch_audit.runtime.source import attribute_use_line
+
+        child = module
+        parent = self.index.module_parent.get(child)
+        while parent is not None:
+            attr = next((k for k, v in parent._modules.items() if v is child), None)
+            if attr is not None and not is_torch_class(type(parent)):
+                return attribute_use_line(type(parent), attr)
+            child, parent = parent, self.index.module_parent.get(parent)
         return None
 
     def add_finding(

@@ -97,3 +97,26 @@ def display_path(path: str) -> str:
     except ValueError:
         return path
     return path if rel.startswith("..") else rel
+
+
+@functools.lru_cache(maxsize=1024)
+def attribute_use_line(cls: type, attr: str) -> tuple[str, int] | None:
+    """The first line of ``cls.forward`` that mentions ``self.<attr>``, found in the source, so
+    that the hot path never has to walk frames."""
+    fn = None
+    for klass in cls.__mro__:
+        if "forward" in vars(klass):
+            fn = vars(klass)["forward"]
+            break
+    code = getattr(fn, "__code__", None)
+    if code is None or is_torch_class(cls):
+        return None
+    try:
+        lines, first = inspect.getsourcelines(fn)
+    except (OSError, TypeError):
+        return None
+    pattern = re.compile(rf"\bself\.{re.escape(attr)}\b")
+    for offset, text in enumerate(lines):
+        if pattern.search(text):
+            return code.co_filename, first + offset
+    return None

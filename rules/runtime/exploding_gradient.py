@@ -11,9 +11,9 @@ from torch_audit.runtime.check import RuntimeCheck
 
 class ExplodingGradient(RuntimeCheck):
     """## What it does
-    Compares the global gradient norm, and each parameter's gradient norm, with the run's own
-    recent history (a jump by more than `factor` over the median of the last `window` steps, after
-    `warmup` steps) and with an absolute bound `max_norm`. It reports while the values are still
+    Compares the global gradient norm with the run's own recent history (a jump by more than
+    `factor` over the median of the last `window` steps, after `warmup` steps) and with an
+    absolute bound `max_norm`, and each parameter's gradient norm with its own running mean. It reports while the values are still
     finite, naming the parameter with the largest jump.
 
     ## Why is this bad?
@@ -47,7 +47,7 @@ class ExplodingGradient(RuntimeCheck):
 
     def setup(self) -> None:
         self._history: collections.deque = collections.deque(maxlen=max(1, self.opts["window"]))
-        self._param_hist: dict[tuple, collections.deque] = {}
+        self._param_hist: dict[tuple, list] = {}
 
     def on_step_pre(self, ctx) -> None:
         if not ctx.checked:
@@ -62,17 +62,21 @@ class ExplodingGradient(RuntimeCheck):
         factor, warmup, max_norm = self.opts["factor"], self.opts["warmup"], self.opts["max_norm"]
         total = math.sqrt(sum(v * v for _, v in present))
         # per-parameter jumps against each parameter's own median
+        # per-parameter jumps against each parameter's running mean (cheap: no sorting)
         jumps = []
+        stats = self._param_hist
         for i, v in present:
-            hist = self._param_hist.get((ctx.label, i))
-            if hist is None:
-                hist = self._param_hist[(ctx.label, i)] = collections.deque(maxlen=self._history.maxlen)
-            if len(hist) >= warmup:
-                med = statistics.median(hist)
-                if med > 0 and v > factor * med:
-                    jumps.append((v / med, i, v, med))
-                    continue
-            hist.append(v)
+            key = (ctx.label, i)
+            entry = stats.get(key)
+            if entry is None:
+                stats[key] = [1, v]
+                continue
+            n, mean = entry
+            if n >= warmup and mean > 0 and v > factor * mean:
+                jumps.append((v / mean, i, v, mean))
+                continue
+            entry[0] = n + 1
+            entry[1] = mean + (v - mean) / min(n + 1, self._history.maxlen)
         jumps.sort(reverse=True)
         hist = self._history
         fired = False
@@ -95,7 +99,7 @@ class ExplodingGradient(RuntimeCheck):
                 self.report(
                     name, step=ctx.step, module=self.session.index.owner(ctx.params[i]), value=v,
                     message=self.message.format(
-                        what=name, norm=v, detail=f"{ratio:.0f}x its median {med:.3g}"
+                        what=name, norm=v, detail=f"{ratio:.0f}x its running mean {med:.3g}"
                     ),
                 )
 

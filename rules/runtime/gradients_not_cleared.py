@@ -19,9 +19,10 @@ class GradientsNotCleared(RuntimeCheck):
     ## Known problems
     Intentional accumulation (several backward passes per step, cleared after the step) is
     silent, and so is a GAN whose generator loss flows into the discriminator's gradients as
-    long as the discriminator is cleared before its own step. A gradient zeroed only by an
-    in-place op after its last backward pass (for instance inside a custom optimizer) is not
-    recognised as cleared.
+    long as the discriminator is cleared before its own step. Clearing is recognised at the next
+    backward pass (a gradient that became `None`, was replaced, or was modified in place, as
+    `zero_grad()` does); a gradient zeroed only after its last backward pass and before the step
+    is not recognised as cleared.
 
     ## References
     - https://pytorch.org/docs/stable/generated/torch.optim.Optimizer.zero_grad.html
@@ -33,7 +34,7 @@ class GradientsNotCleared(RuntimeCheck):
     severity = Severity.ERROR
     message = "gradients of {count} parameter(s) accumulated across {optimizer}.step() calls without being cleared: {params}"
     fix_title = "Call optimizer.zero_grad() once per step (before backward or after step)"
-    events = frozenset({"step_pre", "step_post", "backward", "backward_end", "zero_grad"})
+    events = frozenset({"step_pre", "step_post", "backward", "backward_end"})
 
     def setup(self) -> None:
         # label -> {index: [param, id(grad), grad._version, accumulated]}
@@ -49,14 +50,6 @@ class GradientsNotCleared(RuntimeCheck):
             if g is not None and not g.is_sparse:
                 watch[i] = [p, id(g), g._version, False]
         self._watch[ctx.label] = watch
-
-    def on_zero_grad(self, params) -> None:
-        if not any(self._watch.values()):
-            return
-        ids = {id(p) for p in params}
-        for watch in self._watch.values():
-            for i in [i for i, e in watch.items() if id(e[0]) in ids]:
-                del watch[i]
 
     def on_backward(self, event) -> None:
         for watch in self._watch.values():

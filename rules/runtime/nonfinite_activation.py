@@ -9,8 +9,9 @@ from torch_audit.runtime.check import RuntimeCheck
 
 class NonFiniteActivation(RuntimeCheck):
     """## What it does
-    Names the first module (qualified name, class, and the line that called it) whose forward
-    output went non-finite, in the step where it happened.
+    Names the first module (qualified name, class, and the line of the user's `forward` that
+    calls it, or for a user-defined module its class) whose forward output went non-finite, in
+    the step where it happened.
 
     The check is a cheap sentinel: during a training forward pass it only keeps references to
     the module outputs autograd keeps anyway; when that step's loss or gradients turn out
@@ -64,6 +65,7 @@ class NonFiniteActivation(RuntimeCheck):
 
         self._torch = torch
         self._user_site = user_site
+        self._root_site = None
         self._records: list = []
         self._losses: list = []
         self._drop_next = False
@@ -79,6 +81,9 @@ class NonFiniteActivation(RuntimeCheck):
 
     # -- precise mode: one forward pass under a dispatch mode, after the sentinel fired --------
     def on_root_forward(self, module) -> None:
+        # one frame walk per outermost forward: where the model is called, as a fallback location
+        if self._torch.is_grad_enabled():
+            self._root_site = self._user_site(3)
         if self._armed and self._mode is None:
             from torch_audit.runtime.precise import FirstNonFiniteOp
 
@@ -116,7 +121,7 @@ class NonFiniteActivation(RuntimeCheck):
         if self._drop_next:
             self._records = []
             self._drop_next = False
-        self._records.append((module, tensors, self._user_site(3)))
+        self._records.append((module, tensors, self._root_site))
 
     def on_backward(self, event) -> None:
         value = event.value
@@ -168,12 +173,13 @@ class NonFiniteActivation(RuntimeCheck):
         for (i, _), ok in zip(flat, flags):
             if ok:
                 continue
-            module, _, site = records[i]
+            module, _, root_site = records[i]
             name = self.session.index.name(module)
             cls = type(module).__name__
-            path = line = None
-            if is_torch_class(type(module)) and site is not None:
-                path, line = site
+            site = None
+            if is_torch_class(type(module)):
+                site = self.session.call_site(module) or root_site
+            path, line = site if site else (None, None)
             if path is None:
                 loc = self.session.module_location(module)
                 if loc:

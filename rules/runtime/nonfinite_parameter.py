@@ -39,6 +39,7 @@ class NonFiniteParameter(RuntimeCheck):
         import torch
 
         from torch_audit.runtime import dist
+        from torch_audit.runtime.session import stack_scalars
         from torch_audit.runtime.util import names_list
 
         tensors, labels = [], []
@@ -56,9 +57,7 @@ class NonFiniteParameter(RuntimeCheck):
         if not tensors:
             return
         with torch.no_grad():
-            norms = torch._foreach_norm(tensors)
-            dev = norms[0].device
-            stacked = torch.stack([n.to(dev, torch.float32) for n in norms])
+            stacked = stack_scalars(torch._foreach_norm(tensors))
         params = ctx.params
         index = self.session.index
 
