@@ -228,3 +228,29 @@ def unwrap(ctx: "FileContext", outer: cst.CSTNode, inner: cst.CSTNode) -> list[E
     if (iel, iec) != (oel, oec):
         edits.append(Edit(iel, iec, oel, oec, ""))
     return edits
+
+
+def drop_activation(ctx: "FileContext", used: cst.BaseExpression, source, scope, functions: frozenset[str], method: str) -> Edit | None:
+    """An edit replacing an activation call (``F.softmax(x, 1)``, ``x.sigmoid()``) by its input,
+    when the activation and ``used`` (the expression a loss receives) are in the same function
+    ``scope`` and the activation's value is used by nothing else: ``used`` is the call itself,
+    or a name assigned once from it and read once. ``source`` is the dataflow
+    :class:`~torch_audit.lint.facts.dataflow.Source` of the activation."""
+    from torch_audit.lint.facts.index import argument
+
+    call = source.node
+    if source.kind != "call" or source.scope is not scope or not isinstance(call, cst.Call):
+        return None
+    if source.qualname in functions and not source.qualname.startswith("torch.Tensor."):
+        arg = argument(call, 0, "input")
+        if arg is None or arg.star:
+            return None
+        inner = arg.value
+    elif source.qualname is None and source.method == method and isinstance(call.func, cst.Attribute):
+        inner = call.func.value  # logits.softmax(dim=1)
+    else:
+        return None
+    if used is not call:
+        if not (isinstance(used, cst.Name) and only_value_of_single_assignment(ctx, scope, call, used.value)):
+            return None
+    return replace_keeping(ctx, call, inner)

@@ -1,7 +1,8 @@
 import libcst as cst
 
-from torch_audit.findings import Severity
-from torch_audit.lint.facts.api import is_sigmoid, loss_calls
+from torch_audit.findings import Applicability, Fix, Severity
+from torch_audit.lint import fixes
+from torch_audit.lint.facts.api import SIGMOID_FUNCTIONS, is_sigmoid, loss_calls
 from torch_audit.lint.facts.layers import describe_source
 from torch_audit.rule import StaticRule
 
@@ -22,6 +23,12 @@ class SigmoidBeforeBceWithLogits(StaticRule):
     Only flows visible in one file are followed. A sigmoid applied to the *target* or computed
     for metrics beside the logits is, correctly, not reported.
 
+    ## Fix safety
+    The fix replaces the sigmoid call with its input, so that the loss receives the logits. It
+    is offered only when the sigmoid and the loss are in the same function and the sigmoid's
+    value is used by nothing but the loss. It is unsafe: the loss value, its gradients and so
+    the trained model change (that is the point).
+
     ## References
     - [torch.nn.BCEWithLogitsLoss](https://pytorch.org/docs/stable/generated/torch.nn.BCEWithLogitsLoss.html)
     - [PyTorch forums: sigmoid before BCEWithLogitsLoss](https://discuss.pytorch.org/t/bceloss-vs-bcewithlogitsloss/33586)
@@ -32,6 +39,7 @@ class SigmoidBeforeBceWithLogits(StaticRule):
     severity = Severity.ERROR
     message = "{loss} receives the output of a sigmoid ({where}); the loss applies the sigmoid itself"
     fix_title = "Pass the logits (the input of the sigmoid) to the loss"
+    fixable = "sometimes"
 
     def leave_Module(self, node: cst.Module) -> None:
         df = self.ctx.dataflow
@@ -42,6 +50,13 @@ class SigmoidBeforeBceWithLogits(StaticRule):
                         lc.call.node,
                         loss="F.binary_cross_entropy_with_logits" if lc.functional else "BCEWithLogitsLoss",
                         where=describe_source(self.ctx, source, lc.call.scope, "nn.Sigmoid"),
+                        fix=_fix(self.ctx, lc, source),
                     )
                     break
 
+
+def _fix(ctx, lc, source) -> Fix | None:
+    edit = fixes.drop_activation(ctx, lc.input, source, lc.call.scope, SIGMOID_FUNCTIONS, "sigmoid")
+    if edit is None:
+        return None
+    return Fix("Remove the sigmoid; pass the logits to the loss", Applicability.UNSAFE, (edit,))

@@ -3,7 +3,6 @@ import libcst as cst
 from torch_audit.findings import Applicability, Fix, Severity
 from torch_audit.lint import fixes
 from torch_audit.lint.facts.api import SOFTMAX_FUNCTIONS, is_softmax, loss_calls
-from torch_audit.lint.facts.index import argument
 from torch_audit.rule import StaticRule
 
 
@@ -68,26 +67,10 @@ def _describe(ctx, source, loss_scope) -> str:
     return f"line {line}"
 
 
+
 def _fix(ctx, lc, source) -> Fix | None:
     """Drop the softmax when it and the loss share a function and only the loss uses it."""
-    scope = lc.call.scope
-    softmax = source.node
-    if source.kind != "call" or source.scope is not scope or not isinstance(softmax, cst.Call):
-        return None
-    if source.qualname in SOFTMAX_FUNCTIONS and source.qualname != "torch.Tensor.softmax":
-        arg = argument(softmax, 0, "input")
-        if arg is None or arg.star:
-            return None
-        logits = arg.value
-    elif source.qualname is None and isinstance(softmax.func, cst.Attribute):
-        logits = softmax.func.value  # logits.softmax(dim=1)
-    else:
-        return None
-    used = lc.input
-    if used is not softmax:
-        if not (isinstance(used, cst.Name) and fixes.only_value_of_single_assignment(ctx, scope, softmax, used.value)):
-            return None
-    edit = fixes.replace_keeping(ctx, softmax, logits)
+    edit = fixes.drop_activation(ctx, lc.input, source, lc.call.scope, SOFTMAX_FUNCTIONS, "softmax")
     if edit is None:
         return None
     return Fix("Remove the softmax; pass the logits to the loss", Applicability.UNSAFE, (edit,))
