@@ -19,7 +19,8 @@ class MissingZeroGrad(StaticRule):
     model, with no error.
 
     ## Known problems
-    Only one file is read, and helpers are followed two calls deep. Gradient accumulation that
+    Only one file is read; helpers are followed two calls deep for `backward()` and `step()`, four
+    for the clearing. Gradient accumulation that
     clears after a conditional step is, correctly, not reported: any clearing inside the loop
     silences the rule. Loops whose optimizer is created inside the loop, and steps with a
     closure (`optimizer.step(closure)`, as LBFGS needs), are skipped.
@@ -41,9 +42,10 @@ class MissingZeroGrad(StaticRule):
     def leave_Module(self, node: cst.Module) -> None:
         training = self.ctx.training
         for loop in training.loops():
-            events = training.loop_events(loop, depth=2)
-            if any(e.kind == "zero_grad" for e in events):
+            # look deeper for a clearing than for the backward and the step: silence beats a guess
+            if any(e.kind == "zero_grad" for e in training.loop_events(loop, depth=4)):
                 continue
+            events = training.loop_events(loop, depth=2)
             level = [e for e in events if e.at_level(loop)]
             backwards = [e for e in level if e.kind == "backward"]
             steps = [e for e in level if e.kind == "step" and not _has_closure(e)]
