@@ -580,7 +580,7 @@ def apply_fixes_command(
     from torch_audit.cli import write_output
 
     write_output(rendered, output_file)
-    if fmt == "text" and not quiet:
+    if not quiet:  # stderr: never mixed into a JSON/SARIF report on stdout
         err(f"Fixed {_plural(fixed_total, 'finding')} ({len(left)} remaining).")
     if errors or write_failures:
         if not settings.verbose and errors:
