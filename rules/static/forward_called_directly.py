@@ -2,7 +2,8 @@ import re
 
 import libcst as cst
 
-from torch_audit.findings import Severity
+from torch_audit.findings import Applicability, Edit, Fix, Severity
+from torch_audit.lint import fixes
 from torch_audit.lint.facts.names import dotted
 from torch_audit.lint.facts.tensors import MODULE, tensors
 from torch_audit.rule import StaticRule
@@ -31,6 +32,12 @@ class ForwardCalledDirectly(StaticRule):
     deliberately calls `self.module.forward(...)` to avoid running the wrapped module's hooks twice
     is reported; suppress it there with a comment that says why.
 
+    ## Fix safety
+    The fix removes `.forward`, so that the module is called: `model.forward(x)` becomes
+    `model(x)`. It is safe: the same `forward` runs, now with the module's hooks (and anything
+    `__call__` adds, such as `torch.compile` and FSDP/DDP wrappers) as the author of those hooks
+    intended.
+
     ## References
     - [torch.nn.Module.__call__ and hooks](https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.register_forward_hook)
     - [PyTorch forums: model.forward(x) vs model(x)](https://discuss.pytorch.org/t/any-different-between-model-input-and-model-forward-input/3690)
@@ -41,6 +48,7 @@ class ForwardCalledDirectly(StaticRule):
     severity = Severity.WARNING
     message = "`{obj}.forward(...)` bypasses nn.Module.__call__: the forward/backward hooks of {obj} do not run"
     fix_title = "Call the module itself: `{obj}(...)`"
+    fixable = "always"
 
     def visit_Call(self, node: cst.Call) -> None:
         func = node.func
@@ -62,7 +70,15 @@ class ForwardCalledDirectly(StaticRule):
             return
         if not self._is_module(receiver, scope, stmt.index):
             return
-        self.report(func.attr, obj=text)
+        self.report(func.attr, obj=text, fix=self._fix(func))
+
+    def _fix(self, func: cst.Attribute) -> Fix | None:
+        """`model.forward(x)` → `model(x)`: delete `.forward`."""
+        if fixes.comments_in(func, keep=[func.value]):
+            return None
+        _, _, rl, rc = fixes.span(self.ctx, func.value, parens=True)
+        _, _, al, ac = fixes.span(self.ctx, func.attr)
+        return Fix("Call the module itself", Applicability.SAFE, (Edit(rl, rc, al, ac, ""),))
 
     def _is_module(self, receiver: cst.BaseExpression, scope, at: int) -> bool:
         method = _outer_method(scope)
