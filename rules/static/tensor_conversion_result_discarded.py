@@ -1,6 +1,7 @@
 import libcst as cst
 
-from torch_audit.findings import Severity
+from torch_audit.findings import Applicability, Fix, Severity
+from torch_audit.lint import fixes
 from torch_audit.lint.facts.names import dotted
 from torch_audit.lint.facts.tensors import MODULE, tensors
 from torch_audit.rule import StaticRule
@@ -31,6 +32,13 @@ class TensorConversionResultDiscarded(StaticRule):
     real cases are missed. Objects with an in-place `.to()` of their own (Hugging Face
     `BatchEncoding`, PyG `Data`) are never reported.
 
+    ## Fix safety
+    When the receiver is a plain name, the fix assigns the result back to it: `x.to(device)`
+    becomes `x = x.to(device)`. It is safe: it makes the statement do what it was written for.
+    Not fixed: attributes and other receivers (`self.scale.cuda()` on a parameter would need
+    re-registration), and a name that is not local to the function (assigning it would make it
+    local and break earlier reads).
+
     ## References
     - [torch.Tensor.to](https://pytorch.org/docs/stable/generated/torch.Tensor.to.html)
     - [torch.nn.Module.to (in place)](https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.to)
@@ -41,6 +49,7 @@ class TensorConversionResultDiscarded(StaticRule):
     severity = Severity.ERROR
     message = "`{text}` returns a new tensor that is discarded; {obj} itself is not converted"
     fix_title = "Assign the result: `{obj} = {text}`"
+    fixable = "sometimes"
 
     def visit_Expr(self, node: cst.Expr) -> None:
         call = node.value
@@ -63,4 +72,18 @@ class TensorConversionResultDiscarded(StaticRule):
         text = self.ctx.code(call).strip()
         if len(text) > 60:
             text = f"{obj}.{method}(...)"
-        self.report(call, text=text, obj=obj)
+        self.report(call, text=text, obj=obj, fix=self._fix(call, receiver))
+
+    def _fix(self, call: cst.Call, receiver: cst.BaseExpression) -> Fix | None:
+        """`x.to(device)` → `x = x.to(device)` for a plain local (or module-level) name."""
+        if not isinstance(receiver, cst.Name):
+            return None
+        name = receiver.value
+        scope = self.ctx.scope
+        if scope.kind == "function":
+            if name not in scope.assignments and name not in scope.declared_outer:
+                return None  # assigning would make a global/closure name local
+        elif scope.kind != "module":
+            return None
+        line, column = fixes.span(self.ctx, call, parens=True)[:2]
+        return Fix(f"Assign the result to {name}", Applicability.SAFE, (fixes.insert(line, column, f"{name} = "),))
