@@ -66,7 +66,8 @@ def parse_shape(text: str, default_dtype: torch.dtype) -> tuple[tuple[int, ...],
     """``8,3,32,32`` / ``8x3x32x32`` / ``(8, 3)`` / ``8,128:int64`` → (shape, dtype)."""
     shape_text, _, dtype_text = text.partition(":")
     dtype = parse_dtype(dtype_text) if dtype_text else default_dtype
-    parts = [p for p in re.split(r"[,x×\s()\[\]]+", shape_text.strip()) if p]
+    cleaned = re.sub(r"(?<=\d)\s*[x×]\s*(?=\d)", ",", shape_text.strip().strip("()[]"))
+    parts = [p.strip() for p in cleaned.split(",") if p.strip()]
     try:
         shape = tuple(int(p) for p in parts)
     except ValueError:

@@ -1,0 +1,65 @@
+"""Every runtime check's fixtures through `torch-audit run`'s own path (configuration → selection
+→ script runner → session → findings), in-process to stay fast; one real subprocess proves the
+command line gives the same codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from torch_audit.catalog import load_catalog, slug_of
+from torch_audit.runtime.cli import audit_script, resolve_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIME = ROOT / "fixtures" / "runtime"
+SCRIPTS = sorted(p for p in RUNTIME.glob("*/*.py") if p.name in ("bad.py", "good.py"))
+
+
+def expected(path: Path) -> set[str]:
+    if path.name == "good.py":
+        return set()
+    codes: set[str] = set()
+    for line in path.read_text().splitlines():
+        m = re.match(r"\s*#\s*expect:\s*(.*)$", line)
+        if m:
+            codes.update(re.findall(r"TA\d{3}", m.group(1)))
+    return codes
+
+
+def selection(path: Path) -> tuple[str, ...]:
+    """Every default and preview check, plus the folder's own check when it is opt-in (as the
+    runtime fixture harness does)."""
+    own = [r.code for r in load_catalog().of_kind("runtime") if slug_of(r) == path.parent.name]
+    return ("ALL", *own)
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_fixture_gives_expected_codes(path, capsys):
+    settings = resolve_settings({"select": selection(path), "preview": True}, path)
+    outcome = audit_script(str(path), audit_options=settings.audit_options)
+    assert outcome.exception is None, outcome.exception
+    assert outcome.status == 0
+    got = {f.code for f in outcome.findings}
+    assert got == expected(path), [f"{f.code} {f.message}" for f in outcome.findings]
+    for f in outcome.findings:  # runtime findings point at source when they name a module class
+        if f.path:
+            assert os.path.exists(f.path) and f.line >= 1
+
+
+def test_command_line_gives_the_same_codes(tmp_path):
+    bad = RUNTIME / "nonfinite_activation" / "bad.py"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch_audit", "run", "--output-format", "github", str(bad)],
+        cwd=tmp_path, env={**os.environ, "NO_COLOR": "1"}, capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 1, result.stderr
+    codes = set(re.findall(r"title=(TA\d{3})", result.stdout))
+    assert codes == expected(bad)
+    # the non-finite activation is annotated on the custom module's class, in the script
+    assert re.search(rf"::error file={re.escape(str(bad))},line=7,.*title=TA704", result.stdout)
