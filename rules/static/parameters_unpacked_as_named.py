@@ -1,6 +1,7 @@
 import libcst as cst
 
-from torch_audit.findings import Severity
+from torch_audit.findings import Applicability, Fix, Severity
+from torch_audit.lint import fixes
 from torch_audit.lint.facts.names import dotted
 from torch_audit.rule import StaticRule
 
@@ -25,6 +26,11 @@ class ParametersUnpackedAsNamed(StaticRule):
     and the loop body then works on the wrong objects. With `modules()`/`children()` the unpacking
     fails only at run time, often far into a script.
 
+    ## Fix safety
+    The fix calls the `named_` variant: `model.parameters()` becomes `model.named_parameters()`
+    (`buffers`, `modules`, `children` likewise). It is safe: the loop unpacks (name, value)
+    pairs, which only the named variant yields; as written it fails or unpacks tensors.
+
     ## References
     - [torch.nn.Module.named_parameters](https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.named_parameters)
     """
@@ -34,6 +40,7 @@ class ParametersUnpackedAsNamed(StaticRule):
     severity = Severity.ERROR
     message = "`{call}` yields single {what}, not (name, {what_one}) pairs"
     fix_title = "Iterate over `{fixed}` instead"
+    fixable = "always"
 
     def visit_For(self, node: cst.For) -> None:
         self._check(node.target, node.iter)
@@ -59,4 +66,9 @@ class ParametersUnpackedAsNamed(StaticRule):
             what=what,
             what_one=what[:-1],
             fixed=f"{receiver}.{_NAMED[method]}()",
+            fix=Fix(
+                f"Use {_NAMED[method]}()",
+                Applicability.SAFE,
+                (fixes.replace(self.ctx, iterable.func.attr, _NAMED[method]),),
+            ),
         )
