@@ -38,6 +38,7 @@ def write_output(text: str, output_file: str | None) -> None:
     from torch_audit.atomic import write_text_atomic
 
     try:
+        Path(output_file).parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(Path(output_file), text)
     except OSError as exc:
         raise _fail(f"cannot write {output_file}: {exc.strerror or exc}") from None

@@ -45,7 +45,7 @@ def per_file_ignored(config: Config, catalog) -> list[tuple[pathspec.PathSpec, s
         codes: set[str] = set()
         for s in selectors:
             codes |= catalog.match(s)
-        out.append((pathspec.PathSpec.from_lines("gitwildmatch", [glob]), codes))
+        out.append((pathspec.GitIgnoreSpec.from_lines([glob]), codes))
     return out
 
 

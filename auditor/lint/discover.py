@@ -50,7 +50,7 @@ class Discovery:
 
 
 def _spec(patterns: Iterable[str]) -> pathspec.PathSpec:
-    return pathspec.PathSpec.from_lines("gitwildmatch", list(patterns))
+    return pathspec.GitIgnoreSpec.from_lines(list(patterns))
 
 
 def _gitignore(directory: Path) -> pathspec.PathSpec | None:

@@ -6,6 +6,8 @@ a dotted name (``CE = nn.CrossEntropyLoss``) binds an alias. Nothing is imported
 
 from __future__ import annotations
 
+import functools
+
 import libcst as cst
 
 #: Long module paths that PyTorch re-exports under a shorter public name. Qualified names are
@@ -36,6 +38,7 @@ _CANONICAL_PREFIXES = (
 )
 
 
+@functools.lru_cache(maxsize=8192)
 def canonical(qualname: str) -> str:
     for prefix, public in _CANONICAL_PREFIXES:
         if qualname.startswith(prefix):
