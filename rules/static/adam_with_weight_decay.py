@@ -1,6 +1,7 @@
 import libcst as cst
 
-from torch_audit.findings import Severity
+from torch_audit.findings import Applicability, Fix, Severity
+from torch_audit.lint import fixes
 from torch_audit.lint.facts.api import bool_argument
 from torch_audit.lint.facts.index import argument
 from torch_audit.rule import StaticRule
@@ -27,6 +28,14 @@ class AdamWithWeightDecay(StaticRule):
     from configuration is unknown and not reported, and neither is
     `decoupled_weight_decay=True` (PyTorch 2.6+, which makes Adam behave as AdamW).
 
+    ## Fix safety
+    The fix switches to `torch.optim.AdamW` with the same arguments (`optim.Adam(...)` becomes
+    `optim.AdamW(...)`, through the same module alias). It is unsafe: the regularisation
+    changes from L2 added to the gradient to decoupled decay, so the same `weight_decay` value
+    regularises differently and the training run (and its tuned hyper-parameters) change.
+    Not fixed: a bare `Adam` imported by name (it would need a new import), a call passing
+    `decoupled_weight_decay`, and `torch.optim._multi_tensor.Adam`.
+
     ## References
     - [Loshchilov & Hutter, Decoupled Weight Decay Regularization](https://arxiv.org/abs/1711.05101)
     - [torch.optim.AdamW](https://pytorch.org/docs/stable/generated/torch.optim.AdamW.html)
@@ -37,6 +46,7 @@ class AdamWithWeightDecay(StaticRule):
     severity = Severity.WARNING
     message = "Adam with weight_decay={value} applies L2 regularisation scaled by the adaptive step, not decoupled weight decay"
     fix_title = "Use torch.optim.AdamW (decoupled weight decay)"
+    fixable = "sometimes"
 
     def leave_Module(self, node: cst.Module) -> None:
         for call in self.ctx.indexer.all_calls:
@@ -52,7 +62,18 @@ class AdamWithWeightDecay(StaticRule):
             value = self._number(arg.value, call.scope, call.stmt.index)
             if value is None or value <= 0:
                 continue
-            self.report(arg, value=self.ctx.code(arg.value).strip())
+            self.report(arg, value=self.ctx.code(arg.value).strip(), fix=self._fix(call))
+
+    def _fix(self, call) -> Fix | None:
+        """`torch.optim.Adam(...)` → `torch.optim.AdamW(...)` through the same alias."""
+        func = call.node.func
+        if call.qualname != "torch.optim.Adam" or not isinstance(func, cst.Attribute) or func.attr.value != "Adam":
+            return None
+        if argument(call.node, None, "decoupled_weight_decay") is not None:
+            return None
+        if any(a.star for a in call.node.args):
+            return None
+        return Fix("Use AdamW", Applicability.UNSAFE, (fixes.replace(self.ctx, func.attr, "AdamW"),))
 
     def _number(self, expr: cst.BaseExpression, scope, at: int) -> float | None:
         if isinstance(expr, (cst.Integer, cst.Float)):
