@@ -1,5 +1,3 @@
-import re
-
 import libcst as cst
 
 from torch_audit.findings import Applicability, Edit, Fix, Severity
@@ -95,14 +93,8 @@ class ForwardCalledDirectly(StaticRule):
             return False
         if a.kind == "param" and isinstance(a.target, cst.Param) and a.target.annotation is not None:
             return False  # annotated with something that is not a module
-        # provenance unknown: a name that only a model goes by
-        return bool(_MODEL_NAME.match(receiver.value))
-
-
-_MODEL_NAME = re.compile(
-    r"^(model|net|network|classifier|encoder|decoder|generator|discriminator|backbone|teacher|student"
-    r"|[a-z0-9_]*_(model|net|network|encoder|decoder))$"
-)
+        # provenance unknown: the function also uses the object as a module (model.eval(), ...)
+        return facts.used_as_module(receiver.value, scope)
 
 
 def _outer_method(scope):

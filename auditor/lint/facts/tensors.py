@@ -67,6 +67,12 @@ CONVERSION_METHODS = frozenset(
     {"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "type", "requires_grad_", "xpu", "mps"}
 )
 MODULE_CONTAINERS = frozenset({"torch.nn.ModuleList", "torch.nn.Sequential", "torch.nn.ModuleDict"})
+#: methods that (together) only nn.Module has: evidence that a name holds a module
+MODULE_ONLY_METHODS = frozenset(
+    {"parameters", "named_parameters", "eval", "state_dict", "load_state_dict", "named_modules",
+     "modules", "children", "named_children", "register_forward_hook", "register_forward_pre_hook",
+     "buffers", "named_buffers"}
+)
 MODULE_BUILDER_PREFIXES = ("torchvision.models.", "timm.create_model", "torch.hub.load")
 DATALOADERS = frozenset({"torch.utils.data.DataLoader"})
 #: wrappers that yield their argument's items: ``tqdm(loader)``
@@ -115,6 +121,18 @@ class Tensors:
             return False
         src = self.ctx.dataflow.constructor_source(expr, scope, at)
         return src is not None and src.qualname in MODULE_CONTAINERS
+
+    def used_as_module(self, name: str, scope: Scope) -> bool:
+        """The function also calls a method only ``nn.Module`` has on ``name``
+        (``model.eval()``, ``model.parameters()``, ``model.state_dict()``, ...)."""
+        for call in scope.calls:
+            if (
+                call.method in MODULE_ONLY_METHODS
+                and isinstance(call.receiver, cst.Name)
+                and call.receiver.value == name
+            ):
+                return True
+        return False
 
     # -- implementation ----------------------------------------------------------------------
     def _kind(self, expr, scope: Scope, at: int, depth: int, seen: set) -> str | None:
