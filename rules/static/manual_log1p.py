@@ -1,6 +1,7 @@
 import libcst as cst
 
-from torch_audit.findings import Severity
+from torch_audit.findings import Applicability, Fix, Severity
+from torch_audit.lint import fixes
 from torch_audit.lint.facts.numerics import EXP, LOG, is_one, torch_call
 from torch_audit.rule import StaticRule
 
@@ -24,6 +25,13 @@ class ManualLog1p(StaticRule):
     is exact. `torch.log(1 + x)` where `x` is never small loses nothing, but `log1p` costs the
     same.
 
+    ## Fix safety
+    `torch.log(1 + x)` becomes `torch.log1p(x)`, `torch.log(1 - x)` becomes `torch.log1p(-x)`,
+    and `(1 + x).log()` becomes `x.log1p()`, keeping the spelling of `torch`. The fix is safe:
+    the value is the same, computed more accurately. Not fixed: `log(1 + exp(x))` (its
+    replacement `F.softplus` may need an import), a bare `log` imported from torch, and
+    expressions with a comment inside.
+
     ## References
     - [torch.log1p](https://pytorch.org/docs/stable/generated/torch.log1p.html)
     - [torch.nn.functional.softplus](https://pytorch.org/docs/stable/generated/torch.nn.functional.softplus.html)
@@ -34,6 +42,7 @@ class ManualLog1p(StaticRule):
     severity = Severity.WARNING
     message = "{expr} loses precision for small values; use {replacement}"
     fix_title = "Use torch.log1p (or F.softplus for log(1 + exp(x)))"
+    fixable = "sometimes"
 
     def visit_Call(self, node: cst.Call) -> None:
         operand = torch_call(self.ctx, node, LOG, "log")
@@ -47,15 +56,43 @@ class ManualLog1p(StaticRule):
             if self._integral(other):
                 return  # 1 + an integer is exact: log1p gains nothing
             inner = torch_call(self.ctx, other, EXP, "exp")
+            fix = None
             if inner is not None:
                 replacement = f"F.softplus({self.ctx.code(inner)})"
             else:
                 replacement = f"torch.log1p({self.ctx.code(other)})"
+                fix = self._fix(node, operand, other, negate=False)
         elif isinstance(op, cst.Subtract) and is_one(operand.left):
             replacement = f"torch.log1p(-{_paren(self.ctx.code(operand.right), operand.right)})"
+            fix = self._fix(node, operand, operand.right, negate=True)
         else:
             return
-        self.report(node, expr=_short(self.ctx.code(node)), replacement=replacement)
+        self.report(node, expr=_short(self.ctx.code(node)), replacement=replacement, fix=fix)
+
+    def _fix(self, node: cst.Call, operand: cst.BinaryOperation, kept: cst.BaseExpression, negate: bool) -> Fix | None:
+        """`torch.log(1 + x)` → `torch.log1p(x)`; `(1 + x).log()` → `x.log1p()`."""
+        func = node.func
+        if not isinstance(func, cst.Attribute) or func.attr.value != "log":
+            return None
+        if fixes.comments_in(operand, keep=[kept]):
+            return None
+        method = func.value is operand
+        if not method and (len(node.args) != 1 or node.args[0].value is not operand):
+            return None
+        text = fixes.source_of(self.ctx, kept)
+        atomic = isinstance(kept, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) or bool(kept.lpar)
+        if "\n" in text and not kept.lpar:
+            atomic = False
+        if negate:
+            text = "-" + (text if atomic else f"({text})")
+            atomic = False
+        if method and not atomic:
+            text = f"({text})"
+        return Fix(
+            "Use log1p",
+            Applicability.SAFE,
+            (fixes.replace(self.ctx, operand, text, parens=True), fixes.replace(self.ctx, func.attr, "log1p")),
+        )
 
     def _integral(self, expr: cst.BaseExpression) -> bool:
         if not isinstance(expr, cst.Call):
