@@ -24,6 +24,10 @@ class DataparallelInsteadOfDdp(StaticRule):
     Libraries that keep `DataParallel` as a convenience fallback for interactive multi-GPU use are
     reported too; suppress the finding there if the fallback is deliberate.
 
+    There is no automatic fix: moving to `DistributedDataParallel` means one process per GPU
+    (`torchrun`), `init_process_group`, a `DistributedSampler`, and saving/logging from rank 0
+    only, which no local edit can provide.
+
     ## References
     - [torch.nn.DataParallel](https://pytorch.org/docs/stable/generated/torch.nn.DataParallel.html)
     - [Use DistributedDataParallel instead of multiprocessing or nn.DataParallel](https://pytorch.org/docs/stable/notes/cuda.html#cuda-nn-ddp-instead)
