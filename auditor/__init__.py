@@ -7,15 +7,13 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
 from typing import TYPE_CHECKING, Any
 
 from torch_audit.findings import Applicability, Finding, Fix, Severity
 
-try:
-    __version__ = _version("torch-audit")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
+# The single source of the version (pyproject.toml reads it): importlib.metadata would cost
+# tens of milliseconds at every start-up.
+__version__ = "0.1.0"
 
 __all__ = ["Applicability", "Finding", "Fix", "Severity", "__version__", "audit"]
 

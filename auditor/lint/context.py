@@ -7,12 +7,13 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 import libcst as cst
-from libcst.metadata import CodeRange, MetadataWrapper, ParentNodeProvider, PositionProvider
 
 from torch_audit.findings import Edit, Finding, Fix
 from torch_audit.lint.facts.index import GRAD_CONTEXTS, Call, Indexer, Scope, Statement
 
 if TYPE_CHECKING:  # pragma: no cover
+    from libcst.metadata import CodeRange, MetadataWrapper
+
     from torch_audit.rule import StaticRule
 
 
@@ -36,7 +37,7 @@ class FileContext:
         #: ancestors of the node being visited, the node itself last
         self.stack: list[cst.CSTNode] = []
         self.raw: list[RawFinding] = []
-        self._wrapper: MetadataWrapper | None = None
+        self._wrapper: "MetadataWrapper | None" = None
         self._positions: Any = None
         self._parents: Any = None
 
@@ -124,11 +125,14 @@ class FileContext:
 
     def _metadata(self) -> None:
         if self._wrapper is None:
+            # imported here: libcst.metadata costs ~0.1 s at start-up, and most files have no finding
+            from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider
+
             self._wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
             self._positions = self._wrapper.resolve(PositionProvider)
             self._parents = self._wrapper.resolve(ParentNodeProvider)
 
-    def position(self, node: cst.CSTNode) -> CodeRange:
+    def position(self, node: cst.CSTNode) -> "CodeRange":
         """Line (1-based) and column (0-based) range of a node, computed once per file."""
         self._metadata()
         return self._positions[node]
