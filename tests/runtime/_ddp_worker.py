@@ -66,6 +66,33 @@ def run(rank: int, world: int, store: str, out_dir: str) -> None:
             except AuditFailure as e:
                 raised_at = (step, e.finding.code, e.finding.rank)
         result["raised_at"] = raised_at
+
+        # FSDP2 (fully_shard) on CPU: norms of sharded gradients are summed over ranks
+        try:
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.fsdp import fully_shard
+        except ImportError:  # pragma: no cover - old torch
+            result["fsdp"] = None
+        else:
+            mesh = init_device_mesh("cpu", (world,))
+            torch.manual_seed(0)
+            sharded = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+            reference = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+            reference.load_state_dict(sharded.state_dict())
+            for layer in (sharded[0], sharded[2]):
+                fully_shard(layer, mesh=mesh)
+            fully_shard(sharded, mesh=mesh)
+            fopt = torch.optim.SGD(sharded.parameters(), lr=0.01)
+            x, y = batches[0]
+            F.mse_loss(reference(x), y).backward()
+            full = torch.sqrt(sum(p.grad.pow(2).sum() for p in reference.parameters())).item()
+            with torch_audit.audit() as session:
+                exploding = next(c for c in session.checks if c.name == "exploding-gradient")
+                fopt.zero_grad()
+                F.mse_loss(sharded(x[rank * 8:(rank + 1) * 8]), y[rank * 8:(rank + 1) * 8]).backward()
+                fopt.step()
+                result["fsdp"] = {"norm": exploding._history[0], "ref": full}
+            result["fsdp"]["findings"] = [f.code for f in session.findings]
     finally:
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
             json.dump(result, fh)

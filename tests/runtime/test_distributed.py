@@ -1,4 +1,4 @@
-"""DDP with gloo on two CPU processes: symmetric collectives (no hang when one rank sees a NaN),
+"""DDP (and FSDP2) with gloo on two CPU processes: symmetric collectives (no hang when one rank sees a NaN),
 global norm equal to the single-process value, findings tagged by rank, rank 0 prints."""
 
 from __future__ import annotations
@@ -51,3 +51,11 @@ def test_ddp_two_processes(tmp_path):
     assert r1["printed"] == ""
     # fail_fast: both ranks stop together, before the step of rank 1's error, with its finding
     assert r0["raised_at"] == r1["raised_at"] == [1, "TA708", 1]
+    # FSDP2 on CPU: the global norm of the sharded gradients equals the single-process norm
+    import torch.distributed.fsdp as fsdp
+
+    assert (r0["fsdp"] is not None) == hasattr(fsdp, "fully_shard")
+    for r in (r0, r1):
+        if r["fsdp"] is not None:
+            assert r["fsdp"]["norm"] == pytest.approx(r["fsdp"]["ref"], rel=1e-5)
+            assert r["fsdp"]["findings"] == []
