@@ -207,6 +207,10 @@ def fix_bytes(
 
     ``only``: restrict to fixes of these codes. ``ignored``: codes dropped from every lint
     (per-file ignores). Never raises for a bad fix: it is dropped and reported."""
+    if path.lower().endswith(".ipynb"):  # fixes the cells' code, splices only changed cells back
+        from torch_audit.lint.notebook import fix_notebook
+
+        return fix_notebook(path, data, settings, unsafe=unsafe, only=only, ignored=ignored, max_passes=max_passes)
     out = FileFix(path, data)
 
     def lint(raw: bytes) -> FileResult:
@@ -505,7 +509,8 @@ def apply_fixes_command(
 
     remaining: dict[str, list[Finding]] = {p: list(fs) for p, fs in by_path.items()}
     fixed_total = 0
-    errors = sum(r.internal_errors for r in results if r.path not in {x.path for x in fixes})
+    refixed = {x.path for x in fixes}
+    errors = sum(r.internal_errors for r in results if r.path not in refixed)
     write_failures = 0
     diffs: list[str] = []
     changed_files = 0
