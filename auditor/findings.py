@@ -101,6 +101,8 @@ class Finding:
     count: int = 1
     value: float | str | None = None
     rank: int | None = None
+    # notebooks only: the 1-based cell (line and column are then relative to the cell)
+    cell: int | None = None
     # not serialised: the lines of the statement that carries the finding, for suppressions
     statement_lines: tuple[int, int] | None = dataclasses.field(
         default=None, repr=False, compare=False
@@ -115,7 +117,7 @@ class Finding:
 
     @property
     def sort_key(self) -> tuple:
-        return (self.path, self.line, self.column, self.code, self.message)
+        return (self.path, self.cell or 0, self.line, self.column, self.code, self.message)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -130,6 +132,8 @@ class Finding:
             "end_column": self.end_column,
             "fix": self.fix.to_dict() if self.fix else None,
         }
+        if self.cell is not None:
+            data["cell"] = self.cell
         if self.module is not None or self.step is not None:
             data.update(
                 module=self.module,

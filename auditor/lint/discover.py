@@ -36,7 +36,7 @@ DEFAULT_EXCLUDES = (
     ".ipynb_checkpoints",
 )
 
-SOURCE_SUFFIXES = (".py", ".pyi")
+SOURCE_SUFFIXES = (".py", ".pyi", ".ipynb")
 
 
 class PathNotFound(Exception):

@@ -132,8 +132,12 @@ def mentions_trigger(data: bytes, triggers: tuple[bytes, ...]) -> bool:
     return any(t in data for t in triggers)
 
 
-def lint_source(path: str, data: bytes, settings: LintSettings) -> FileResult:
-    """Lint the bytes of one file."""
+def lint_source(path: str, data: bytes, settings: LintSettings, *, notebook: bool | None = None) -> FileResult:
+    """Lint the bytes of one file (a Jupyter notebook when ``notebook``, by default for ``.ipynb``)."""
+    if notebook if notebook is not None else path.lower().endswith(".ipynb"):
+        from torch_audit.lint.notebook import lint_notebook
+
+        return lint_notebook(path, data, settings)
     result = FileResult(path)
     if len(data) > settings.max_file_bytes:
         result.notes.append(

@@ -16,6 +16,7 @@ def ordered(findings: Iterable[Finding]) -> list[Finding]:
         findings,
         key=lambda f: (
             f.path,
+            f.cell or 0,
             f.line,
             f.column,
             f.code,

@@ -23,12 +23,17 @@ def escape_property(text: str) -> str:
 def annotation(finding: Finding) -> str:
     props: list[tuple[str, object]] = []
     if finding.path:
+        region = (finding.line, finding.column, finding.end_line, finding.end_column)
+        if finding.cell is not None:  # a notebook: annotate the line of the .ipynb file
+            from torch_audit.lint.notebook import raw_region
+
+            region = raw_region(finding) or region
         props += [
             ("file", display_path(finding.path)),
-            ("line", finding.line),
-            ("col", finding.column),
-            ("endLine", finding.end_line),
-            ("endColumn", finding.end_column),
+            ("line", region[0]),
+            ("col", region[1]),
+            ("endLine", region[2]),
+            ("endColumn", region[3]),
         ]
     props.append(("title", f"{finding.code} {finding.name}"))
     rendered = ",".join(f"{key}={escape_property(str(value))}" for key, value in props)

@@ -148,15 +148,23 @@ def _result(finding: Finding, rule_index: int, root: str | os.PathLike[str]) -> 
     }
     if finding.path:
         location = _artifact_location(finding.path, root)
+        region = _region(finding.line, finding.column, finding.end_line, finding.end_column)
+        if finding.cell is not None:  # a notebook: point into the .ipynb file itself
+            from torch_audit.lint.notebook import raw_region
+
+            raw = raw_region(finding)
+            if raw is not None:
+                region = _region(*raw)
+            result["properties"] = {"cell": finding.cell, "cellLine": finding.line, "cellColumn": finding.column}
         result["locations"] = [
             {
                 "physicalLocation": {
                     "artifactLocation": location,
-                    "region": _region(finding.line, finding.column, finding.end_line, finding.end_column),
+                    "region": region,
                 }
             }
         ]
-        fix = _fix(finding, location)
+        fix = _fix(finding, location) if finding.cell is None else None
         if fix is not None:
             result["fixes"] = [fix]
     if is_runtime(finding):

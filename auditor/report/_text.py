@@ -56,8 +56,9 @@ def finding_line(finding: Finding, *, color: bool = False, unsafe_fixes: bool = 
     sep = style(":", CYAN)
     head = ""
     if finding.path:
+        cell = f"cell {finding.cell}{sep}" if finding.cell is not None else ""  # notebooks
         head = (
-            f"{style(display_path(finding.path), BOLD)}{sep}{finding.line}{sep}{finding.column}{sep} "
+            f"{style(display_path(finding.path), BOLD)}{sep}{cell}{finding.line}{sep}{finding.column}{sep} "
         )
     code = style(finding.code, BOLD, SEVERITY_COLOR[finding.severity])
     marker = f" {style('[*]', CYAN)}" if fix_is_applicable(finding, unsafe_fixes) else ""

@@ -1,0 +1,132 @@
+"""What the framework adapters share: option handling, the session's life, fail levels."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Mapping
+
+from torch_audit.findings import Finding, Severity
+
+#: ``fail_on`` values: a severity, or ``"never"``/``None`` to never fail.
+FAIL_LEVELS = ("error", "warning", "info", "never")
+
+
+def parse_fail_on(value: str | Severity | None) -> Severity | None:
+    if value is None or str(getattr(value, "value", value)).lower() in ("never", "none", "off"):
+        return None
+    try:
+        return Severity.parse(value)
+    except ValueError:
+        raise ValueError(f"fail_on must be one of {', '.join(FAIL_LEVELS)}, got {value!r}") from None
+
+
+def at_or_above(findings: Iterable[Finding], level: str | Severity | None) -> list[Finding]:
+    """The findings whose severity is at least ``level`` (none when ``level`` is None/"never")."""
+    severity = parse_fail_on(level)
+    if severity is None:
+        return []
+    return [f for f in findings if f.severity.rank >= severity.rank]
+
+
+def summarise(findings: list[Finding]) -> str:
+    from torch_audit.runtime.session import format_text
+
+    return format_text(findings)
+
+
+def one_line(finding: Finding) -> str:
+    where = f"{finding.path}:{finding.line}: " if finding.path else ""
+    extra = []
+    if finding.module:
+        extra.append(f"module {finding.module}")
+    if finding.step is not None:
+        extra.append(f"step {finding.step}")
+    suffix = f" ({', '.join(extra)})" if extra else ""
+    return f"{where}{finding.code} [{finding.name}] {finding.message}{suffix}"
+
+
+def log_finding(logger: logging.Logger, finding: Finding) -> None:
+    level = {Severity.ERROR: logging.ERROR, Severity.WARNING: logging.WARNING}.get(
+        finding.severity, logging.INFO
+    )
+    logger.log(level, "torch-audit: %s", one_line(finding))
+
+
+class SessionOwner:
+    """Starts and closes one runtime session for a framework's training run.
+
+    The session is a context manager; frameworks call us back at the start and the end of a
+    run (and, for Lightning, on an exception), so this holds the entered session between the
+    callbacks and guarantees it is closed exactly once."""
+
+    def __init__(
+        self,
+        *,
+        select: Iterable[str] | None = None,
+        ignore: Iterable[str] | None = None,
+        every: int = 1,
+        fail_fast: bool = False,
+        preview: bool = False,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+        fail_on: str | Severity | None = None,
+    ) -> None:
+        parse_fail_on(fail_on)  # validate early, at construction
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"every must be a positive integer, got {every!r}")
+        self.select = list(select) if select is not None and not isinstance(select, str) else select
+        self.ignore = list(ignore) if ignore is not None and not isinstance(ignore, str) else ignore
+        self.every = every
+        self.fail_fast = fail_fast
+        self.preview = preview
+        self.options = {k: dict(v) for k, v in (options or {}).items()}
+        self.fail_on = fail_on
+        self.session: Any = None
+        self.findings: list[Finding] = []
+        self._reported = 0
+
+    def start(self, model: Any = None, *, fail_fast: bool | None = None, sync: str = "auto") -> None:
+        from torch_audit.runtime.session import audit
+
+        self.close()
+        self.findings = []
+        self._reported = 0
+        session = audit(
+            model,
+            select=self.select,
+            ignore=self.ignore,
+            every=self.every,
+            fail_fast=self.fail_fast if fail_fast is None else fail_fast,
+            preview=self.preview,
+            options=self.options,
+            sync=sync,
+        )
+        session.__enter__()
+        self.session = session
+
+    @property
+    def active(self) -> bool:
+        return self.session is not None
+
+    def new_findings(self) -> list[Finding]:
+        """Findings that appeared since the last call (for logging them as they come)."""
+        source = self.session.findings if self.session is not None else self.findings
+        fresh = source[self._reported :]
+        self._reported = len(source)
+        return list(fresh)
+
+    def close(self, exc: BaseException | None = None) -> None:
+        """Exit the session (idempotent). With ``exc`` the run failed: the session finishes
+        without collectives and never raises ``AuditFailure`` over the original error."""
+        session, self.session = self.session, None
+        if session is None:
+            return
+        try:
+            if exc is None:
+                session.__exit__(None, None, None)
+            else:
+                session.__exit__(type(exc), exc, exc.__traceback__)
+        finally:
+            self.findings = list(session.findings)
+
+    def failures(self) -> list[Finding]:
+        return at_or_above(self.findings, self.fail_on)

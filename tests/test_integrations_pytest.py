@@ -1,0 +1,153 @@
+"""The pytest plugin (loaded through its ``pytest11`` entry point) tested with ``pytester``."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+
+pytest_plugins = ["pytester"]
+
+MODEL = '''
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torch_audit.runtime.session import active_session
+
+
+def train(bug=False, steps=2):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    for _ in range(steps):
+        opt.zero_grad()
+        out = model(x)
+        if bug:  # the planted bug: probabilities into cross_entropy
+            out = F.softmax(out, dim=-1)
+        F.cross_entropy(out, y).backward()
+        opt.step()
+'''
+
+
+def test_plugin_is_registered_through_its_entry_point(pytester):
+    pytester.makepyfile(
+        "def test_x(request):\n"
+        "    assert request.config.pluginmanager.has_plugin('torch_audit')\n"
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--markers")
+    result.stdout.fnmatch_lines(["*@pytest.mark.torch_audit(fail_on=*"])
+
+
+INNER = MODEL + '''
+def test_fixture_sees_the_bug(torch_audit):
+    assert active_session() is torch_audit
+    train(bug=True)
+    assert [f.code for f in torch_audit.findings] == ["TA707"]
+
+
+def test_fixture_clean(torch_audit):
+    train()
+    assert torch_audit.findings == []
+
+
+@pytest.mark.torch_audit(fail_on="error")
+def test_marker_bug_fails():
+    train(bug=True)
+
+
+@pytest.mark.torch_audit(fail_on="error")
+def test_marker_clean_passes():
+    train()
+
+
+@pytest.mark.torch_audit
+def test_marker_default_level_is_error():
+    train(bug=True)
+
+
+@pytest.mark.torch_audit(fail_on="never")
+def test_marker_never_only_reports():
+    train(bug=True)
+
+
+@pytest.mark.torch_audit(fail_on="error", ignore=["probabilities-into-cross-entropy"])
+def test_marker_ignore_is_passed_to_the_session():
+    train(bug=True)
+
+
+@pytest.mark.torch_audit(fail_on="warning", select=["TA707"])
+def test_marker_select_and_warning_level():
+    train(bug=True)
+
+
+@pytest.mark.torch_audit(fail_on="error")
+def test_marker_with_fixture(torch_audit):
+    train(bug=True)
+    assert torch_audit.findings
+
+
+@pytest.mark.torch_audit(fail_on="warning")
+def test_marker_own_error_wins():
+    train(bug=True)
+    raise KeyError("the test's own failure")
+
+
+def test_z_no_session_left_behind():
+    assert active_session() is None
+'''
+
+EXPECTED = {
+    "test_fixture_sees_the_bug": "PASSED",
+    "test_fixture_clean": "PASSED",
+    "test_marker_bug_fails": "FAILED",
+    "test_marker_clean_passes": "PASSED",
+    "test_marker_default_level_is_error": "FAILED",
+    "test_marker_never_only_reports": "PASSED",
+    "test_marker_ignore_is_passed_to_the_session": "PASSED",
+    "test_marker_select_and_warning_level": "FAILED",
+    "test_marker_with_fixture": "FAILED",
+    "test_marker_own_error_wins": "FAILED",
+    "test_z_no_session_left_behind": "PASSED",
+}
+
+
+def test_fixture_and_marker(pytester):
+    # in a subprocess: an in-process run would unload and re-import torch between runs
+    pytester.makepyfile(test_inner=INNER)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA")
+    outcomes = {}
+    for line in result.stdout.lines:
+        for word in ("PASSED", "FAILED"):
+            if line.startswith(word + " test_inner.py::"):
+                outcomes[line.split("::")[1].split()[0]] = word
+    assert outcomes == EXPECTED, result.stdout.str()
+    out = result.stdout.str()
+    # the failure message lists the findings at or above the level
+    result.stdout.fnmatch_lines(["*torch-audit found 1 finding(s) at or above 'error':*", "*TA707*"])
+    summary = {line.split("::")[1].split()[0]: line for line in result.stdout.lines if line.startswith("FAILED test_inner.py::")}
+    assert "torch-audit found" in summary["test_marker_bug_fails"]
+    # the test's own error is reported, not replaced by the audit's
+    assert "KeyError" in summary["test_marker_own_error_wins"]
+    assert "torch-audit found" not in summary["test_marker_own_error_wins"]
+    # findings appear as a report section, also for passing tests
+    assert "Captured torch-audit call" in out
+
+
+def test_bad_marker_arguments_are_a_usage_error(pytester):
+    pytester.makepyfile(
+        '''
+import pytest
+
+@pytest.mark.torch_audit("error")
+def test_x():
+    pass
+'''
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret != 0
+    result.stderr.fnmatch_lines(["*keyword arguments only*"]) if result.stderr.lines else \
+        result.stdout.fnmatch_lines(["*keyword arguments only*"])
