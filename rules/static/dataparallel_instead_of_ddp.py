@@ -21,8 +21,10 @@ class DataparallelInsteadOfDdp(StaticRule):
     `DistributedDataParallel` instead.
 
     ## Known problems
-    Libraries that keep `DataParallel` as a convenience fallback for interactive multi-GPU use are
-    reported too; suppress the finding there if the fallback is deliberate.
+    Preview: this is advice, not a correctness bug, and the code cannot show whether
+    `DataParallel` was a deliberate choice. In the corpus review most findings were library
+    fallbacks for interactive multi-GPU use, and one was the implementation of a user-selected
+    "dp" strategy (Lightning), where the advice cannot be acted on.
 
     There is no automatic fix: moving to `DistributedDataParallel` means one process per GPU
     (`torchrun`), `init_process_group`, a `DistributedSampler`, and saving/logging from rank 0
@@ -36,6 +38,7 @@ class DataparallelInsteadOfDdp(StaticRule):
     code = "TA502"
     name = "dataparallel-instead-of-ddp"
     severity = Severity.WARNING
+    status = "preview"
     message = "`{call}` is slower than DistributedDataParallel even on one machine and does not scale across machines"
     fix_title = "Use torch.nn.parallel.DistributedDataParallel (one process per GPU, e.g. via torchrun)"
 
