@@ -65,12 +65,9 @@ class FileContext:
         return (scope or self.scope).qualname(expr)
 
     def call(self, node: cst.Call) -> Call | None:
-        """The indexed record of a call (its statement, scope, qualified name)."""
-        return self._calls_by_node.get(id(node))
-
-    @functools.cached_property
-    def _calls_by_node(self) -> dict[int, Call]:
-        return {id(c.node): c for c in self.indexer.all_calls}
+        """The indexed record of a call (its statement, scope, qualified name); during the walk,
+        every call visited so far is known."""
+        return self.indexer.calls_by_node.get(id(node))
 
     def grad_enabled(self, stmt: Statement | None = None) -> bool | None:
         """False under ``no_grad``/``inference_mode`` (``with`` or decorator), True under

@@ -263,6 +263,8 @@ class Indexer:
         # per-scope saved context, so that a nested function does not inherit the outer loop
         self._saved: list[tuple] = []
         self.all_calls: list[Call] = []
+        #: id(cst.Call) → its record, filled as the walk goes (so lookups during the walk work)
+        self.calls_by_node: dict[int, Call] = {}
         self.by_node: dict[int, Statement] = {}
 
     # -- helpers -----------------------------------------------------------------------------
@@ -516,3 +518,4 @@ class Indexer:
         call = Call(node, stmt, self.scope, method, receiver)
         self.scope.calls.append(call)
         self.all_calls.append(call)
+        self.calls_by_node[id(node)] = call
