@@ -1,6 +1,7 @@
 import libcst as cst
 
-from torch_audit.findings import Severity
+from torch_audit.findings import Applicability, Fix, Severity
+from torch_audit.lint import fixes
 from torch_audit.lint.facts.names import dotted
 from torch_audit.rule import StaticRule
 
@@ -27,7 +28,12 @@ class RequiresGradTypo(StaticRule):
     user's own field and is not reported. Misspelt keyword arguments (`torch.zeros(3,
     require_grad=True)`) are not reported: PyTorch rejects them with a `TypeError` at once.
 
+    ## Fix safety
+    The fix renames the attribute to `requires_grad`. It is safe: the misspelt assignment has no
+    effect at all, and the fix makes the code do what it says.
+
     ## References
+    - [TorchFix TOR002](https://github.com/pytorch-labs/torchfix#tor002) (this rule also covers it)
     - [torch.Tensor.requires_grad](https://pytorch.org/docs/stable/generated/torch.Tensor.requires_grad.html)
     - [Excluding subgraphs from backward](https://pytorch.org/docs/stable/notes/autograd.html#setting-requires-grad)
     """
@@ -36,7 +42,8 @@ class RequiresGradTypo(StaticRule):
     name = "requires-grad-typo"
     severity = Severity.ERROR
     message = "`{obj}.{attr}` is not `requires_grad`: the assignment creates a new attribute and changes nothing"
-    fix_title = "Spell it `{obj}.requires_grad`"
+    fix_title = "Spell it `requires_grad`"
+    fixable = "always"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -44,17 +51,24 @@ class RequiresGradTypo(StaticRule):
         self._read: set[str] = set()
 
     def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
-        target = node.target
-        if isinstance(target, cst.Attribute) and _is_typo(target.attr.value):
+        self._collect(node.target)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self._collect(node.target)
+
+    def _collect(self, target: cst.BaseExpression) -> None:
+        if isinstance(target, (cst.Tuple, cst.List)):
+            for element in target.elements:  # `p.require_grad, n = False, 0`
+                self._collect(element.value)
+        elif isinstance(target, cst.Attribute) and _is_typo(target.attr.value):
             self._assigned.append(target)
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
         name = node.attr.value
         if not _is_typo(name):
             return
-        parent = self.ctx.parent
-        if isinstance(parent, cst.AssignTarget) and parent.target is node:
-            return
+        if any(node is t for t in self._assigned):
+            return  # the assignment itself, not a read
         self._read.add(name)
 
     def leave_Module(self, original_node: cst.Module) -> None:
@@ -62,7 +76,8 @@ class RequiresGradTypo(StaticRule):
             attr = target.attr.value
             if attr in self._read:
                 continue
-            self.report(target.attr, obj=dotted(target.value) or self.ctx.code(target.value), attr=attr)
+            fix = Fix("Spell it `requires_grad`", Applicability.SAFE, (fixes.replace(self.ctx, target.attr, _RIGHT),))
+            self.report(target.attr, obj=dotted(target.value) or self.ctx.code(target.value), attr=attr, fix=fix)
 
 
 def _is_typo(name: str) -> bool:
