@@ -90,9 +90,6 @@ def make_callback(base: type) -> type:
             """The running session during ``fit`` (None otherwise)."""
             return self._owner.session
 
-        def state_key(self) -> str:  # type: ignore[override]
-            return "torch_audit.AuditCallback"
-
         # -- hooks ----------------------------------------------------------------------------
         def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
             self._owner.start(pl_module)
