@@ -93,7 +93,7 @@ def run_cli(args: list[str], cwd: Path) -> float:
 def bench_corpus(corpus: Path) -> None:
     files = [p for p in corpus.rglob("*.py")]
     lines = sum(p.read_bytes().count(b"\n") for p in files)
-    print(f"## full corpus: {len(files):,} files, {lines:,} lines")
+    print(f"## {corpus}: {len(files):,} files, {lines:,} lines")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         t1 = run_cli(["--no-cache", "--jobs", "1", str(corpus)], work)
@@ -120,11 +120,12 @@ def main() -> None:
     parser.add_argument("corpus", nargs="?", default=os.environ.get("TORCH_AUDIT_CORPUS", "/work/corpus"))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-full", action="store_true", help="only the 37-file and one-file measurements")
+    parser.add_argument("--full-path", help="measure jobs scaling and the warm cache on this part of the corpus instead")
     args = parser.parse_args()
     corpus = Path(args.corpus)
     bench_floor(transformers_files(corpus), args.repeat)
     if not args.skip_full:
-        bench_corpus(corpus)
+        bench_corpus(Path(args.full_path) if args.full_path else corpus)
     bench_one_file(corpus)
 
 

@@ -329,3 +329,10 @@ def test_rule_page_and_list(run_cli):
     assert run_cli("rule", "nope").returncode == 2
     listing = json.loads(run_cli("rules", "--format", "json").stdout)
     assert any(r["code"] == "TA101" for r in listing)
+
+
+def test_shared_config_may_name_runtime_rules(project):
+    """One [tool.torch-audit] serves both passes: lint accepts runtime codes and options."""
+    write_config(project, 'ignore = ["nonfinite-loss", "TA101"]\n[tool.torch-audit.options.exploding-gradient]\nfactor = 20.0\n')
+    result = lint(cwd=project)
+    assert result.exit_code == 0, result.stderr

@@ -56,33 +56,40 @@ def _relative(path: str, root: Path) -> str:
         return Path(path).as_posix()
 
 
+def _resolve_selection(paths: list[str], opts: dict[str, Any], catalog):
+    config = resolve_config(paths, opts.get("config_file"), catalog)
+    cli_select = _selectors(opts.get("select"))
+    select = cli_select if cli_select else config.select
+    ignore = config.ignore + _selectors(opts.get("ignore"))
+    extend_select = config.extend_select + _selectors(opts.get("extend_select"))
+    preview = opts.get("preview")
+    preview = config.preview if preview is None else preview
+    rules = catalog.select(
+        select=select, ignore=ignore, extend_select=extend_select, preview=preview, kind="static"
+    )
+    return config, rules, per_file_ignored(config, catalog)
+
+
 def run_lint(paths: list[str], **opts: Any) -> int:
     from torch_audit.report import render
 
-    try:
-        catalog = load_catalog()
-    except CatalogError as exc:
-        _err(f"torch-audit: error: broken rule catalogue: {exc}")
-        return EXIT_ERROR
-    try:
-        config = resolve_config(paths, opts.get("config_file"), catalog)
-    except ConfigError as exc:
-        _err(f"torch-audit: error: {exc}")
-        return EXIT_ERROR
-
-    cli_select = _selectors(opts.get("select"))
-    try:
-        select = cli_select if cli_select else config.select
-        ignore = config.ignore + _selectors(opts.get("ignore"))
-        extend_select = config.extend_select + _selectors(opts.get("extend_select"))
-        preview = opts.get("preview")
-        preview = config.preview if preview is None else preview
-        rules = catalog.select(
-            select=select, ignore=ignore, extend_select=extend_select, preview=preview, kind="static"
-        )
-        pfi = per_file_ignored(config, catalog)
-    except UnknownSelector as exc:
-        _err(f"torch-audit: error: {exc}")
+    # The static rules are enough to lint; the runtime ones are imported only when the
+    # configuration or the command line names one of them (it saves start-up time).
+    problem: Exception | None = None
+    for kinds in (("static",), ("static", "runtime")):
+        try:
+            catalog = load_catalog(kinds)
+            config, rules, pfi = _resolve_selection(paths, opts, catalog)
+        except CatalogError as exc:
+            _err(f"torch-audit: error: broken rule catalogue: {exc}")
+            return EXIT_ERROR
+        except (ConfigError, UnknownSelector) as exc:
+            problem = exc
+            continue
+        problem = None
+        break
+    if problem is not None:
+        _err(f"torch-audit: error: {problem}")
         return EXIT_ERROR
 
     torch_version = opts.get("torch_version")
