@@ -46,6 +46,24 @@ def _context():
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
+def _from_cache(path: str, entry: dict) -> FileResult | None:
+    """A cached result, or None when the entry parses as JSON but is not one of ours (a
+    corrupted or foreign file): it is then treated as a miss and rewritten."""
+    try:
+        result = FileResult.from_cache(path, entry)
+        for f in result.findings:
+            positions = (f.line, f.column, f.end_line, f.end_column)
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in positions):
+                return None
+            if not all(isinstance(v, str) for v in (f.code, f.name, f.message)):
+                return None
+        if not all(isinstance(n, str) for n in result.notes):
+            return None
+    except Exception:
+        return None
+    return result
+
+
 def lint_files(
     files: Iterable[Path],
     settings: LintSettings,
@@ -72,8 +90,9 @@ def lint_files(
         key = Cache.key(data) if cache is not None else None
         if cache is not None and key is not None:
             hit = cache.get(key)
-            if hit is not None:
-                results[i] = FileResult.from_cache(name, hit)
+            cached = _from_cache(name, hit) if hit is not None else None
+            if cached is not None:
+                results[i] = cached
                 continue
         todo.append((i, name, data, key))
 
