@@ -148,6 +148,8 @@ class InferenceFacts:
                 and ctor.qualname is not None
                 and (ctor.qualname.startswith(("torch.nn.",) + MODEL_FACTORY_PREFIXES))
             )
+            if _result_unused(call):
+                continue  # run for its side effects (hooks, warm-up, capture), not to predict
             last = subject.rsplit(".", 1)[-1]
             if known_model or (ctor is None and MODEL_NAME.search(last)):
                 uses.append(ModelUse(call, subject, ctor))
@@ -277,3 +279,14 @@ class InferenceFacts:
             self._eval_in_or_above(caller.scope, depth - 1, seen)
             for caller in training.callers(scope)
         )
+
+
+def _result_unused(call: Call) -> bool:
+    """``model(x)`` as a statement of its own: the output is thrown away."""
+    stmt = call.stmt.node
+    return (
+        isinstance(stmt, cst.SimpleStatementLine)
+        and len(stmt.body) == 1
+        and isinstance(stmt.body[0], cst.Expr)
+        and stmt.body[0].value is call.node
+    )
