@@ -5,7 +5,7 @@
 
 PATH defaults to /work/corpus (fetched with ../shared/corpus/fetch.sh, about 6,000 files). The
 interpreter's ``Lib/`` folder (``sysconfig.get_paths()["stdlib"]``) is added unless
-``--no-stdlib``. Every ``.py``/``.pyi`` file is linted (no excludes, no .gitignore), with every
+``--no-stdlib`` (without its ``site-packages`` unless ``--with-site-packages``). Every ``.py``/``.pyi`` file is linted (no excludes, no .gitignore), with every
 static rule including preview and opt-in ones, straight through the engine
 (:func:`torch_audit.lint.engine.lint_source`) in worker processes, so each file is timed on its
 own. By default the "mentions torch" prefilter is switched off, so that the parser, the facts and
@@ -119,10 +119,10 @@ def _lint_one(path: str) -> dict:
     }
 
 
-def collect(root: Path) -> list[str]:
+def collect(root: Path, skip_dirs: tuple[str, ...] = ()) -> list[str]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if d not in skip_dirs)
         for name in sorted(filenames):
             if name.endswith((".py", ".pyi")):
                 p = os.path.join(dirpath, name)
@@ -131,8 +131,9 @@ def collect(root: Path) -> list[str]:
     return out
 
 
-def run_tree(label: str, root: Path, settings, jobs: int, timeout: int, slowest: int) -> dict:
-    files = collect(root)
+def run_tree(label: str, root: Path, settings, jobs: int, timeout: int, slowest: int,
+             skip_dirs: tuple[str, ...] = ()) -> dict:
+    files = collect(root, skip_dirs)
     # Big files first so that no worker ends with a giant.
     files.sort(key=lambda p: -os.path.getsize(p))
     start = time.perf_counter()
@@ -153,6 +154,7 @@ def run_tree(label: str, root: Path, settings, jobs: int, timeout: int, slowest:
     timeouts = [r for r in rows if r.get("timeout")]
     io_errors = [r for r in rows if "io_error" in r]
     skipped = collections.Counter()
+    skipped_notes: list[str] = []
     parsed = 0
     for r in rows:
         for code in r.get("codes", ()):
@@ -165,8 +167,14 @@ def run_tree(label: str, root: Path, settings, jobs: int, timeout: int, slowest:
                 skipped["over the size limit"] += 1
             elif "nested" in note:
                 skipped["nested too deeply"] += 1
+            elif "parser cannot read" in note:
+                skipped["valid Python libcst cannot parse"] += 1
+            elif note:
+                skipped["other: " + note.split(": skipped, ", 1)[-1][:60]] += 1
             else:
                 skipped["prefiltered (no trigger word)"] += 1
+            if note:
+                skipped_notes.append(note)
         elif "codes" in r:
             parsed += 1
     total_seconds = sum(r["seconds"] for r in rows)
@@ -185,6 +193,8 @@ def run_tree(label: str, root: Path, settings, jobs: int, timeout: int, slowest:
         "findings": sum(per_rule.values()),
         "per_rule": dict(sorted(per_rule.items())),
         "skipped": dict(skipped),
+        "skipped_notes": skipped_notes,
+        "syntax_or_unreadable": sorted(r["path"] for r in rows if {"TA001", "TA002"} & set(r.get("codes", ()))),
         "internal_errors": [
             {"path": r["path"], "messages": r.get("internal", []), "tracebacks": r.get("tracebacks", [])}
             for r in internal
@@ -206,6 +216,12 @@ def print_summary(s: dict) -> None:
           f"wall {s['wall_seconds']} s  (CPU time summed over files {s['cpu_seconds_in_lint']} s, "
           f"{1000 * s['cpu_seconds_in_lint'] / max(s['parsed'], 1):.0f} ms per parsed file)")
     print(f"skipped: {s['skipped'] or 'none'}")
+    for note in s["skipped_notes"][:20]:
+        print(f"  {note}")
+    if s["syntax_or_unreadable"]:
+        print(f"syntax-error/unreadable-file findings in {len(s['syntax_or_unreadable'])} file(s):")
+        for path in s["syntax_or_unreadable"][:20]:
+            print(f"  {path}")
     print(f"findings {s['findings']}; per rule:")
     for code, n in s["per_rule"].items():
         print(f"  {code} {n}")
@@ -229,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="*", type=Path)
     ap.add_argument("--no-stdlib", action="store_true", help="do not lint CPython's Lib/")
+    ap.add_argument("--with-site-packages", action="store_true",
+                    help="also lint Lib/site-packages (numpy, scipy, ... when installed there)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--prefilter", action="store_true", help="keep the 'mentions torch' prefilter")
     ap.add_argument("--timeout", type=int, default=120, help="seconds per file before it counts as a hang")
@@ -241,15 +259,17 @@ def main(argv: list[str] | None = None) -> int:
     settings = _settings(args.prefilter)
     print(f"torch-audit static rules: {len(settings.rules)} (all, including preview and opt-in); "
           f"prefilter {'on' if args.prefilter else 'off'}; jobs {args.jobs}; python {sys.version.split()[0]}")
-    trees = [(f"corpus {p.name}", p) for p in (args.paths or [DEFAULT_CORPUS])]
+    trees = [(f"corpus {p.name}", p, ()) for p in (args.paths or [DEFAULT_CORPUS])]
     if not args.no_stdlib:
-        trees.append(("CPython Lib", Path(sysconfig.get_paths()["stdlib"])))
+        skip = () if args.with_site_packages else ("site-packages", "dist-packages")
+        label = "CPython Lib" + (" with site-packages" if args.with_site_packages else "")
+        trees.append((label, Path(sysconfig.get_paths()["stdlib"]), skip))
     summaries = []
-    for label, root in trees:
+    for label, root, skip_dirs in trees:
         if not root.exists():
             print(f"{label}: {root} does not exist (fetch it with ../shared/corpus/fetch.sh)", file=sys.stderr)
             return 2
-        s = run_tree(label, root, settings, args.jobs, args.timeout, args.slowest)
+        s = run_tree(label, root, settings, args.jobs, args.timeout, args.slowest, skip_dirs)
         print_summary(s)
         summaries.append(s)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

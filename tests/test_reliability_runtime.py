@@ -554,13 +554,13 @@ def test_run_history_for_the_html_report_is_bounded(tmp_path):
     import io
 
     growth = {}
-    for n in (500, 2000):
+    for n in (300, 1300):
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             outcome = audit_script(str(script), [str(n)], history=True)
         assert outcome.exception is None, outcome.exception
         growth[n] = int(buf.getvalue().split("GROWTH")[1].split()[0])
-    per_step = (growth[2000] - growth[500]) / 1500
+    per_step = (growth[1300] - growth[300]) / 1000
     # bounded (decimated) history: next to nothing per step; one entry per step is ~300 bytes
     assert per_step < 100, f"{per_step:.0f} bytes per step ({growth})"
 
