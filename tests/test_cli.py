@@ -336,3 +336,20 @@ def test_shared_config_may_name_runtime_rules(project):
     write_config(project, 'ignore = ["nonfinite-loss", "TA101"]\n[tool.torch-audit.options.exploding-gradient]\nfactor = 20.0\n')
     result = lint(cwd=project)
     assert result.exit_code == 0, result.stderr
+
+
+def test_editing_a_rule_module_starts_a_fresh_cache(tmp_path):
+    import torch_audit.rules.static.bias_before_norm as rule_module
+    from torch_audit.catalog import load_catalog
+    from torch_audit.lint.engine import LintSettings
+
+    settings = LintSettings(rules=load_catalog(("static",)).select(kind="static"))
+    before = settings.fingerprint("1.0")
+    path = Path(rule_module.__file__)
+    stat = path.stat()
+    try:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        assert settings.fingerprint("1.0") != before
+    finally:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert settings.fingerprint("1.0") == before

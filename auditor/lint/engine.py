@@ -51,6 +51,7 @@ class LintSettings:
     def fingerprint(self, version: str) -> str:
         parts = [
             version,
+            _code_stamp(),
             ",".join(f"{r.code}:{r.__module__}" for r in self.rules),
             repr(sorted((k, sorted(v.items())) for k, v in self.options.items())),
             str(self.torch_version),
@@ -58,6 +59,23 @@ class LintSettings:
             str(self.report_unused_suppressions),
         ]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def _code_stamp() -> str:
+    """Size and modification time of every loaded torch_audit module: editing a rule or the
+    engine in a working tree (where the version does not change) starts a fresh cache."""
+    import os
+
+    stamps = []
+    for name, module in sorted(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if name.startswith("torch_audit") and path:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            stamps.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(stamps).encode()).hexdigest()
 
 
 @dataclasses.dataclass
