@@ -113,27 +113,13 @@ class Dataflow:
         if depth > _MAX_DEPTH:
             yield UNKNOWN
             return
-        if isinstance(expr, cst.Name):
-            key = (id(scope), expr.value, at)
-            if key in seen:
+        if isinstance(expr, (cst.Name, cst.Attribute)):
+            found = self._definition(expr, scope, at, seen, (id(scope), dotted(expr), at))
+            if found is None:
                 yield UNKNOWN
                 return
-            seen.add(key)
-            a = self.reaching(expr.value, scope, at)
-            if a is None:
-                yield UNKNOWN
-                return
-            yield from self._from_assignment(a, scope, depth, seen, objects=True)
-            return
-        if isinstance(expr, cst.Attribute):
-            attr = self._self_attribute(expr, scope)
-            if attr is not None:
-                cls, name = attr
-                defs = cls.attributes.get(name, [])
-                if len(defs) == 1:
-                    yield from self._from_assignment(defs[0], defs[0].stmt.scope, depth, seen, objects=True)
-                    return
-            yield UNKNOWN
+            a, where = found
+            yield from self._from_assignment(a, where, depth, seen, objects=True)
             return
         if isinstance(expr, cst.Call):
             call = self.ctx.call(expr)
@@ -141,6 +127,23 @@ class Dataflow:
                          call.method if call else None)
             return
         yield Source("literal", expr, scope)
+
+    def _definition(self, expr, scope: Scope, at: int, seen: set, key: tuple) -> tuple[Assignment, Scope] | None:
+        """The one assignment that gives a name (reaching ``at``) or a ``self.`` attribute (set
+        exactly once in the class) its value, with the scope it happens in; None when the code
+        does not say, or when the same question is already being followed (a cycle)."""
+        if isinstance(expr, cst.Name):
+            if key in seen:
+                return None
+            seen.add(key)
+            a = self.reaching(expr.value, scope, at)
+            return (a, scope) if a is not None else None
+        attr = self._self_attribute(expr, scope)
+        if attr is None:
+            return None
+        cls, name = attr
+        defs = cls.attributes.get(name, [])
+        return (defs[0], defs[0].stmt.scope) if len(defs) == 1 else None
 
     def _self_attribute(self, expr: cst.Attribute, scope: Scope) -> tuple[Scope, str] | None:
         """``self.x`` inside a method → (class scope, "x")."""
@@ -189,27 +192,13 @@ class Dataflow:
             if expr.value in ("None", "True", "False"):
                 yield Source("literal", expr, scope)
                 return
-            key = (id(scope), expr.value, at, element)
-            if key in seen:
+        if isinstance(expr, (cst.Name, cst.Attribute)):
+            found = self._definition(expr, scope, at, seen, (id(scope), dotted(expr), at, element))
+            if found is None:
                 yield UNKNOWN
                 return
-            seen.add(key)
-            a = self.reaching(expr.value, scope, at)
-            if a is None:
-                yield UNKNOWN
-                return
-            yield from self._from_assignment(a, scope, depth, seen, objects=False, element=element)
-            return
-        if isinstance(expr, cst.Attribute):
-            attr = self._self_attribute(expr, scope)
-            if attr is not None:
-                cls, name = attr
-                defs = cls.attributes.get(name, [])
-                if len(defs) == 1:
-                    d = defs[0]
-                    yield from self._from_assignment(d, d.stmt.scope, depth, seen, objects=False, element=element)
-                    return
-            yield UNKNOWN
+            a, where = found
+            yield from self._from_assignment(a, where, depth, seen, objects=False, element=element)
             return
         if isinstance(expr, (cst.Tuple, cst.List)) and element is not None and isinstance(element, int):
             elements = expr.elements
