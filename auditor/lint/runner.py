@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from torch_audit.lint.cache import Cache
-from torch_audit.lint.engine import FileResult, LintSettings, lint_source
+from torch_audit.lint.engine import FileResult, LintSettings, lint_source, mentions_trigger
 
 #: Below this many files to parse, starting worker processes costs more than it saves.
 MIN_FILES_FOR_WORKERS = 8
@@ -84,7 +84,7 @@ def lint_files(
         except OSError as exc:
             warnings.append(f"{name}: cannot read: {exc.strerror or exc}")
             continue
-        if len(data) <= settings.max_file_bytes and not any(t in data for t in triggers):
+        if len(data) <= settings.max_file_bytes and not mentions_trigger(data, triggers):
             results[i] = FileResult(name, skipped=True)
             continue
         key = Cache.key(data) if cache is not None else None
