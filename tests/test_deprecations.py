@@ -111,8 +111,10 @@ def _entry(name):
         ("torch.qr", "1.8", None),
         ("torch.qr", "1.9", "deprecated"),
         ("torch.solve", None, "removed"),
-        ("torch.solve", "1.12", "deprecated"),
-        ("torch.solve", "1.13", "removed"),
+        ("torch.solve", "1.13", "deprecated"),
+        ("torch.solve", "2.0", "removed"),
+        ("torch.lstsq", "1.12", "deprecated"),
+        ("torch.lstsq", "1.13", "removed"),
         ("torch.solve", "1.8", None),
         ("torch.cuda.amp.autocast", "2.3", None),
         ("torch.cuda.amp.autocast", "2.4", "deprecated"),
@@ -171,7 +173,7 @@ def test_messages_name_version_and_replacement():
     catalog = load_catalog()
     settings = LintSettings(rules=[catalog["removed-torch-api"]])
     [finding] = lint_source("x.py", SOLVE.encode(), settings).findings
-    assert "deprecated in torch 1.9, removed in 1.13" in finding.message
+    assert "deprecated in torch 1.9, removed in 2.0" in finding.message
     assert "torch.linalg.solve" in finding.message
 
 
