@@ -354,7 +354,6 @@ def test_model_grown_and_optimizer_rebuilt_mid_run():
     assert [f for f in session.findings if f.severity.value == "error"] == [], session.report()
 
 
-@pytest.mark.xfail(strict=True, reason=XFAIL_INDEX)
 def test_model_grown_without_rebuilding_the_optimizer_is_reported():
     """The bug param-not-in-optimizer exists for, made inside the session."""
 
@@ -408,7 +407,6 @@ def test_parameter_dtype_changed_mid_run():
     assert "TA799" not in session.codes, session.report()
 
 
-@pytest.mark.xfail(strict=True, reason=XFAIL_INDEX)
 def test_parameter_replaced_by_a_new_tensor_mid_run_is_reported():
     """``layer.weight = nn.Parameter(...)`` after the optimizer was built: the new weight gets
     gradients the optimizer never applies."""
@@ -470,8 +468,6 @@ def test_module_shared_by_two_models():
     assert len(act) == len({f.module for f in act})
 
 
-@pytest.mark.xfail(strict=True, reason="two root models of the same class get the same label "
-                   "(Sequential.1 names both heads): findings cannot say which model")
 def test_two_models_of_the_same_class_get_distinct_names():
     encoder = nn.Linear(8, 8)
     a, b = nn.Sequential(encoder, nn.Linear(8, 2)), nn.Sequential(encoder, nn.Linear(8, 3))

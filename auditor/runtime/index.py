@@ -1,12 +1,19 @@
 """Names for what the session sees: qualified module and parameter names under the outermost
 modules ("roots") that ran a forward pass or were passed as ``model=``.
 
-Everything is held weakly: the index never keeps a model alive."""
+Everything is held weakly: the index never keeps a model alive.
+
+The model may change while the session runs (a layer appended, ``layer.weight =
+nn.Parameter(...)``). The session forwards torch's global module/parameter registration hooks to
+:meth:`ModelIndex.registered`, which only marks the index stale when the module being changed
+is one it knows; the next lookup rebuilds it. So a change costs one rebuild, and an unchanged
+model costs one attribute test per lookup (no walk over the parameters, no host read).
+"""
 
 from __future__ import annotations
 
 import weakref
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
@@ -14,80 +21,124 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 class ModelIndex:
     def __init__(self) -> None:
-        self._roots: list[weakref.ref] = []
+        #: (root, label) pairs; the label names the root in qualified names when there are
+        #: several roots, and is unique among them ("Sequential", "Sequential#2").
+        self._roots: list[tuple[weakref.ref, str]] = []
+        self._stale = False
+        self._version = 0
         self.module_names: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.module_root: WeakIdKeyDictionary = WeakIdKeyDictionary()
-        self.module_parent: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._module_parent: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.param_names: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.param_owner: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
     # -- roots --------------------------------------------------------------------------------
+    def _live_roots(self) -> list[tuple[torch.nn.Module, str]]:
+        return [(m, label) for ref, label in self._roots if (m := ref()) is not None]
+
     def roots(self) -> list[torch.nn.Module]:
-        out = []
-        for ref in self._roots:
-            m = ref()
-            if m is not None:
-                out.append(m)
-        return out
+        return [m for m, _ in self._live_roots()]
 
     def knows(self, module: torch.nn.Module) -> bool:
+        self._refresh()
         return module in self.module_names
 
     def add_root(self, module: torch.nn.Module) -> None:
         """Index ``module`` and its children (no-op when it is already a known submodule)."""
-        if module in self.module_names:
+        if self.knows(module):
             return
-        roots = [r for r in self.roots() if r is not module]
         # a new outer module absorbs the roots it contains
-        inner = {id(m) for _, m in module.named_modules()}
-        roots = [r for r in roots if id(r) not in inner]
-        roots.append(module)
-        self._roots = [weakref.ref(r) for r in roots]
+        inner = {id(m) for m in module.modules()}
+        roots = [(r, label) for r, label in self._live_roots() if id(r) not in inner]
+        roots.append((module, self._free_label(type(module).__name__, {label for _, label in roots})))
+        self._roots = [(weakref.ref(r), label) for r, label in roots]
         self._rebuild()
 
+    @staticmethod
+    def _free_label(name: str, taken: set[str]) -> str:
+        """``name``, or ``name#2``, ``name#3``... when another root of that class holds it (the
+        same style as the optimizer labels)."""
+        label, n = name, 1
+        while label in taken:
+            n += 1
+            label = f"{name}#{n}"
+        return label
+
+    # -- structural changes -------------------------------------------------------------------
+    def registered(self, module: torch.nn.Module, name: str, value: Any) -> None:
+        """A global registration hook: ``module`` gets a new child module or parameter ``name``.
+
+        Called before torch stores ``value``, so the rebuild waits for the next lookup. Modules
+        the index does not know (a layer being constructed) are ignored: building models costs
+        nothing."""
+        if not self._stale and module in self.module_names:
+            self._stale = True
+
+    def _refresh(self) -> None:
+        if self._stale:
+            self._rebuild()
+
+    @property
+    def version(self) -> int:
+        """Goes up whenever the names change (a root added, a known module changed): checks
+        that look at every parameter do it again then, not on every step."""
+        self._refresh()
+        return self._version
+
     def _rebuild(self) -> None:
-        self.module_names.clear()
-        self.module_root.clear()
-        self.module_parent.clear()
-        self.param_names.clear()
-        self.param_owner.clear()
-        roots = self.roots()
+        self._stale = False
+        self._version += 1
+        for table in (self.module_names, self.module_root, self._module_parent,
+                      self.param_names, self.param_owner):
+            table.clear()
+        roots = self._live_roots()
         many = len(roots) > 1
-        for root in roots:
-            root_label = type(root).__name__
+        for root, root_label in roots:
             for qual, mod in root.named_modules(remove_duplicate=True):
-                if mod in self.module_names:
-                    continue
-                name = qual if qual else root_label
-                if many and qual:
-                    name = f"{root_label}.{qual}"
-                self.module_names[mod] = name
-                self.module_root[mod] = root
-                for child in mod.children():
-                    if child not in self.module_parent:
-                        self.module_parent[child] = mod
-                for pname, p in mod.named_parameters(recurse=False):
-                    if p not in self.param_names:
-                        self.param_names[p] = f"{name}.{pname}" if qual or many else pname
-                        self.param_owner[p] = mod
+                if mod not in self.module_names:  # a module shared by two roots: the first names it
+                    self._add_module(mod, qual, root, root_label, many)
+
+    def _add_module(self, mod: torch.nn.Module, qual: str, root: torch.nn.Module,
+                    root_label: str, many: bool) -> None:
+        name = qual if qual else root_label
+        if many and qual:
+            name = f"{root_label}.{qual}"
+        self.module_names[mod] = name
+        self.module_root[mod] = root
+        for child in mod.children():
+            if child not in self._module_parent:
+                self._module_parent[child] = mod
+        for pname, p in mod.named_parameters(recurse=False):
+            if p not in self.param_names:
+                self.param_names[p] = f"{name}.{pname}" if qual or many else pname
+                self.param_owner[p] = mod
 
     # -- lookups ------------------------------------------------------------------------------
     def name(self, module: torch.nn.Module) -> str:
+        self._refresh()
         return self.module_names.get(module) or type(module).__name__
 
     def root_of(self, module: torch.nn.Module) -> torch.nn.Module | None:
+        self._refresh()
         return self.module_root.get(module)
 
+    def parent(self, module: torch.nn.Module) -> torch.nn.Module | None:
+        self._refresh()
+        return self._module_parent.get(module)
+
     def param_name(self, param: torch.Tensor, fallback: str | None = None) -> str:
+        self._refresh()
         name = self.param_names.get(param)
         if name is not None:
             return name
         return fallback or f"<parameter {tuple(param.shape)}>"
 
     def owner(self, param: torch.Tensor) -> torch.nn.Module | None:
+        self._refresh()
         return self.param_owner.get(param)
 
     def parameters(self) -> Iterator[torch.Tensor]:
+        self._refresh()
         return iter(list(self.param_names.keys()))
 
     def clear(self) -> None:

@@ -305,6 +305,9 @@ class AuditSession:
             self._handles.append(
                 nn_module.register_module_forward_hook(self._forward_post, always_call=True)
             )
+            # layers added or parameters replaced inside the block must get names too
+            self._handles.append(nn_module.register_module_module_registration_hook(self.index.registered))
+            self._handles.append(nn_module.register_module_parameter_registration_hook(self.index.registered))
         if any(e in ev for e in ("step_pre", "step_post")) or self.checks:
             self._handles.append(optim_module.register_optimizer_step_pre_hook(self._step_pre))
             self._handles.append(optim_module.register_optimizer_step_post_hook(self._step_post))
@@ -682,7 +685,7 @@ class AuditSession:
         while m is not None:
             if not is_torch_class(type(m)):
                 return class_location(m)
-            m = self.index.module_parent.get(m)
+            m = self.index.parent(m)
         return None
 
     def call_site(self, module: torch.nn.Module) -> tuple[str, int] | None:
@@ -691,12 +694,12 @@ class AuditSession:
         from torch_audit.runtime.source import attribute_use_line
 
         child = module
-        parent = self.index.module_parent.get(child)
+        parent = self.index.parent(child)
         while parent is not None:
             attr = next((k for k, v in parent._modules.items() if v is child), None)
             if attr is not None and not is_torch_class(type(parent)):
                 return attribute_use_line(type(parent), attr)
-            child, parent = parent, self.index.module_parent.get(parent)
+            child, parent = parent, self.index.parent(parent)
         return None
 
     def add_finding(

@@ -10,6 +10,9 @@ class ParamNotInOptimizer(RuntimeCheck):
     used in the session (checked on the first steps and every tenth step, judged at the end so
     that a second optimizer, as in a GAN, counts).
 
+    Layers added and parameters replaced inside the session are seen too: the first steps after
+    such a change are checked again.
+
     ## Why is this bad?
     The parameters get gradients (they are part of the computation and cost memory and time)
     but are never updated: a classification head swapped in after the optimizer was built, a
@@ -31,10 +34,15 @@ class ParamNotInOptimizer(RuntimeCheck):
     fix_title = "Rebuild the optimizer after changing the model, or add_param_group() the new parameters"
     events = frozenset({"step_pre", "finish"})
 
+    #: steps checked from the start, and again after the model changed
+    recheck_steps = 3
+
     def setup(self) -> None:
         from torch.utils.weak import WeakIdKeyDictionary
 
         self._candidates = WeakIdKeyDictionary()
+        self._index_version = self.session.index.version
+        self._check_until = self.recheck_steps
 
     def close(self) -> None:
         self._candidates.clear()
@@ -47,7 +55,11 @@ class ParamNotInOptimizer(RuntimeCheck):
         return ids
 
     def on_step_pre(self, ctx) -> None:
-        if ctx.step >= 3 and ctx.step % 10:
+        version = self.session.index.version
+        if version != self._index_version:  # a layer added or a parameter replaced mid-run
+            self._index_version = version
+            self._check_until = ctx.step + self.recheck_steps
+        if ctx.step >= self._check_until and ctx.step % 10:
             return
         optimized = self._optimized()
         for p in self.session.index.parameters():

@@ -350,6 +350,27 @@ def test_model_argument_restricts_the_audit():
     assert "TA802" in session.codes
 
 
+def test_index_follows_changes_to_known_modules_only():
+    """The model index rebuilds after a known module changed, not when unrelated modules are
+    built; one model keeps unprefixed names, roots of one class get numbered labels."""
+    model = nn.Sequential(nn.Linear(4, 4))
+    with torch_audit.audit() as session:
+        model(torch.randn(2, 4))
+        index = session.index
+        version = index.version
+        nn.Sequential(nn.Linear(4, 4), nn.ReLU())  # built, not attached: nothing to rebuild
+        assert index.version == version and index.name(model[0]) == "0"
+        model.append(nn.Linear(4, 2))
+        assert index.name(model[1]) == "1" and index.version == version + 1
+        model[0].weight = nn.Parameter(torch.zeros(4, 4))
+        assert index.param_name(model[0].weight) == "0.weight"
+        other, third = nn.Sequential(nn.Linear(4, 4)), nn.Linear(4, 4)
+        other(torch.randn(2, 4))
+        third(torch.randn(2, 4))
+        names = [index.name(m) for m in (model, model[1], other, other[0], third)]
+    assert names == ["Sequential", "Sequential.1", "Sequential#2", "Sequential#2.0", "Linear"]
+
+
 def test_catalogue_listing_stays_torch_free():
     code = (
         "import sys; from torch_audit.catalog import load_catalog; "
