@@ -515,8 +515,6 @@ def test_a_finding_every_step_for_2000_steps_keeps_memory_flat():
     assert growth < 200_000, f"memory grew by {growth} bytes over 1900 steps"
 
 
-@pytest.mark.xfail(strict=True, reason="History.loss and History.grad_norm keep one entry per "
-                   "optimizer step (about 340 bytes a step; only the per-layer norms are decimated)")
 def test_run_history_for_the_html_report_is_bounded(tmp_path):
     """``torch-audit run --html`` records a history; over a long run it must not grow per step
     without bound (the charts are decimated)."""

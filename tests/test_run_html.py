@@ -74,6 +74,27 @@ def test_history_decimates_layer_columns():
     assert all(s % h.layer_stride == 0 for s in h.layer_norms["a"])
 
 
+def test_history_series_are_bounded_and_keep_spikes_and_nonfinite_values():
+    from torch_audit.runtime.cli import StepSeries
+
+    series = StepSeries(max_buckets=16)
+    for step in range(10_000):
+        value = 1.0 + (step % 3) * 0.1
+        if step == 4321:
+            value = 1e6  # one spike
+        if step == 7777:
+            value = math.nan
+        series.add(step, value)
+    points = list(series)
+    assert len(points) <= 32 and series.stride > 1
+    assert (4321, 1e6) in points  # with its own step, not a bucket's
+    assert any(s == 7777 and math.isnan(v) for s, v in points)
+    assert [s for s, _ in points] == sorted(s for s, _ in points)
+    assert points[0] == (0, 1.0) and min(v for _, v in points) == 1.0
+    chart = line_chart({"loss": series}, title="t", y_label="y", chart_id="c")
+    assert chart.count('class="data nonfinite"') == 1 and "step 7777" in chart
+
+
 def test_findings_are_escaped():
     f = Finding(code="TA701", name="nonfinite-loss", severity="error", message="<script>x</script>", step=0)
     text = render_html([f])

@@ -18,7 +18,7 @@ import linecache
 import math
 import os
 from collections import Counter
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 from torch_audit.findings import Finding, Severity
 
@@ -136,7 +136,7 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 
 def line_chart(
-    series: Mapping[str, Sequence[tuple[int, float]]],
+    series: Mapping[str, Iterable[tuple[int, float]]],
     *,
     title: str,
     y_label: str,
