@@ -408,6 +408,8 @@ class RunOutcome:
     steps: int = 0
     history: History | None = None
     rank: int | None = None
+    #: the session's notes (e.g. that other ranks' findings could not be gathered)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def succeeded(self) -> bool:
@@ -461,6 +463,7 @@ def audit_script(
     outcome.steps = monitor.steps
     outcome.history = monitor.history
     outcome.rank = getattr(session, "rank", None)
+    outcome.notes = list(session.notes)
     return outcome
 
 
@@ -652,7 +655,8 @@ def _preface(target: str, outcome: RunOutcome) -> str:
         how = " (stopped by --fail-fast)"
     elif outcome.system_exit is not None and outcome.status != 0:
         how = f" (the script exited with status {outcome.status})"
-    return f"torch-audit: audited {what} of {target}{how}."
+    notes = "".join(f"\ntorch-audit: note: {note}." for note in outcome.notes)
+    return f"torch-audit: audited {what} of {target}{how}.{notes}"
 
 
 _sigint_on_exit = False

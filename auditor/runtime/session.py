@@ -215,6 +215,8 @@ class AuditSession:
             for o in opts:
                 self._optimizer_filter[o] = True
         self.findings: list[Finding] = []
+        #: what the report must say besides the findings (e.g. that other ranks were not heard)
+        self.notes: list[str] = []
         self._by_key: dict[tuple, Finding] = {}
         self.step = 0
         self.rank = None
@@ -357,23 +359,42 @@ class AuditSession:
 
     def _finish(self, clean: bool) -> None:
         """Read what is pending, let checks conclude, gather findings from all ranks."""
+        together = self._ranks_finished_together(clean)
         try:
-            self.flush(final=True, collective=clean)
+            self.flush(final=True, collective=together)
             for check in self._by_event.get("finish", ()):
                 self._call(check, check.on_finish)
             self.flush(final=True, collective=False)
         except AuditFailure:
             if clean:
                 raise
-        if clean and dist.active():
+        if together and dist.active():
             self._gather_ranks()
         if clean and self.fail_fast and self._fail_pending is not None:
             finding, self._fail_pending = self._fail_pending, None
             raise AuditFailure(finding)
 
+    def _ranks_finished_together(self, clean: bool) -> bool:
+        """Under torch.distributed, whether every rank left its session cleanly, so that the
+        end-of-run collectives will be met (see ``dist.check_in``); a rank that raised or never
+        arrives must not leave the others waiting in a collective until the process-group
+        timeout. Without torch.distributed: ``clean``."""
+        if not dist.active():
+            return clean
+        why = dist.check_in(clean)
+        if why is not None and clean:
+            self.notes.append(f"findings of rank {self.rank} only; the other ranks' findings "
+                              f"were not gathered: {why}")
+        return why is None
+
     def _gather_ranks(self) -> None:
         local = [f.to_dict() for f in self.findings]
-        gathered = dist.all_gather_objects(local)
+        try:
+            gathered = dist.all_gather_objects(local)
+        except Exception as exc:  # a rank died after agreeing: report alone rather than crash
+            self.notes.append(f"findings of rank {self.rank} only; gathering the other ranks' "
+                              f"findings failed: {type(exc).__name__}: {exc}")
+            return
         merged: list[Finding] = []
         for rank_findings in gathered:
             for data in rank_findings:
@@ -761,7 +782,7 @@ class AuditSession:
     # -- output ---------------------------------------------------------------------------------
     def report(self) -> str:
         """The findings as text, one per line, and a summary line."""
-        return format_text(self.findings)
+        return format_text(self.findings, self.notes)
 
     def print_report(self, file: Any = None) -> None:
         """Print :meth:`report` (on rank 0 only under torch.distributed)."""
@@ -777,7 +798,7 @@ class AuditSession:
         return sorted({f.code for f in self.findings})
 
 
-def format_text(findings: list[Finding]) -> str:
+def format_text(findings: list[Finding], notes: Iterable[str] = ()) -> str:
     lines = []
     for f in findings:
         where = f"{f.path}:{f.line}:{f.column}: " if f.path else ""
@@ -795,6 +816,7 @@ def format_text(findings: list[Finding]) -> str:
         lines.append(f"{where}{f.code} {f.message} [{', '.join(extra)}]")
     n = len(findings)
     lines.append("No runtime findings." if n == 0 else f"Found {n} runtime finding{'s' if n != 1 else ''}.")
+    lines.extend(f"Note: {note}." for note in notes)
     return "\n".join(lines)
 
 

@@ -59,3 +59,52 @@ def test_ddp_two_processes(tmp_path):
         if r["fsdp"] is not None:
             assert r["fsdp"]["norm"] == pytest.approx(r["fsdp"]["ref"], rel=1e-5)
             assert r["fsdp"]["findings"] == []
+
+
+def _agree_in_threads(outcomes: dict[int, tuple[bool, float]], timeout: float) -> dict[int, tuple]:
+    """Ranks as threads sharing one store: rank → (clean, delay before leaving the session);
+    returns rank → (what dist.agree answered, seconds it took)."""
+    import threading
+
+    from torch_audit.runtime.dist import agree
+
+    store = torch.distributed.HashStore()
+    answers: dict[int, tuple] = {}
+
+    def rank(me: int, clean: bool, delay: float) -> None:
+        time.sleep(delay)
+        t0 = time.monotonic()
+        answers[me] = (agree(store, "s0", me, len(outcomes), clean, timeout), time.monotonic() - t0)
+
+    threads = [threading.Thread(target=rank, args=(me, *o)) for me, o in outcomes.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return answers
+
+
+def test_end_of_session_agreement_gathers_only_when_every_rank_left_cleanly():
+    # all clean, arriving at different times: all gather (None), nobody waits for a timeout
+    answers = _agree_in_threads({0: (True, 0.0), 1: (True, 0.2), 2: (True, 0.1)}, timeout=20)
+    assert [answers[r][0] for r in range(3)] == [None, None, None]
+    assert max(seconds for _, seconds in answers.values()) < 5
+    # a rank that raised says so at once: the clean ranks report alone without waiting
+    answers = _agree_in_threads({0: (True, 0.0), 1: (False, 0.2), 2: (True, 0.0)}, timeout=20)
+    assert answers[0][0] == answers[2][0] == "rank 1 left its session with an exception"
+    assert answers[0][1] < 5
+    # a rank that does not arrive in time: the others give up after the timeout, and the
+    # latecomer gets the same answer (it must not enter a collective alone either)
+    answers = _agree_in_threads({0: (True, 0.0), 1: (True, 1.0)}, timeout=0.3)
+    assert answers[0][0] == answers[1][0] == "rank 0 waited 0.3 s for the other ranks to leave their sessions"
+    assert 0.3 <= answers[0][1] < 5
+
+
+def test_notes_reach_the_session_report_and_the_run_preface():
+    from torch_audit.runtime.cli import RunOutcome, _preface
+    from torch_audit.runtime.session import format_text
+
+    note = "findings of rank 0 only; the other ranks' findings were not gathered: rank 1 left"
+    assert format_text([], [note]).endswith(f"No runtime findings.\nNote: {note}.")
+    preface = _preface("train.py", RunOutcome(findings=[], steps=2, notes=[note]))
+    assert preface == f"torch-audit: audited 2 optimizer steps of train.py.\ntorch-audit: note: {note}."
