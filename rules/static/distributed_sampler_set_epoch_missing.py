@@ -57,25 +57,26 @@ class DistributedSamplerSetEpochMissing(StaticRule):
     (`train_one_epoch(model, loader)`). Any `set_epoch` call anywhere in the file silences the
     rule. Samplers built with `shuffle=False` (or a non-literal `shuffle`) are not reported.
 
-    A DataLoader without a sampler is reported only when the code shows all of it: the file
-    calls `DistributedDataParallel(...)` in the function that builds the loader or in one
-    related to it (the same class, a helper it calls, its caller, a sibling helper of the same
-    caller, or module level); the loader has a literal `shuffle=True`, no `sampler`,
-    or `batch_sampler`; and it is iterated by a loop that calls `backward()` or an
-    optimizer `step()` (in the same function, in a method of the same class for
-    `self.<loader>`, or in a helper of the file that receives it). It stays silent when the
-    file mentions any `DistributedSampler`, `torch.utils.data.distributed`,
-    `split_dataset_by_node`, `.shard(`, an `IterableDataset` or WebDataset, calls
-    `set_epoch`, imports a framework that builds the loaders itself (Accelerate, Lightning,
-    Ignite, DeepSpeed, Horovod, Ray, ...), hands the loader to any call other than a helper of
-    the file or a reader such as `enumerate`/`tqdm`/`len` (`accelerator.prepare(loader)`,
-    `make_private(data_loader=loader)`), when the dataset is a parameter of the function or its
-    construction mentions a rank, world size, shard or node (`Subset(ds, range(rank, n,
-    world_size))`, a local dataset class that reads the rank), and inside pytest `test*`
-    functions. A dataset that an imported constructor shards by reading the rank itself, with
-    no rank in view, would be a false positive. Loaders iterated through `iter()`/`next()` in a
-    `while` loop, and `init_process_group` scripts without `DistributedDataParallel` (FSDP,
-    hand-written all-reduce), are not reported.
+    A DataLoader without a sampler is reported only when the code shows all of it: a literal
+    `shuffle=True` and no `sampler`/`batch_sampler`; the loader is the only value its name (or
+    `self.` attribute) ever gets; a loop over it calls `backward()` or an optimizer `step()`
+    (in the same function, in a method of the same class for `self.<loader>`, or in a helper
+    of the file that receives it); and `DistributedDataParallel(...)` is called in the same
+    function, the same class, module level, a helper or caller of that function, or a sibling
+    helper of the same caller. It stays silent when data may be sharded another way: the file
+    mentions (even in a comment) `DistributedSampler`, `torch.utils.data.distributed`,
+    `split_dataset_by_node`, `.shard(`, `IterableDataset` or `webdataset`, or calls
+    `set_epoch`; it imports a framework that builds or wraps the loaders (Accelerate,
+    Lightning, Ignite, DeepSpeed, Horovod, Ray, ...); the loader is handed to any call other
+    than a helper of the file or a reader such as `enumerate`/`tqdm`/`len`
+    (`accelerator.prepare(loader)`, `make_private(data_loader=loader)`); the dataset is a
+    parameter of the function, or its construction mentions a rank, world size, shard or node
+    (`Subset(ds, range(rank, n, world_size))`, a local dataset class that reads the rank). Code
+    in pytest `test*` functions and `Test*` classes is skipped. A dataset that an imported
+    constructor splits by reading the rank itself, with no rank in view, is a false positive.
+    Not detected: loaders consumed through `iter()`/`next()`, and scripts that call
+    `init_process_group` but never `DistributedDataParallel` (FSDP, hand-written all-reduce:
+    the code does not say that ranks must see different data).
 
     ## References
     - [torch.utils.data.distributed.DistributedSampler](https://pytorch.org/docs/stable/data.html#torch.utils.data.distributed.DistributedSampler)
@@ -176,7 +177,7 @@ class DistributedSamplerSetEpochMissing(StaticRule):
             if not self._unsharded_shuffle(loader):
                 continue
             name = self._bound_name(loader.node, loader.scope)
-            if name is None:
+            if name is None or not self._only_definition(loader, name):
                 continue
             ddp = next((d for d in ddps if self._related(_function(loader.scope), _function(d.scope))), None)
             if ddp is None:
@@ -192,6 +193,19 @@ class DistributedSamplerSetEpochMissing(StaticRule):
                     loader=name, ddp_line=self.ctx.position(ddp.node).start.line
                 ),
             )
+
+    @staticmethod
+    def _only_definition(loader: Call, name: str) -> bool:
+        """Is this DataLoader the only value the name ever gets? (``loader = make_ddp_loader(ds)
+        if distributed else DataLoader(ds, shuffle=True)`` spelled as an ``if``/``else`` is not
+        judged: the loop may run on the other one.)"""
+        scope = loader.scope
+        if "." in name:
+            cls = scope.class_scope
+            defs = cls.attributes.get(name.split(".", 1)[1], []) if cls is not None else []
+        else:
+            defs = scope.assignments.get(name, [])
+        return len(defs) == 1
 
     def _uses_framework(self) -> bool:
         for scope in self.ctx.module_scope.walk():
