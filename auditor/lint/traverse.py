@@ -77,16 +77,32 @@ def children(node: cst.CSTNode) -> list[cst.CSTNode]:
 Handler = Callable[[Any], Any]
 
 
-def dispatch_table(visitors: list[Any], prefix: str) -> dict[type, list[Handler]]:
-    """``{cst.Call: [rule.visit_Call, ...]}`` for every ``visit_<Node>`` method of the visitors."""
-    table: dict[type, list[Handler]] = {}
-    for visitor in visitors:
-        for attr in dir(type(visitor)):
+def _handler_names(cls: type, prefix: str) -> tuple[tuple[type, str], ...]:
+    """``((cst.Call, "visit_Call"), ...)`` for a visitor class, computed once per class: the
+    engine builds tables for fresh rule instances in every file, and ``dir()`` is not cheap."""
+    key = (cls, prefix)
+    names = _HANDLER_NAMES.get(key)
+    if names is None:
+        found = []
+        for attr in dir(cls):
             if not attr.startswith(prefix):
                 continue
             node_type = getattr(cst, attr[len(prefix):], None)
             if isinstance(node_type, type) and issubclass(node_type, cst.CSTNode):
-                table.setdefault(node_type, []).append(getattr(visitor, attr))
+                found.append((node_type, attr))
+        names = _HANDLER_NAMES[key] = tuple(found)
+    return names
+
+
+_HANDLER_NAMES: dict[tuple[type, str], tuple[tuple[type, str], ...]] = {}
+
+
+def dispatch_table(visitors: list[Any], prefix: str) -> dict[type, list[Handler]]:
+    """``{cst.Call: [rule.visit_Call, ...]}`` for every ``visit_<Node>`` method of the visitors."""
+    table: dict[type, list[Handler]] = {}
+    for visitor in visitors:
+        for node_type, attr in _handler_names(type(visitor), prefix):
+            table.setdefault(node_type, []).append(getattr(visitor, attr))
     return table
 
 
