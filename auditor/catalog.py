@@ -142,7 +142,7 @@ def load_catalog(kinds: tuple[str, ...] = KINDS) -> Catalog:
             for cls in classes:
                 if cls.kind != kind:
                     problems.append(f"{module.__name__}: a {cls.kind} rule in rules/{kind}/")
-                problems.extend(cls.metadata_problems())
+                problems.extend(cls.declaration_problems())
                 rules.append(cls)
     seen: dict[str, str] = {}
     for rule in rules:

@@ -81,9 +81,16 @@ class Rule:
         return first.strip()
 
     @classmethod
+    def docstring(cls) -> str:
+        """The rule's documentation: its class docstring. A rule whose documentation includes
+        generated text (the deprecation-table rules list the table) overrides this, so that the
+        text is generated only when the documentation is read, not at every start-up."""
+        return cls.__doc__ or ""
+
+    @classmethod
     def doc_sections(cls) -> dict[str, str]:
         """The docstring split into its ``## Section`` parts, in order."""
-        doc = inspect.cleandoc(cls.__doc__ or "")
+        doc = inspect.cleandoc(cls.docstring())
         sections: dict[str, str] = {}
         current: str | None = None
         lines: list[str] = []
@@ -104,8 +111,9 @@ class Rule:
         return {k: o.default for k, o in cls.options.items()}
 
     @classmethod
-    def metadata_problems(cls) -> list[str]:
-        """Everything wrong with this rule's declaration (used by the catalogue and meta-tests)."""
+    def declaration_problems(cls) -> list[str]:
+        """What is wrong with the attributes selection relies on (checked by the catalogue at
+        every start-up, so it stays cheap)."""
         problems = []
         where = f"{cls.__module__}.{cls.__qualname__}"
         if not _CODE.match(getattr(cls, "code", "")):
@@ -118,6 +126,14 @@ class Rule:
             problems.append(f"{where}: status must be 'stable' or 'preview'")
         if cls.fixable not in ("never", "sometimes", "always"):
             problems.append(f"{where}: fixable must be never/sometimes/always")
+        return problems
+
+    @classmethod
+    def metadata_problems(cls) -> list[str]:
+        """Everything wrong with this rule's declaration, documentation included (the
+        meta-tests check every rule; the documentation is not parsed at start-up)."""
+        problems = cls.declaration_problems()
+        where = f"{cls.__module__}.{cls.__qualname__}"
         sections = cls.doc_sections()
         for required in REQUIRED_DOC_SECTIONS:
             if not sections.get(required):

@@ -2,18 +2,18 @@ import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
 from torch_audit.lint import fixes
-from torch_audit.lint.facts.deprecations import DEPRECATED, TableRule, api_uses, describe, migration_notes
+from torch_audit.lint.facts.deprecations import DEPRECATED, TableRule, api_uses, describe
 from torch_audit.rule import StaticRule
 
 
 class DeprecatedTorchApi(TableRule, StaticRule):
-    __doc__ = """## What it does
+    """## What it does
     Finds calls, imports and other references (`f = torch.qr; f(a)`) of deprecated torch APIs,
     through qualified names (`import torch as t; t.qr(a)` is found, a function of your own called
     `qr` is not), and says what to use instead. The list is the deprecation table
     (`torch_audit/data/deprecations.toml`); with no `torch-version` set it reports:
 
-    """ + migration_notes(DEPRECATED).replace("\n", "\n    ") + """
+    {migration notes}
 
     ## Why is this bad?
     Deprecated APIs warn at run time, are removed in a later release, and their replacements are

@@ -1,3 +1,5 @@
+import functools
+
 import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
@@ -8,22 +10,27 @@ from torch_audit.lint.facts.deprecations import (
     compat_guarded,
     ctx_target,
     load_table,
-    migration_notes,
+    with_migration_notes,
 )
 from torch_audit.rule import StaticRule
 
-_ARGUMENT_NAMES = frozenset(e.argument for e in load_table().entries if e.argument)
-_BOOL_POSITIONS = any(e.bool_position is not None for e in load_table().entries)
+
+@functools.lru_cache(maxsize=1)
+def _argument_filter() -> tuple[frozenset[str], bool]:
+    """The argument names the table lists, and whether an entry is a positional bool (computed
+    on first use: the table is not loaded at import)."""
+    entries = load_table().entries
+    return frozenset(e.argument for e in entries if e.argument), any(e.bool_position is not None for e in entries)
 
 
 class DeprecatedTorchArgument(StaticRule):
-    __doc__ = """## What it does
+    """## What it does
     Finds deprecated arguments passed to torch and torchvision callables: `size_average=` and
     `reduce=` on the losses, `pretrained=`/`pretrained_backbone=` on torchvision model builders
     (also `resnet50(True)`), `verbose=` on learning-rate schedulers. The list is the
     `kind = "argument"` part of the deprecation table (`torch_audit/data/deprecations.toml`):
 
-    """ + migration_notes(ARGUMENT).replace("\n", "\n    ") + """
+    {migration notes}
 
     ## Why is this bad?
     The old arguments still work but warn, and interact with their replacement in confusing
@@ -58,13 +65,18 @@ class DeprecatedTorchArgument(StaticRule):
     fix_title = "Pass the replacement argument"
     fixable = "sometimes"
 
+    @classmethod
+    def docstring(cls) -> str:
+        return with_migration_notes(cls.__doc__ or "", cls.name)
+
     def visit_Call(self, node: cst.Call) -> None:
+        argument_names, bool_positions = _argument_filter()
         interesting = False
         for arg in node.args:
-            if arg.keyword is not None and arg.keyword.value in _ARGUMENT_NAMES:
+            if arg.keyword is not None and arg.keyword.value in argument_names:
                 interesting = True
                 break
-        if not interesting and not (_BOOL_POSITIONS and _bool_literal(node.args[0].value if node.args else None)):
+        if not interesting and not (bool_positions and _bool_literal(node.args[0].value if node.args else None)):
             return
         qualname = self.ctx.qualname(node.func)
         entries = argument_entries(qualname)

@@ -1,17 +1,17 @@
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.deprecations import NON_PUBLIC, TableRule, migration_notes
+from torch_audit.lint.facts.deprecations import NON_PUBLIC, TableRule
 from torch_audit.rule import StaticRule
 
 
 class NonPublicTorchApi(TableRule, StaticRule):
-    __doc__ = """## What it does
+    """## What it does
     Finds calls, imports and references of non-public torch names that have a public
     equivalent, such as `torch.utils.data._utils.collate.default_collate` (public:
     `torch.utils.data.default_collate`) and `torch.optim.lr_scheduler._LRScheduler` (public:
     `LRScheduler`). The list is the `non-public-torch-api` part of the deprecation table
     (`torch_audit/data/deprecations.toml`):
 
-    """ + migration_notes(NON_PUBLIC).replace("\n", "\n    ") + """
+    {migration notes}
 
     ## Why is this bad?
     Non-public modules change or disappear without a deprecation period. The public name is the

@@ -1,17 +1,17 @@
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.deprecations import REMOVED, TableRule, migration_notes
+from torch_audit.lint.facts.deprecations import REMOVED, TableRule
 from torch_audit.rule import StaticRule
 
 
 class RemovedTorchApi(TableRule, StaticRule):
-    __doc__ = """## What it does
+    """## What it does
     Finds calls, imports and other references (`f = torch.solve`) of torch APIs that have been
     removed, such as `torch.solve`, `torch.symeig`, `torch.lstsq` and `torch.matrix_rank`, through
     qualified names (`import torch as t; t.solve(...)` is found, a function of your own called
     `solve` is not). The list is the `removed-in` part of the deprecation table
     (`torch_audit/data/deprecations.toml`):
 
-    """ + migration_notes(REMOVED).replace("\n", "\n    ") + """
+    {migration notes}
 
     ## Why is this bad?
     The code fails with an `AttributeError` or `ImportError` on the torch versions that removed

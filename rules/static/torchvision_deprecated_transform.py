@@ -1,16 +1,16 @@
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.deprecations import TRANSFORM, TableRule, migration_notes
+from torch_audit.lint.facts.deprecations import TRANSFORM, TableRule
 from torch_audit.rule import StaticRule
 
 
 class TorchvisionDeprecatedTransform(TableRule, StaticRule):
-    __doc__ = """## What it does
+    """## What it does
     Finds uses of deprecated or removed torchvision transforms, such as `transforms.v2.ToTensor`,
     `transforms.Scale` and the private `transforms.functional_tensor` module. The list is the
     `torchvision-deprecated-transform` part of the deprecation table
     (`torch_audit/data/deprecations.toml`):
 
-    """ + migration_notes(TRANSFORM).replace("\n", "\n    ") + """
+    {migration notes}
 
     ## Why is this bad?
     `v2.ToTensor` mixes two steps (conversion to an image tensor and scaling to `[0, 1]`) that v2

@@ -16,19 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import pkgutil
 import re
 import sys
-from importlib import resources
 from typing import TYPE_CHECKING, Any, Iterable
 
 import libcst as cst
 
 from torch_audit.lint.facts.names import canonical, dotted, module_name
-
-if sys.version_info >= (3, 11):  # pragma: no cover - depends on the interpreter
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch_audit.lint.context import FileContext
@@ -245,9 +240,19 @@ def build_table(data: dict[str, Any]) -> Table:
 
 @functools.lru_cache(maxsize=1)
 def load_table() -> Table:
-    """The packaged table, parsed and validated once per process."""
-    text = (resources.files("torch_audit") / "data" / "deprecations.toml").read_text(encoding="utf-8")
-    return build_table(tomllib.loads(text))
+    """The packaged table, parsed and validated once per process (only when a file is linted or
+    a rule's documentation is read: not at import)."""
+    # tomllib is imported here, not at the top: start-up pays for it only when the table is used.
+    if sys.version_info >= (3, 11):  # pragma: no cover - depends on the interpreter
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    # pkgutil (already loaded) reads package data through the package's loader, as
+    # importlib.resources does, without importing importlib.resources and zipfile.
+    data = pkgutil.get_data("torch_audit", "data/deprecations.toml")
+    assert data is not None
+    return build_table(tomllib.loads(data.decode("utf-8")))
 
 
 @functools.lru_cache(maxsize=16)
@@ -580,6 +585,21 @@ def migration_notes(rule: str) -> str:
     return "\n".join(lines)
 
 
+#: the line of a table rule's docstring that :func:`with_migration_notes` replaces
+NOTES_MARKER = "{migration notes}"
+
+
+def with_migration_notes(doc: str, rule: str) -> str:
+    """``doc`` with its ``{migration notes}`` line replaced by the :func:`migration_notes` of
+    ``rule``, indented like the marker (the docstring is dedented later)."""
+    for line in doc.splitlines():
+        if line.strip() == NOTES_MARKER:
+            indent = line[: len(line) - len(line.lstrip())]
+            notes = migration_notes(rule).replace("\n", "\n" + indent)
+            return doc.replace(NOTES_MARKER, notes, 1)
+    return doc
+
+
 # -- the rules' shared machinery -------------------------------------------------------------------
 
 _HOW = {"call": "Call of", "import": "Import of", "decorator": "Use of", "reference": "Reference to"}
@@ -599,7 +619,12 @@ def describe(use: ApiUse) -> dict[str, str]:
 
 class TableRule:
     """Mixin for the rules that report uses of table entries: the rule's ``name`` selects its
-    share of the file's uses; collection and reporting are inherited."""
+    share of the file's uses; collection and reporting are inherited. The docstring's
+    ``{migration notes}`` line lists the rule's entries."""
+
+    @classmethod
+    def docstring(cls) -> str:
+        return with_migration_notes(cls.__doc__ or "", cls.name)  # type: ignore[attr-defined]
 
     def visit_Name(self, node: cst.Name) -> None:
         uses = api_uses(self.ctx)  # type: ignore[attr-defined]
