@@ -62,8 +62,8 @@ class DistributedSamplerSetEpochMissing(StaticRule):
     `self.` attribute) ever gets; a loop over it calls `backward()` or an optimizer `step()`
     (in the same function, in a method of the same class for `self.<loader>`, or in a helper
     of the file that receives it); and `DistributedDataParallel(...)` is called in the same
-    function, the same class, module level, a helper or caller of that function, or a sibling
-    helper of the same caller. It stays silent when data may be sharded another way: the file
+    function (or both at module level), the same class, a helper or caller of that function,
+    or a sibling helper of the same caller. It stays silent when data may be sharded another way: the file
     mentions (even in a comment) `DistributedSampler`, `torch.utils.data.distributed`,
     `split_dataset_by_node`, `.shard(`, `IterableDataset` or `webdataset`, or calls
     `set_epoch`; it imports a framework that builds or wraps the loaders (Accelerate,
@@ -74,7 +74,8 @@ class DistributedSamplerSetEpochMissing(StaticRule):
     (`Subset(ds, range(rank, n, world_size))`, a local dataset class that reads the rank). Code
     in pytest `test*` functions and `Test*` classes is skipped. A dataset that an imported
     constructor splits by reading the rank itself, with no rank in view, is a false positive.
-    Not detected: loaders consumed through `iter()`/`next()`, and scripts that call
+    Not detected: loaders returned by a builder function, loaders consumed through
+    `iter()`/`next()`, and scripts that call
     `init_process_group` but never `DistributedDataParallel` (FSDP, hand-written all-reduce:
     the code does not say that ranks must see different data).
 
@@ -272,9 +273,9 @@ class DistributedSamplerSetEpochMissing(StaticRule):
         return cls, cls.attributes.get(name.attr.value, [])
 
     def _related(self, a: Scope, b: Scope) -> bool:
-        """Do two functions belong to one piece of code: the same function or class, module
-        level, one nested in or calling the other, or both called from one function?"""
-        if a is b or a.kind == "module" or b.kind == "module":
+        """Do two functions (or module level) belong to one piece of code: the same function or
+        class, one nested in or calling the other, or both called from one function?"""
+        if a is b:
             return True
         if a.class_scope is not None and a.class_scope is b.class_scope:
             return True
@@ -371,6 +372,9 @@ def _function(scope: Scope) -> Scope:
 
 
 def _encloses(outer: Scope, inner: Scope) -> bool:
+    """Is ``inner`` a function nested in the function ``outer``?"""
+    if outer.kind != "function":
+        return False
     s = inner.parent
     while s is not None:
         if s is outer:
