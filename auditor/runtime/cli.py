@@ -529,6 +529,7 @@ def resolve_settings(opts: dict[str, Any], start: Path) -> Settings:
     """Merge ``[tool.torch-audit]`` with the command line (the command line wins)."""
     from torch_audit.catalog import CatalogError, UnknownSelector, load_catalog
     from torch_audit.config import ConfigError, find_config, load_config
+    from torch_audit.runtime.settings import runtime_options, selection
 
     try:
         catalog = load_catalog()
@@ -540,23 +541,15 @@ def resolve_settings(opts: dict[str, Any], start: Path) -> Settings:
         config = load_config(path, catalog)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    cli_select = _split(opts.get("select"))
-    select = cli_select if cli_select else config.select
-    ignore = config.ignore + _split(opts.get("ignore"))
-    extend_select = config.extend_select + _split(opts.get("extend_select"))
-    preview = opts.get("preview")
-    preview = config.preview if preview is None else preview
+    chosen = selection(
+        config, select=_split(opts.get("select")) or None, ignore=_split(opts.get("ignore")),
+        extend_select=_split(opts.get("extend_select")), preview=opts.get("preview"),
+    )
     try:
-        rules = catalog.select(
-            select=select, ignore=ignore, extend_select=extend_select, preview=preview, kind="runtime"
-        )
+        rules = catalog.select(**chosen, kind="runtime")
     except UnknownSelector as exc:
         raise UsageError(str(exc)) from None
-    options: dict[str, dict[str, Any]] = {}
-    for name, values in config.options.items():
-        rule = catalog.get(name)
-        if rule is not None and rule.kind == "runtime":
-            options.setdefault(rule.name, {}).update(values)
+    options = runtime_options(config, catalog)
     for name, values in parse_option_flags(tuple(opts.get("option") or ())).items():
         rule = catalog.get(name)
         if rule is None:
@@ -578,11 +571,12 @@ def resolve_settings(opts: dict[str, Any], start: Path) -> Settings:
     fail_on = opts.get("fail_on") or config.fail_on
     audit_options = {
         "select": [r.code for r in rules],
-        "ignore": ignore,
+        "ignore": chosen["ignore"],
         "preview": True,  # the selection above already applied the preview setting
         "every": opts.get("every") or 1,
         "fail_fast": bool(opts.get("fail_fast")),
         "options": options,
+        "config": False,  # resolved above, from the script's directory upwards
     }
     return Settings(audit_options, fail_on, path, config.root if path else Path.cwd())
 

@@ -14,6 +14,7 @@ See ``docs/runtime.md`` for the user-facing description.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import weakref
 from typing import Any, Callable, Iterable, Mapping
@@ -180,6 +181,7 @@ class AuditSession:
         preview: bool = False,
         options: Mapping[str, Mapping[str, Any]] | None = None,
         sync: str = "auto",
+        extend_select: Iterable[str] | None = None,
     ) -> None:
         from torch_audit.catalog import load_catalog
 
@@ -187,19 +189,17 @@ class AuditSession:
             raise ValueError(f"every must be a positive integer, got {every!r}")
         if sync not in ("auto", "step", "late"):
             raise ValueError(f"sync must be 'auto', 'step' or 'late', got {sync!r}")
-        if isinstance(select, str):
-            select = [select]
-        if isinstance(ignore, str):
-            ignore = [ignore]
+        select, ignore = _selectors(select), _selectors(ignore) or []
         catalog = load_catalog()
         self.every = every
         self.fail_fast = fail_fast
         self.sync = sync
         self._rules = catalog.select(
-            select=select, ignore=ignore or (), preview=preview, kind="runtime"
+            select=select, ignore=ignore, extend_select=_selectors(extend_select) or (),
+            preview=preview, kind="runtime",
         )
         ignored = set()
-        for sel in ignore or ():
+        for sel in ignore:
             ignored |= catalog.match(sel)
         self._report_internal = INTERNAL_ERROR_CODE not in ignored
         self._internal_rule = catalog.get(INTERNAL_ERROR_CODE)
@@ -840,41 +840,69 @@ def resolve_options(catalog: Any, options: Mapping[str, Mapping[str, Any]] | Non
     return out
 
 
+def _selectors(value: str | Iterable[str] | None) -> list[str] | None:
+    """``"TA7"`` → ``["TA7"]``; an iterable → a list; None stays None ("not given")."""
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
 def audit(
     model: torch.nn.Module | Iterable[torch.nn.Module] | None = None,
     optimizer: torch.optim.Optimizer | Iterable[torch.optim.Optimizer] | None = None,
     *,
     select: Iterable[str] | None = None,
     ignore: Iterable[str] | None = None,
+    extend_select: Iterable[str] | None = None,
     every: int = 1,
     fail_fast: bool = False,
-    preview: bool = False,
+    preview: bool | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     sync: str = "auto",
+    config: str | os.PathLike[str] | bool | None = None,
     **rule_options: Mapping[str, Any],
 ) -> AuditSession:
     """Audit the training code run inside the ``with`` block.
 
     ``model``/``optimizer`` restrict the audit to those objects (default: every module and
-    optimizer used in the block). ``select``/``ignore`` take codes, prefixes or names as the
-    linter does; ``preview=True`` enables preview checks. ``every=N`` runs the numeric step
-    checks on every N-th optimizer step. ``fail_fast=True`` raises
+    optimizer used in the block). ``select``/``ignore``/``extend_select`` take codes, prefixes
+    or names as the linter does; ``preview=True`` enables preview checks. ``every=N`` runs the
+    numeric step checks on every N-th optimizer step. ``fail_fast=True`` raises
     :class:`~torch_audit.runtime.AuditFailure` on the first error-severity finding.
     Per-check options: ``options={"exploding-gradient": {"factor": 10}}``, or as keywords with
     underscores, ``exploding_gradient={"factor": 10}``. ``sync`` chooses when flags are read on
     CUDA: ``"late"`` (asynchronously, one step later), ``"step"`` (in the step), ``"auto"``
     (late unless ``fail_fast``).
+
+    The settings start from ``[tool.torch-audit]`` of the nearest ``pyproject.toml`` (from the
+    current directory upwards; ``config=`` a path to use that file instead, ``config=False`` to
+    read none); the keyword arguments take precedence: ``select`` replaces the file's,
+    ``ignore``/``extend_select`` add to it, ``preview`` replaces it unless None, options
+    override it key by key. A bad file raises :class:`torch_audit.config.ConfigError`.
     """
-    merged: dict[str, dict] = {k: dict(v) for k, v in (options or {}).items()}
+    from torch_audit.catalog import load_catalog
+    from torch_audit.config import ConfigError
+    from torch_audit.runtime import settings
+
+    keyword_options: dict[str, Any] = {}
     for key, values in rule_options.items():
-        name = key.replace("_", "-")
         if not isinstance(values, Mapping):
             raise TypeError(
                 f"unexpected keyword argument {key!r}: per-check options are dicts, "
                 f"e.g. {key}={{...}}"
             )
-        merged.setdefault(name, {}).update(values)
-    return AuditSession(
-        model, optimizer, select=select, ignore=ignore, every=every, fail_fast=fail_fast,
-        preview=preview, options=merged, sync=sync,
+        keyword_options[key.replace("_", "-")] = values
+    catalog = load_catalog()
+    try:
+        project = settings.project_config(config, catalog)
+    except ConfigError as exc:
+        raise ConfigError(str(exc)) from None  # one line about the file, not the loader's frames
+    chosen = settings.selection(
+        project, select=_selectors(select), ignore=_selectors(ignore) or (),
+        extend_select=_selectors(extend_select) or (), preview=preview,
     )
+    merged = settings.runtime_options(project, catalog)
+    for explicit in (options or {}, keyword_options):  # the later wins
+        merged = settings.merge_options(merged, explicit, catalog)
+    return AuditSession(model, optimizer, every=every, fail_fast=fail_fast, options=merged,
+                        sync=sync, **chosen)

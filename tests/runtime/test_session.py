@@ -293,6 +293,96 @@ def test_options_by_name_and_keyword_and_validation():
         torch_audit.audit(every=0)
 
 
+def _settings(**kwargs) -> tuple[list[str], dict]:
+    """The checks a session runs and exploding-gradient's options (None when not selected)."""
+    with torch_audit.audit(**kwargs) as session:
+        codes = [c.code for c in session.checks]
+        opts = next((dict(c.opts) for c in session.checks if c.code == "TA705"), None)
+    return codes, opts
+
+
+PYPROJECT = """
+[project]
+name = "x"
+
+[tool.torch-audit]
+select = ["TA7"]           # the linter's keys are read too, and ignored here
+ignore = ["nonfinite-activation"]
+preview = true
+torch-version = "2.4"
+
+[tool.torch-audit.options.exploding-gradient]
+factor = 20.0
+window = 7
+
+[tool.torch-audit.options.TA104]   # a static rule's options: the linter's business
+"""
+
+
+def test_settings_come_from_the_nearest_pyproject(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    (tmp_path / "src" / "pkg").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "src" / "pkg")  # found from the working directory upwards
+    codes, opts = _settings()
+    # TA7 with preview: the preview checks TA710 and TA712 too; not the opt-in TA711
+    assert codes == ["TA701", "TA702", "TA703", "TA705", "TA706", "TA707", "TA708", "TA709", "TA710", "TA712"]
+    assert (opts["factor"], opts["window"]) == (20.0, 7)
+
+
+def test_keyword_arguments_take_precedence_over_the_pyproject(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    monkeypatch.chdir(tmp_path)
+    codes, opts = _settings(select=["TA705", "TA710", "TA704"], ignore="TA710",
+                            exploding_gradient={"factor": 3.0})
+    assert codes == ["TA705"]  # select replaced; ignore added to the file's (TA704 stays out)
+    assert (opts["factor"], opts["window"]) == (3.0, 7)  # key by key
+    codes, opts = _settings(options={"TA705": {"window": 9}}, exploding_gradient={"factor": 4.0})
+    assert (opts["factor"], opts["window"]) == (4.0, 9)
+    codes, _ = _settings(preview=False, extend_select=["TA711"])  # TA711: opt-in, named
+    assert "TA710" not in codes and "TA711" in codes and "TA705" in codes
+
+
+def test_config_false_reads_no_file_and_config_path_reads_that_one(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    monkeypatch.chdir(tmp_path)
+    default_codes, default_opts = _settings(config=False)
+    assert "TA704" in default_codes and "TA710" not in default_codes
+    assert default_opts["factor"] == 10.0
+    other = tmp_path / "elsewhere" / "torch-audit.toml"
+    other.parent.mkdir()
+    other.write_text('select = ["exploding-gradient"]\n[options.exploding-gradient]\nfactor = 50.0\n')
+    monkeypatch.chdir(other.parent)
+    assert _settings(config=other) == (["TA705"], {**default_opts, "factor": 50.0})
+    assert _settings(config=str(tmp_path / "pyproject.toml"))[1]["factor"] == 20.0
+
+
+@pytest.mark.parametrize("table, message", [
+    ("[tool.torch-audit.options.exploding-gradient]\nfactor = \"big\"",
+     "tool.torch-audit.options.exploding-gradient.factor: "),
+    ("[tool.torch-audit]\nselekt = [\"TA7\"]", "tool.torch-audit.selekt: unknown key (did you mean 'select'?)"),
+    ("[tool.torch-audit]\nselect = [\"TA7\"", "invalid TOML"),
+    ("[tool.torch-audit]\nignore = [\"no-such-check\"]", "tool.torch-audit.ignore: "),
+])
+def test_a_bad_pyproject_is_one_clear_error(tmp_path, monkeypatch, table, message):
+    import traceback
+
+    from torch_audit.config import ConfigError
+
+    (tmp_path / "pyproject.toml").write_text(table + "\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        torch_audit.audit()
+    text = str(info.value)
+    assert text.startswith(f"{tmp_path / 'pyproject.toml'}: ") and message in text, text
+    assert "\n" not in text
+    # raised from audit() itself: no chained exception, no frames of the loader
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert traceback.extract_tb(info.tb)[-1].name == "audit"
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        torch_audit.audit(config=tmp_path / "missing.toml")
+    torch_audit.audit(config=False)  # the way around a file one cannot fix
+
+
 def test_every_n_skips_numeric_checks_between():
     torch.manual_seed(0)
     model = nn.Linear(4, 1)
