@@ -70,9 +70,20 @@ class ModelIndex:
 
         Called before torch stores ``value``, so the rebuild waits for the next lookup. Modules
         the index does not know (a layer being constructed) are ignored: building models costs
-        nothing."""
-        if not self._stale and module in self.module_names:
-            self._stale = True
+        nothing. So is an object put back where the index has it: FSDP (``use_orig_params``)
+        swaps the same parameters out and in around every forward and backward."""
+        if self._stale or module not in self.module_names:
+            return
+        if value is not None and self._indexed_at(module, name, value):
+            return
+        self._stale = True
+
+    def _indexed_at(self, module: torch.nn.Module, name: str, value: Any) -> bool:
+        if isinstance(value, torch.nn.Module):
+            return module._modules.get(name) is value
+        if self.param_owner.get(value) is not module:
+            return False
+        return self.param_names[value].rsplit(".", 1)[-1] == name
 
     def _refresh(self) -> None:
         if self._stale:

@@ -452,8 +452,11 @@ def test_index_follows_changes_to_known_modules_only():
         assert index.version == version and index.name(model[0]) == "0"
         model.append(nn.Linear(4, 2))
         assert index.name(model[1]) == "1" and index.version == version + 1
+        model[0].weight = model[0].weight  # put back where it was (as FSDP does): no rebuild
+        model[1] = model[1]
+        assert index.version == version + 1
         model[0].weight = nn.Parameter(torch.zeros(4, 4))
-        assert index.param_name(model[0].weight) == "0.weight"
+        assert index.param_name(model[0].weight) == "0.weight" and index.version == version + 2
         other, third = nn.Sequential(nn.Linear(4, 4)), nn.Linear(4, 4)
         other(torch.randn(2, 4))
         third(torch.randn(2, 4))
