@@ -32,11 +32,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 from torch_audit.catalog import Catalog, UnknownSelector
 from torch_audit.findings import Severity
 
@@ -77,6 +72,15 @@ class Config:
     options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
+def _tomllib():
+    # Imported on first use: a run that finds no pyproject.toml never needs a TOML parser.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib
+
+
 def find_config(start: Path) -> Path | None:
     """The nearest ``pyproject.toml`` with a ``[tool.torch-audit]`` table, from ``start`` up."""
     current = start.resolve()
@@ -85,6 +89,7 @@ def find_config(start: Path) -> Path | None:
     for directory in (current, *current.parents):
         candidate = directory / "pyproject.toml"
         if candidate.is_file():
+            tomllib = _tomllib()
             try:
                 data = tomllib.loads(candidate.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
@@ -108,6 +113,7 @@ def load_config(path: Path | None, catalog: Catalog) -> Config:
         raise ConfigError(f"{where}: configuration file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{where}: cannot read configuration: {exc}") from None
+    tomllib = _tomllib()
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

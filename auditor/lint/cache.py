@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,8 @@ class Cache:
                 (self.base / "README").write_text(_README)
                 self._ready = True
             target.parent.mkdir(parents=True, exist_ok=True)
+            import tempfile  # on the first write only: a warm-cache run never needs it (~5 ms)
+
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as fh:

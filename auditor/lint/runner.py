@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from torch_audit.lint.cache import Cache
 from torch_audit.lint.engine import FileResult, LintSettings, lint_source, mentions_trigger
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch_audit.lint.cache import Cache
 
 #: Below this many files to parse, starting worker processes costs more than it saves.
 MIN_FILES_FOR_WORKERS = 8
@@ -41,6 +41,10 @@ def _lint_chunk(items: list[tuple[str, bytes]]) -> list[FileResult]:
 
 
 def _context():
+    # multiprocessing and concurrent.futures are imported only when a pool is started: they cost
+    # ~15 ms of start-up that linting a few files does not need.
+    import multiprocessing
+
     methods = multiprocessing.get_all_start_methods()
     # fork is by far the cheapest start on Linux; the parent holds no threads at this point.
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
@@ -87,7 +91,7 @@ def lint_files(
         if len(data) <= settings.max_file_bytes and not mentions_trigger(data, triggers):
             results[i] = FileResult(name, skipped=True)
             continue
-        key = Cache.key(data) if cache is not None else None
+        key = cache.key(data) if cache is not None else None
         if cache is not None and key is not None:
             hit = cache.get(key)
             cached = _from_cache(name, hit) if hit is not None else None
@@ -116,6 +120,8 @@ def lint_files(
         # Big files first, so that no worker is left with a giant at the end.
         todo.sort(key=lambda item: -len(item[2]))
         chunks = [todo[i : i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
+        from concurrent.futures import ProcessPoolExecutor
+
         with ProcessPoolExecutor(
             max_workers=jobs, mp_context=_context(), initializer=_init_worker, initargs=(settings,)
         ) as pool:

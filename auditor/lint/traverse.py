@@ -60,16 +60,33 @@ def _child_fields(cls: type) -> tuple[str, ...]:
     return fields
 
 
+#: per class of a field value: 1 a node, 2 a sequence (of nodes, strings, ...), 0 anything else.
+#: cst.CSTNode is an ABC, and a negative ``isinstance`` against it goes through
+#: ``ABCMeta.__instancecheck__``, a Python-level call per field of every node.
+_KIND: dict[type, int] = {}
+
+
+def _kind(cls: type) -> int:
+    kind = _KIND[cls] = 1 if cst.CSTNode in cls.__mro__ else 2 if issubclass(cls, (tuple, list)) else 0
+    return kind
+
+
 def children(node: cst.CSTNode) -> list[cst.CSTNode]:
     """The node's children that can hold code, in field order (source order for statements)."""
     out: list[cst.CSTNode] = []
     for name in _child_fields(node.__class__):
         value = getattr(node, name)
-        if isinstance(value, cst.CSTNode):
+        kind = _KIND.get(value.__class__, -1)
+        if kind < 0:
+            kind = _kind(value.__class__)
+        if kind == 1:
             out.append(value)
-        elif isinstance(value, (tuple, list)):
+        elif kind == 2:
             for item in value:
-                if isinstance(item, cst.CSTNode):
+                item_kind = _KIND.get(item.__class__, -1)
+                if item_kind < 0:
+                    item_kind = _kind(item.__class__)
+                if item_kind == 1:
                     out.append(item)
     return out
 
