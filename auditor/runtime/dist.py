@@ -75,6 +75,7 @@ def all_gather_objects(obj: Any) -> list[Any]:
 #: only ranks that died without a word or are still busy inside the block.
 CHECK_IN_TIMEOUT = 60.0
 GATHER = "gather"
+RAISED = "this rank left its session with an exception"
 
 _session_ids = itertools.count()
 
@@ -97,8 +98,8 @@ def check_in(clean: bool, timeout: float = CHECK_IN_TIMEOUT) -> str | None:
     The agreement goes through the process group's store, not a collective, so a rank that
     raised never has to take part in anything."""
     store = _store()
-    if store is None:
-        return None  # nothing to agree through: gather as before
+    if store is None:  # nothing to agree through: clean ranks gather as before
+        return None if clean else RAISED
     key = f"torch_audit/session{next(_session_ids)}"
     try:
         return agree(store, key, rank(), world_size(), clean, timeout)
@@ -114,7 +115,7 @@ def agree(store: Any, key: str, me: int | None, world: int, clean: bool, timeout
     decision = f"{key}/decision"
     if not clean:
         store.compare_set(decision, "", f"rank {me} left its session with an exception")
-        return "this rank left its session with an exception"
+        return RAISED
     if store.add(f"{key}/arrived", 1) >= world:
         verdict = store.compare_set(decision, "", GATHER)
     else:

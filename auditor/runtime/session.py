@@ -781,7 +781,7 @@ class AuditSession:
 
     # -- output ---------------------------------------------------------------------------------
     def report(self) -> str:
-        """The findings as text, one per line, and a summary line."""
+        """The findings as text, one per line, a summary line and the notes."""
         return format_text(self.findings, self.notes)
 
     def print_report(self, file: Any = None) -> None:

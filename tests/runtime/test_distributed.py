@@ -108,3 +108,11 @@ def test_notes_reach_the_session_report_and_the_run_preface():
     assert format_text([], [note]).endswith(f"No runtime findings.\nNote: {note}.")
     preface = _preface("train.py", RunOutcome(findings=[], steps=2, notes=[note]))
     assert preface == f"torch-audit: audited 2 optimizer steps of train.py.\ntorch-audit: note: {note}."
+
+
+def test_without_a_store_clean_ranks_gather_and_a_rank_that_raised_does_not(monkeypatch):
+    from torch_audit.runtime import dist
+
+    monkeypatch.setattr(dist, "_store", lambda: None)
+    assert dist.check_in(True) is None
+    assert dist.check_in(False) == dist.RAISED
