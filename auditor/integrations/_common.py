@@ -66,7 +66,7 @@ class SessionOwner:
         ignore: Iterable[str] | None = None,
         every: int = 1,
         fail_fast: bool = False,
-        preview: bool = False,
+        preview: bool | None = None,
         options: Mapping[str, Mapping[str, Any]] | None = None,
         fail_on: str | Severity | None = None,
     ) -> None:

@@ -60,7 +60,7 @@ class AuditCallback(TrainerCallback):
         ignore: Any = None,
         every: int = 1,
         fail_fast: bool = False,
-        preview: bool = False,
+        preview: bool | None = None,
         options: Any = None,
         fail_on: Any = None,
         log_findings: bool = True,
