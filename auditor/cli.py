@@ -72,7 +72,7 @@ def cli() -> None:
     """
 
 
-OUTPUT_FORMATS = ("text", "json", "sarif", "github")
+OUTPUT_FORMATS = ("text", "full", "json", "sarif", "github")
 
 
 @cli.command()
@@ -83,7 +83,8 @@ OUTPUT_FORMATS = ("text", "json", "sarif", "github")
 @click.option("--ignore", multiple=True, help="Rules to disable (same forms as --select).")
 @click.option("--extend-select", multiple=True, help="Rules to enable in addition to the selection.")
 @click.option("--preview/--no-preview", default=None, help="Enable preview rules.")
-@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), default="text", show_default=True)
+@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), default="text", show_default=True,
+              help="text: one line per finding; full: text plus a `help:` line under each finding saying what to do.")
 @click.option("-o", "--output-file", type=click.Path(dir_okay=False, path_type=str), help="Write the report to this file.")
 @click.option("--statistics", is_flag=True, help="Print the number of findings per rule.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings.")
@@ -100,7 +101,10 @@ OUTPUT_FORMATS = ("text", "json", "sarif", "github")
 @click.option("-q", "--quiet", is_flag=True, help="Print findings only, no summary or notes.")
 def lint(paths: tuple[str, ...], **opts: Any) -> None:
     """Check PATHS (default: the current directory) statically."""
-    from torch_audit.lint.command import run_lint
+    from torch_audit.lint import gc_paused
+
+    with gc_paused():  # imports libcst
+        from torch_audit.lint.command import run_lint
 
     code = run_lint(list(paths) or ["."], **opts)
     sys.exit(code)

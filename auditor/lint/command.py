@@ -12,6 +12,7 @@ from torch_audit import __version__
 from torch_audit.catalog import CatalogError, UnknownSelector, load_catalog
 from torch_audit.config import Config, ConfigError, find_config, load_config
 from torch_audit.findings import Finding
+from torch_audit.lint import gc_paused
 from torch_audit.lint.discover import DEFAULT_EXCLUDES, PathNotFound, discover
 from torch_audit.lint.engine import LintSettings
 from torch_audit.lint.runner import ProgressBar, default_jobs, lint_files
@@ -83,7 +84,8 @@ def run_lint(paths: list[str], **opts: Any) -> int:
     problem: Exception | None = None
     for kinds in (("static",), ("static", "runtime")):
         try:
-            catalog = load_catalog(kinds)
+            with gc_paused():  # imports the rule modules
+                catalog = load_catalog(kinds)
             config, rules, pfi = _resolve_selection(paths, opts, catalog)
         except CatalogError as exc:
             _err(f"torch-audit: error: broken rule catalogue: {exc}")
@@ -187,7 +189,7 @@ def run_lint(paths: list[str], **opts: Any) -> int:
     findings.sort(key=lambda f: f.sort_key)
     fmt = opts.get("output_format") or "text"
     output_file = opts.get("output_file")
-    color = fmt == "text" and output_file is None and sys.stdout.isatty()
+    color = fmt in ("text", "full") and output_file is None and sys.stdout.isatty()
     text = render(
         findings,
         fmt,
@@ -196,6 +198,7 @@ def run_lint(paths: list[str], **opts: Any) -> int:
         color=color,
         statistics=bool(opts.get("statistics")),
         show_fix_hint=not quiet,
+        summary=not quiet,
         files_checked=len(found.files),
         unsafe_fixes=bool(opts.get("unsafe_fixes")),
     )
