@@ -123,11 +123,10 @@ class FileContext:
     def _metadata(self) -> None:
         if self._wrapper is None:
             # imported here: libcst.metadata costs ~0.1 s at start-up, and most files have no finding
-            from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider
+            from libcst.metadata import MetadataWrapper, PositionProvider
 
             self._wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
             self._positions = self._wrapper.resolve(PositionProvider)
-            self._parents = self._wrapper.resolve(ParentNodeProvider)
 
     def position(self, node: cst.CSTNode) -> "CodeRange":
         """Line (1-based) and column (0-based) range of a node, computed once per file."""
@@ -135,7 +134,10 @@ class FileContext:
         return self._positions[node]
 
     def parent_of(self, node: cst.CSTNode) -> cst.CSTNode | None:
-        self._metadata()
+        if self._parents is None:
+            from torch_audit.lint.traverse import parent_map
+
+            self._parents = parent_map(self.module)
         return self._parents.get(node)
 
     def code(self, node: cst.CSTNode) -> str:

@@ -91,6 +91,40 @@ def children(node: cst.CSTNode) -> list[cst.CSTNode]:
     return out
 
 
+_ALL_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def parent_map(root: cst.CSTNode) -> dict[cst.CSTNode, cst.CSTNode]:
+    """Every node's parent, whitespace and punctuation nodes included: what libcst's
+    ``ParentNodeProvider`` computes, read from the dataclass fields instead of by a libcst visit
+    that rebuilds every node (30 ms against 3 ms for an 80-line file)."""
+    parents: dict[cst.CSTNode, cst.CSTNode] = {}
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        cls = node.__class__
+        names = _ALL_FIELDS.get(cls)
+        if names is None:
+            names = _ALL_FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+        for name in names:
+            value = getattr(node, name)
+            kind = _KIND.get(value.__class__, -1)
+            if kind < 0:
+                kind = _kind(value.__class__)
+            if kind == 1:
+                parents[value] = node
+                todo.append(value)
+            elif kind == 2:
+                for item in value:
+                    item_kind = _KIND.get(item.__class__, -1)
+                    if item_kind < 0:
+                        item_kind = _kind(item.__class__)
+                    if item_kind == 1:
+                        parents[item] = node
+                        todo.append(item)
+    return parents
+
+
 Handler = Callable[[Any], Any]
 
 
