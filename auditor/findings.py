@@ -83,7 +83,10 @@ class Finding:
 
     Positions are 1-based; ``end_column`` is exclusive. Runtime findings also carry the
     qualified ``module`` name, the first ``step`` it was seen at, how often it recurred
-    (``count``), the measured ``value`` and, under torch.distributed, the ``rank``."""
+    (``count``), the measured ``value`` and, under torch.distributed, the ``rank``.
+
+    ``help`` is what to do about it: the rule's ``fix_title`` formatted with the fields of the
+    message (Ruff's ``help:`` line), or ``None`` when the rule has none."""
 
     code: str
     name: str
@@ -107,6 +110,8 @@ class Finding:
     statement_lines: tuple[int, int] | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
+    # last, so that positional construction keeps working
+    help: str | None = None
 
     def __post_init__(self) -> None:
         self.severity = Severity.parse(self.severity)
@@ -125,6 +130,7 @@ class Finding:
             "name": self.name,
             "severity": self.severity.value,
             "message": self.message,
+            "help": self.help,
             "path": self.path,
             "line": self.line,
             "column": self.column,

@@ -47,6 +47,63 @@ class Option:
         return value
 
 
+class _Missing:
+    """Stands for a field a report did not pass: formats as ``<name>``."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __format__(self, spec: str) -> str:
+        return f"<{self.name}>"
+
+    def __str__(self) -> str:
+        return f"<{self.name}>"
+
+    __repr__ = __str__
+
+    def __getattr__(self, attr: str) -> "_Missing":
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _Missing(f"{self.name}.{attr}")
+
+    def __getitem__(self, key: Any) -> "_Missing":
+        return _Missing(f"{self.name}[{key}]")
+
+
+class _Fields(dict):
+    def __missing__(self, key: str) -> _Missing:
+        return _Missing(key)
+
+
+def readable_fix_title(title: str) -> str:
+    """A fix title for reading without a finding: ``{sampler}`` becomes ``<sampler>``."""
+    import string
+
+    try:
+        parts = list(string.Formatter().parse(title))
+    except ValueError:  # unbalanced braces: show it as written
+        return title
+    out = []
+    for literal, field, _spec, _conversion in parts:
+        out.append(literal)
+        if field is not None:
+            out.append(f"<{field or '...'}>")
+    return "".join(out)
+
+
+def format_fix_title(title: str | None, fields: dict[str, Any]) -> str | None:
+    """``title`` formatted with ``fields``; never raises. A field the report did not pass shows
+    as ``<name>``; a title that cannot be formatted at all is shown readably as written."""
+    if not title:
+        return None
+    try:
+        return title.format_map(_Fields(fields))
+    except Exception:  # a positional field, a bad format spec, a failing __format__
+        return readable_fix_title(title)
+
+
 def _tname(t: Any) -> str:
     if isinstance(t, tuple):
         return " or ".join(x.__name__ for x in t)
@@ -61,7 +118,8 @@ class Rule:
     severity: ClassVar[Severity] = Severity.WARNING
     #: What is wrong, with ``{placeholders}`` filled from ``report(**kwargs)``.
     message: ClassVar[str]
-    #: What to do about it, shown after the message.
+    #: What to do about it, with the same ``{placeholders}`` as :attr:`message`: the finding's
+    #: ``help`` (a ``help:`` line in ``--output-format full``, ``help`` in JSON).
     fix_title: ClassVar[str | None] = None
     #: ``stable`` rules run by default; ``preview`` rules only with ``--preview``/``preview = true``.
     status: ClassVar[str] = "stable"
@@ -79,6 +137,11 @@ class Rule:
         what = cls.doc_sections().get("What it does", "").strip()
         first = re.split(r"(?<=[.!?])\s", what.replace("\n", " "), maxsplit=1)[0]
         return first.strip()
+
+    @classmethod
+    def format_help(cls, fields: dict[str, Any]) -> str | None:
+        """:attr:`fix_title` formatted with a report's ``fields`` (see :func:`format_fix_title`)."""
+        return format_fix_title(cls.fix_title, fields)
 
     @classmethod
     def docstring(cls) -> str:
@@ -169,11 +232,17 @@ class StaticRule(Rule):
         node: "cst.CSTNode",
         *,
         message: str | None = None,
+        help: str | None = None,
         fix: Fix | None = None,
         **fmt: Any,
     ) -> None:
+        """Report ``node``: :attr:`message` and :attr:`fix_title` formatted with ``fmt``.
+
+        A second pattern of the same rule passes its own ``message`` (and ``help`` when the
+        fix title does not fit it)."""
         text = message if message is not None else self.message.format(**fmt)
-        self.ctx.add_finding(self, node, text, fix)
+        hint = help if help is not None else self.format_help(fmt)
+        self.ctx.add_finding(self, node, text, fix, help=hint)
 
     # -- fix helpers -------------------------------------------------------------------------
     def replace(

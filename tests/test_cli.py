@@ -283,7 +283,7 @@ def test_json_output_keys(project):
     result = lint("--output-format", "json", cwd=project)
     data = json.loads(result.stdout)
     assert [f["code"] for f in data] == ["TA101"]
-    assert set(data[0]) == {"code", "name", "severity", "message", "path", "line", "column", "end_line", "end_column", "fix"}
+    assert set(data[0]) == {"code", "name", "severity", "message", "help", "path", "line", "column", "end_line", "end_column", "fix"}
 
 
 def test_output_file_is_written(project):

@@ -98,7 +98,7 @@ def sarif_validator():
 
 
 def test_formats_and_unknown_format():
-    assert FORMATS == ("text", "json", "sarif", "github")
+    assert FORMATS == ("text", "full", "json", "sarif", "github")
     with pytest.raises(ValueError, match="unknown output format 'xml'"):
         render([], "xml")
 
@@ -211,8 +211,8 @@ def test_json_statistics(findings):
 
 # -- json ------------------------------------------------------------------------------------
 
-STATIC_KEYS = ["code", "name", "severity", "message", "path", "line", "column", "end_line",
-               "end_column", "fix"]
+STATIC_KEYS = ["code", "name", "severity", "message", "help", "path", "line", "column",
+               "end_line", "end_column", "fix"]
 
 
 def test_json_keys_values_and_order(findings):
@@ -225,8 +225,8 @@ def test_json_keys_values_and_order(findings):
     ]
     assert data[0] == {
         "code": "TA102", "name": "bias-before-norm", "severity": "warning",
-        "message": "bias before BatchNorm2d", "path": "pkg/model.py", "line": 12, "column": 9,
-        "end_line": 12, "end_column": 30, "fix": None,
+        "message": "bias before BatchNorm2d", "help": None, "path": "pkg/model.py", "line": 12,
+        "column": 9, "end_line": 12, "end_column": 30, "fix": None,
     }
     assert data[1]["fix"] == {
         "description": "Remove the softmax", "applicability": "safe",

@@ -23,6 +23,7 @@ class RawFinding:
     node: cst.CSTNode
     message: str
     fix: Fix | None
+    help: str | None = None
 
 
 class FileContext:
@@ -116,9 +117,12 @@ class FileContext:
         return TrainingFacts(self)
 
     # -- reporting ---------------------------------------------------------------------------
-    def add_finding(self, rule: "StaticRule | type", node: cst.CSTNode, message: str, fix: Fix | None) -> None:
+    def add_finding(
+        self, rule: "StaticRule | type", node: cst.CSTNode, message: str, fix: Fix | None,
+        help: str | None = None,
+    ) -> None:
         cls = rule if isinstance(rule, type) else type(rule)
-        self.raw.append(RawFinding(cls, node, message, fix))
+        self.raw.append(RawFinding(cls, node, message, fix, help))
 
     def _metadata(self) -> None:
         if self._wrapper is None:
@@ -189,6 +193,7 @@ class FileContext:
                     end_column=rng.end.column + 1,
                     fix=raw.fix,
                     statement_lines=self.statement_lines(raw.node),
+                    help=raw.help,
                 )
             )
         return out

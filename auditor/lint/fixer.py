@@ -565,7 +565,7 @@ def apply_fixes_command(
         return EXIT_FINDINGS if text else EXIT_OK
 
     output_file = opts.get("output_file")
-    color = fmt == "text" and output_file is None and sys.stdout.isatty()
+    color = fmt in ("text", "full") and output_file is None and sys.stdout.isatty()
     files_checked = len(results)
     rendered = render(
         left,
@@ -575,6 +575,7 @@ def apply_fixes_command(
         color=color,
         statistics=bool(opts.get("statistics")),
         show_fix_hint=not quiet,
+        summary=not quiet,
         files_checked=files_checked,
         unsafe_fixes=unsafe,
     )

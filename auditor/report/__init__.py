@@ -1,4 +1,4 @@
-"""Rendering findings: ``text``, ``json``, ``sarif`` and ``github``.
+"""Rendering findings: ``text``, ``full``, ``json``, ``sarif`` and ``github``.
 
 The one entry point is :func:`render`; it returns the whole output as a string (ending in a
 newline unless empty) and never prints. Every format orders findings the same stable way
@@ -23,10 +23,14 @@ from torch_audit.report._sarif import render_sarif, sarif_log
 from torch_audit.report._text import render_statistics, render_text, summary_lines
 from torch_audit.report._text import statistics as rule_statistics
 
-FORMATS = ("text", "json", "sarif", "github")
+FORMATS = ("text", "full", "json", "sarif", "github")
+#: The formats for people: ``text`` (one line per finding, Ruff's ``concise``) and ``full``
+#: (the same lines, each followed by its ``help:`` line, Ruff's ``full``).
+TEXT_FORMATS = ("text", "full")
 
 __all__ = [
     "FORMATS",
+    "TEXT_FORMATS",
     "escape_data",
     "escape_property",
     "render",
@@ -49,6 +53,7 @@ def render(
     files_checked: int | None = None,
     hidden_unsafe_fixes: int = 0,
     unsafe_fixes: bool = False,
+    summary: bool = True,
 ) -> str:
     """Render ``findings`` in format ``fmt`` (one of :data:`FORMATS`).
 
@@ -60,6 +65,7 @@ def render(
       fixable}`` for ``json``, a Ruff-style table for every other format.
     - ``show_fix_hint``: the ``[*] N fixable with the `--fix` option`` summary lines (text).
     - ``files_checked``: mentioned in the text summary when given.
+    - ``summary``: ``False`` leaves out the text summary (``--quiet``): the finding lines only.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown output format {fmt!r} (expected one of: {', '.join(FORMATS)})")
@@ -68,7 +74,7 @@ def render(
         if fmt == "json":
             return render_json_statistics(rule_statistics(findings, unsafe_fixes=unsafe_fixes))
         return render_statistics(findings, color=color, unsafe_fixes=unsafe_fixes)
-    if fmt == "text":
+    if fmt in TEXT_FORMATS:
         return render_text(
             findings,
             color=color,
@@ -76,6 +82,8 @@ def render(
             files_checked=files_checked,
             unsafe_fixes=unsafe_fixes,
             hidden_unsafe_fixes=hidden_unsafe_fixes,
+            show_help=fmt == "full",
+            summary=summary,
         )
     if fmt == "json":
         return render_json(findings)

@@ -38,6 +38,8 @@ def annotation(finding: Finding) -> str:
     props.append(("title", f"{finding.code} {finding.name}"))
     rendered = ",".join(f"{key}={escape_property(str(value))}" for key, value in props)
     message = finding.message + runtime_suffix(finding)
+    if finding.help:  # a second line of the annotation (escaped: still one workflow command)
+        message += f"\nhelp: {finding.help}"
     return f"::{COMMAND[finding.severity]} {rendered}::{escape_data(message)}"
 
 

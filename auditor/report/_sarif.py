@@ -40,7 +40,14 @@ def _humanize(name: str) -> str:
     return (words[:1].upper() + words[1:]) if words else name
 
 
-def _help(sections: dict[str, str]) -> dict[str, str]:
+def _help(sections: dict[str, str], fix_title: str | None = None) -> dict[str, str]:
+    if fix_title:  # "How to fix" after what is wrong and why (placeholders shown as <name>)
+        from torch_audit.rule import readable_fix_title
+
+        items = list(sections.items())
+        at = next((i for i, (t, _) in enumerate(items) if t not in ("What it does", "Why is this bad?")), len(items))
+        items.insert(at, ("How to fix", readable_fix_title(fix_title)))
+        sections = dict(items)
     plain = "\n\n".join(f"{title}\n{body}" for title, body in sections.items() if body)
     markdown = "\n\n".join(f"## {title}\n\n{body}" for title, body in sections.items() if body)
     return {"text": plain, "markdown": markdown}
@@ -80,7 +87,7 @@ def rule_descriptor(code: str, rule: Any | None, example: Finding) -> dict[str, 
         "shortDescription": _text(summary),
         "fullDescription": _text(full),
     }
-    help_ = _help(sections)
+    help_ = _help(sections, getattr(rule, "fix_title", None))
     if help_["text"]:
         descriptor["help"] = help_
     descriptor["defaultConfiguration"] = {"level": LEVEL[severity]}
@@ -146,6 +153,10 @@ def _result(finding: Finding, rule_index: int, root: str | os.PathLike[str]) -> 
         "level": LEVEL[finding.severity],
         "message": _text(finding.message),
     }
+    # The finding's own properties (a SARIF property bag): notebook cell, runtime measurements
+    # and `help`, what to do about this finding (the rule's fix title with its names filled in;
+    # the rule's `help` carries the generic one).
+    properties: dict[str, Any] = {}
     if finding.path:
         location = _artifact_location(finding.path, root)
         region = _region(finding.line, finding.column, finding.end_line, finding.end_column)
@@ -155,7 +166,7 @@ def _result(finding: Finding, rule_index: int, root: str | os.PathLike[str]) -> 
             raw = raw_region(finding)
             if raw is not None:
                 region = _region(*raw)
-            result["properties"] = {"cell": finding.cell, "cellLine": finding.line, "cellColumn": finding.column}
+            properties.update(cell=finding.cell, cellLine=finding.line, cellColumn=finding.column)
         result["locations"] = [
             {
                 "physicalLocation": {
@@ -179,7 +190,11 @@ def _result(finding: Finding, rule_index: int, root: str | os.PathLike[str]) -> 
             )
             if value is not None
         }
-        result["properties"] = json_safe(extras)
+        properties.update(json_safe(extras))
+    if finding.help:
+        properties["help"] = finding.help
+    if properties:
+        result["properties"] = properties
     return result
 
 

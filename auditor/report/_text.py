@@ -1,5 +1,8 @@
 """The ``text`` format: one ``path:line:col: CODE [*] message`` line per finding and a summary,
-or with ``statistics`` a per-rule count table, both modelled on Ruff."""
+or with ``statistics`` a per-rule count table, both modelled on Ruff.
+
+The ``full`` format is ``text`` with a ``help:`` line (the finding's ``help``, what to do about
+it) under each finding that has one, as Ruff's ``full`` format; ``text`` is Ruff's ``concise``."""
 
 from __future__ import annotations
 
@@ -65,6 +68,15 @@ def finding_line(finding: Finding, *, color: bool = False, unsafe_fixes: bool = 
     return f"{head}{code}{marker} {finding.message}{runtime_suffix(finding)}"
 
 
+def help_lines(finding: Finding, *, color: bool = False) -> list[str]:
+    """``  help: <what to do>`` for the ``full`` format; none when the finding has no help."""
+    if not finding.help:
+        return []
+    style = _Style(color)
+    first, *rest = finding.help.splitlines() or [""]
+    return [f"  {style('help', BOLD, CYAN)}: {first}", *(f"        {line}" for line in rest)]
+
+
 def fix_counts(findings: list[Finding], unsafe_fixes: bool, hidden_unsafe_fixes: int) -> tuple[int, int]:
     """(fixable with ``--fix``, hidden unsafe fixes)."""
     fixable = sum(1 for f in findings if fix_is_applicable(f, unsafe_fixes))
@@ -124,18 +136,25 @@ def render_text(
     files_checked: int | None = None,
     unsafe_fixes: bool = False,
     hidden_unsafe_fixes: int = 0,
+    show_help: bool = False,
+    summary: bool = True,
 ) -> str:
     findings = ordered(findings)
-    lines = [finding_line(f, color=color, unsafe_fixes=unsafe_fixes) for f in findings]
-    lines += summary_lines(
-        findings,
-        color=color,
-        show_fix_hint=show_fix_hint,
-        files_checked=files_checked,
-        unsafe_fixes=unsafe_fixes,
-        hidden_unsafe_fixes=hidden_unsafe_fixes,
-    )
-    return "\n".join(lines) + "\n"
+    lines = []
+    for f in findings:
+        lines.append(finding_line(f, color=color, unsafe_fixes=unsafe_fixes))
+        if show_help:
+            lines += help_lines(f, color=color)
+    if summary:
+        lines += summary_lines(
+            findings,
+            color=color,
+            show_fix_hint=show_fix_hint,
+            files_checked=files_checked,
+            unsafe_fixes=unsafe_fixes,
+            hidden_unsafe_fixes=hidden_unsafe_fixes,
+        )
+    return "".join(line + "\n" for line in lines)
 
 
 def statistics(findings: list[Finding], *, unsafe_fixes: bool = False) -> list[dict[str, Any]]:

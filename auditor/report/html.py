@@ -59,6 +59,7 @@ h3 { font-size: 14px; margin: 18px 0 6px; }
 .finding .name { color: var(--muted); }
 .finding .where { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12.5px; }
 .finding .facts { color: var(--muted); font-size: 12.5px; margin-top: 2px; }
+.finding .help { margin: 2px 0 0; }
 .finding p { margin: 4px 0; }
 pre.snippet { background: #fff; border: 1px solid var(--line); border-radius: 6px; margin: 8px 0 2px;
               padding: 6px 0; overflow-x: auto; font: 12.5px/1.5 ui-monospace, SFMono-Regular, Menlo, monospace; }
@@ -368,6 +369,7 @@ def _finding_html(f: Finding, root: str) -> str:
         f'<span class="code">{_e(f.code)}</span><span class="name">{_e(f.name)}</span>'
         f'<span class="where">{_e(where)}</span></header>'
         f"<p>{_e(f.message)}</p>"
+        + (f'<p class="help"><b>help:</b> {_e(f.help)}</p>' if f.help else "")
         + (f'<div class="facts">{" · ".join(facts)}</div>' if facts else "")
         + _snippet(f.path, f.line, root)
         + "</article>"

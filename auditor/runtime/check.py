@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch_audit.findings import Finding
 from torch_audit.rule import Rule
+from torch_audit.runtime.errors import AuditFailure
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch_audit.runtime.session import AuditSession
@@ -88,20 +89,32 @@ class RuntimeCheck(Rule):
         path: str | None = None,
         line: int | None = None,
         message: str | None = None,
+        help: str | None = None,
         **fmt: Any,
     ) -> Finding:
-        """Record a finding about ``subject`` (de-duplicated per code and subject)."""
+        """Record a finding about ``subject`` (de-duplicated per code and subject).
+
+        Its ``help`` is :attr:`fix_title` formatted with ``fmt``, unless ``help`` is given."""
         text = message if message is not None else self.message.format(**fmt)
-        return self.session.add_finding(
-            self,
-            subject,
-            text,
-            step=step,
-            module=module,
-            value=value,
-            path=path,
-            line=line,
-        )
+        hint = help if help is not None else self.format_help(fmt)
+        try:
+            finding = self.session.add_finding(
+                self,
+                subject,
+                text,
+                step=step,
+                module=module,
+                value=value,
+                path=path,
+                line=line,
+            )
+        except AuditFailure as exc:  # fail_fast: the finding is recorded, then raised
+            if exc.finding.code == self.code and exc.finding.help is None:
+                exc.finding.help = hint
+            raise
+        if finding.help is None:  # a repeat keeps the help of the first report
+            finding.help = hint
+        return finding
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.code} {self.name}>"

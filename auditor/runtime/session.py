@@ -814,6 +814,8 @@ def format_text(findings: list[Finding], notes: Iterable[str] = ()) -> str:
         if f.rank is not None:
             extra.append(f"rank={f.rank}")
         lines.append(f"{where}{f.code} {f.message} [{', '.join(extra)}]")
+        if f.help:
+            lines.append(f"  help: {f.help}")
     n = len(findings)
     lines.append("No runtime findings." if n == 0 else f"Found {n} runtime finding{'s' if n != 1 else ''}.")
     lines.extend(f"Note: {note}." for note in notes)

@@ -99,6 +99,14 @@ class DistributedSamplerSetEpochMissing(StaticRule):
         "times; pass sampler=DistributedSampler(dataset) instead"
     )
     fix_title = "Call `{sampler}.set_epoch(epoch)` at the start of each epoch"
+    unnamed_fix_title = (
+        "Assign the DistributedSampler to a variable and call its `set_epoch(epoch)` at the start "
+        "of each epoch"
+    )
+    unsharded_fix_title = (
+        "Pass `sampler=DistributedSampler(dataset)` to `{loader}` instead of `shuffle=True`, "
+        "and call the sampler's `set_epoch(epoch)` at the start of each epoch"
+    )
 
     def leave_Module(self, node: cst.Module) -> None:
         calls = self.ctx.indexer.all_calls
@@ -133,6 +141,8 @@ class DistributedSamplerSetEpochMissing(StaticRule):
                         sampler.node,
                         sampler=sampler_name or "DistributedSampler(...)",
                         line=self.ctx.position(loop.node).start.line,
+                        # an unnamed sampler: no `DistributedSampler(...).set_epoch(epoch)` advice
+                        help=None if sampler_name else self.unnamed_fix_title,
                     )
                     break
 
@@ -193,6 +203,7 @@ class DistributedSamplerSetEpochMissing(StaticRule):
                 message=self.unsharded_message.format(
                     loader=name, ddp_line=self.ctx.position(ddp.node).start.line
                 ),
+                help=self.unsharded_fix_title.format(loader=name),
             )
 
     @staticmethod
