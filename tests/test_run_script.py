@@ -202,6 +202,18 @@ def test_select_ignore_and_exit_zero():
     assert zero.exit_code == 0 and "TA701" in zero.stderr
 
 
+def test_full_output_adds_the_help_lines_on_stderr():
+    bad = str(RUNTIME / "nonfinite_activation" / "bad.py")
+    concise = invoke("--select", "nonfinite-loss", bad)
+    full = invoke("--select", "nonfinite-loss", "--output-format", "full", bad)
+    assert full.exit_code == concise.exit_code == 1
+    assert "help:" not in concise.stderr
+    finding = next(line for line in full.stderr.splitlines() if "TA701" in line)
+    assert finding in concise.stderr  # the same finding line, then what to do about it
+    help_line = full.stderr.splitlines()[full.stderr.splitlines().index(finding) + 1]
+    assert help_line.startswith("  help: ") and len(help_line) > len("  help: "), full.stderr
+
+
 def test_pyproject_configures_run(tmp_path):
     src = (RUNTIME / "exploding_gradient" / "bad.py").read_text()
     (tmp_path / "train.py").write_text(src)

@@ -40,7 +40,7 @@ from torch_audit.findings import Finding, Severity
 from torch_audit.runtime import script as script_runner
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
-OUTPUT_FORMATS = ("text", "json", "sarif", "github")
+OUTPUT_FORMATS = ("text", "full", "json", "sarif", "github")
 
 __all__ = ["run", "RunOutcome", "StepMonitor", "MaxStepsReached", "audit_script", "History", "StepSeries"]
 
@@ -617,12 +617,12 @@ def emit_report(
     """Text goes to stderr (stdout belongs to the script), the other formats to stdout, or all
     of them to ``--output-file`` (written atomically)."""
     from torch_audit.catalog import load_catalog
-    from torch_audit.report import render
+    from torch_audit.report import TEXT_FORMATS, render
 
-    if fmt == "text":
+    if fmt in TEXT_FORMATS:
         stream = sys.stderr
         color = output_file is None and _color(stream)
-        text = render(findings, "text", color=color, show_fix_hint=False)
+        text = render(findings, fmt, color=color, show_fix_hint=False)
         if preface:
             text = preface + "\n" + text
     else:

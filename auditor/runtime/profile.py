@@ -561,10 +561,10 @@ def run_profile_command(where: str, attr: str, argv: list[str], *, settings: Any
             _write_file(output_file, text)
         else:
             sys.stdout.write(text)
-    elif fmt == "text":
+    elif fmt in ("text", "full"):
         from torch_audit.report import render
 
-        text = render_table(profile) + "\n" + render(profile.findings, "text", show_fix_hint=False)
+        text = render_table(profile) + "\n" + render(profile.findings, fmt, show_fix_hint=False)
         if output_file:
             _write_file(output_file, text)
         else:
