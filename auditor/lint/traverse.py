@@ -97,7 +97,7 @@ _ALL_FIELDS: dict[type, tuple[str, ...]] = {}
 def parent_map(root: cst.CSTNode) -> dict[cst.CSTNode, cst.CSTNode]:
     """Every node's parent, whitespace and punctuation nodes included: what libcst's
     ``ParentNodeProvider`` computes, read from the dataclass fields instead of by a libcst visit
-    that rebuilds every node (30 ms against 3 ms for an 80-line file)."""
+    that rebuilds every node (about 20x slower: 21 ms against 1 ms for an 80-line file)."""
     parents: dict[cst.CSTNode, cst.CSTNode] = {}
     todo = [root]
     while todo:
