@@ -150,14 +150,20 @@ def measure(name: str, rounds: int, steps: int, clock) -> dict:
     with torch_audit.audit():
         step()
     times: dict[str, list[float]] = {m: [] for m in MODES}
+    # per-round medians: a round runs every mode back to back, so the ratio within a round
+    # cancels the slow drift of a shared machine (phases of ±10% that span several rounds)
+    rounds_med: dict[str, list[float]] = {m: [] for m in MODES}
     order = list(MODES)
     for r in range(rounds):
         for mode in order[r % len(order):] + order[:r % len(order)]:
+            this_round = []
             with MODES[mode]():
                 for _ in range(steps):
                     t0 = clock()
                     step()
-                    times[mode].append(clock() - t0)
+                    this_round.append(clock() - t0)
+            times[mode].extend(this_round)
+            rounds_med[mode].append(statistics.median(this_round))
     syncs = {}
     for mode in MODES:
         with MODES[mode]():
@@ -168,8 +174,17 @@ def measure(name: str, rounds: int, steps: int, clock) -> dict:
     med = {m: statistics.median(v) for m, v in times.items()}
     mean = {m: statistics.fmean(v) for m, v in times.items()}
     params = sum(p.numel() for p in model.parameters())
+    paired = {m: sorted(a / p for a, p in zip(rounds_med[m], rounds_med["plain"])) for m in MODES}
     return {"model": name, "params": params, "median": med, "mean": mean, "syncs": syncs,
-            "steps": len(times["plain"])}
+            "steps": len(times["plain"]), "paired": paired}
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 4:
+        m = statistics.median(values)
+        return m, min(values), max(values)
+    q1, q2, q3 = statistics.quantiles(values, n=4)
+    return q2, q1, q3
 
 
 def main() -> None:
@@ -186,16 +201,20 @@ def main() -> None:
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, {args.clock} clock")
     print(f"{'model':12} {'params':>8} {'plain ms':>9} {'audit':>7} {'anomaly':>8} "
-          f"{'audit(mean)':>11} {'syncs/step plain/audit/anomaly':>31}")
+          f"{'audit(mean)':>11} {'audit(paired) [IQR]':>24} {'syncs/step plain/audit/anomaly':>31}")
     for name in ([args.only] if args.only else ["cnn", "transformer"]):
         r = measure(name, args.rounds, args.steps, clock)
         med, mean, s = r["median"], r["mean"], r["syncs"]
+        mid, q1, q3 = quartiles(r["paired"]["audit"])
         print(
             f"{name:12} {r['params'] / 1e6:7.2f}M {med['plain'] * 1e3:9.1f} "
             f"{med['audit'] / med['plain']:6.3f}x {med['anomaly'] / med['plain']:7.3f}x "
             f"{mean['audit'] / mean['plain']:10.3f}x "
+            f"{mid:9.3f}x [{q1:.3f}-{q3:.3f}] "
             f"{s['plain']:>13.1f} / {s['audit']:.1f} / {s['anomaly']:.1f}"
         )
+    print("audit/anomaly: median step time over all rounds against the plain loop's; audit(paired): "
+          "the median over rounds of each round's audit/plain ratio, with its interquartile range")
 
 
 if __name__ == "__main__":

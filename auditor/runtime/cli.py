@@ -37,6 +37,7 @@ import click
 import torch
 
 from torch_audit.findings import Finding, Severity
+from torch_audit.runtime import reduce
 from torch_audit.runtime import script as script_runner
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -290,7 +291,7 @@ class StepMonitor:
             grads = [p.grad for p in params if p.grad is not None]
             if not grads:
                 return
-            got = iter(torch._foreach_norm([g.detach() for g in grads]))
+            got = iter(reduce.norms([g.detach() for g in grads]))
             zero = torch.zeros((), device=grads[0].device)
             norms = torch.stack([next(got).float() if p.grad is not None else zero for p in params])
         names = self._names.get(optimizer)

@@ -23,7 +23,7 @@ import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
 from torch_audit.findings import Finding, Severity
-from torch_audit.runtime import dist
+from torch_audit.runtime import dist, reduce
 from torch_audit.runtime.check import RuntimeCheck
 from torch_audit.runtime.errors import AuditFailure, SessionActiveError
 from torch_audit.runtime.index import ModelIndex
@@ -527,7 +527,7 @@ class AuditSession:
                     g = g.coalesce()._values()
                 grads.append(g)
         if grads:
-            norms = torch._foreach_norm(grads)
+            norms = reduce.norms(grads)
         else:
             norms = []
         device = norms[0].device if norms else (params[0].device if params else torch.device("cpu"))

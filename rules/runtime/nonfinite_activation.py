@@ -14,9 +14,9 @@ class NonFiniteActivation(RuntimeCheck):
     the step where it happened.
 
     The check is a cheap always-on sentinel: during a training forward pass it keeps references
-    to the module outputs; when `backward()` starts it reduces them with one fused
-    `torch._foreach_norm` (one vectorised pass over the activations, outputs shared between a
-    module and its container counted once), releases them, and keeps a small flag vector that
+    to the module outputs; when `backward()` starts it reduces them (one float32 sum per output
+    on CPU, one fused `torch._foreach_norm` on other devices; outputs shared between a module
+    and its container counted once), releases them, and keeps a small flag vector that
     is read with the step's other flags. No extra host synchronisation, no memory held during
     backward.
 
@@ -31,8 +31,9 @@ class NonFiniteActivation(RuntimeCheck):
     Only forward passes with gradients enabled that reach a `backward()` are watched (inference
     under `no_grad` is not). An output modified in place after its module returned is seen with
     the modification. Modules inside a `torch.compile`d region do not run Python hooks and are
-    not seen individually. Outputs are tested through their L2 norms, so finite activations
-    above about 1e19 overflow and are reported. The reduction costs one read of every activation per step (about 2%
+    not seen individually. The reductions run in float32 (a float16 norm would overflow at
+    65504), so only finite activations that add up past about 3e38 on CPU, or whose L2 norm
+    passes it elsewhere (values above about 1e19), are reported. The reduction costs one read of every activation per step (about 2%
     of a small CNN's CPU step). The opt-in `precise` mode (a `TorchDispatchMode` that checks
     every operator's output) runs on the forward pass *after* the one that went non-finite, so
     it names the operation only when the problem recurs.
@@ -134,7 +135,7 @@ class NonFiniteActivation(RuntimeCheck):
         if not records:
             return
         torch = self._torch
-        from torch_audit.runtime.session import stack_scalars
+        from torch_audit.runtime.reduce import finite_sentinels
 
         unique: dict[int, int] = {}
         tensors, meta = [], []
@@ -148,7 +149,7 @@ class NonFiniteActivation(RuntimeCheck):
                 idx.append(unique[k])
             meta.append((module, idx, root_site))
         with torch.no_grad():
-            flags = stack_scalars(torch._foreach_norm(tensors))
+            flags = finite_sentinels(tensors)
         self._batches.append((self.session.step, meta, flags))
 
     def on_step_pre(self, ctx) -> None:

@@ -17,8 +17,9 @@ class NonFiniteGradient(RuntimeCheck):
     weights; reported before it, a `fail_fast` session stops with the weights intact.
 
     ## Known problems
-    The check reads one fused `torch._foreach_norm` per step; a gradient whose values are finite
-    but whose L2 norm overflows float32 (values above about 1e19) is reported as non-finite. With
+    The check reads one fused `torch._foreach_norm` per step, computed in float32 (a float16
+    norm would overflow at 65504); a gradient whose values are finite but whose L2 norm
+    overflows float32 (values above about 1e19) is reported as non-finite. With
     mixed precision and a `GradScaler`, steps the scaler skips never reach the optimizer and are
     not reported (that is the scaler's job). On CUDA the flags are read one step late unless
     `fail_fast` or `sync="step"` is set.

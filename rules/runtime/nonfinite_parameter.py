@@ -18,8 +18,9 @@ class NonFiniteParameter(RuntimeCheck):
     later step is wasted.
 
     ## Known problems
-    Parameters are checked through their L2 norms (one fused `torch._foreach_norm`), so finite
-    values above about 1e19 overflow and are reported as non-finite. The flags are read together
+    Parameters and state are reduced in float32 (a sum per tensor on CPU, one fused
+    `torch._foreach_norm` elsewhere), so finite values that add up past about 3e38 on CPU, or
+    above about 1e19 elsewhere, overflow and are reported as non-finite. The flags are read together
     with the next step's, so the finding carries the step that produced the value.
 
     ## References
@@ -39,7 +40,7 @@ class NonFiniteParameter(RuntimeCheck):
         import torch
 
         from torch_audit.runtime import dist
-        from torch_audit.runtime.session import stack_scalars
+        from torch_audit.runtime.reduce import finite_sentinels
         from torch_audit.runtime.util import names_list
 
         tensors, labels = [], []
@@ -57,7 +58,7 @@ class NonFiniteParameter(RuntimeCheck):
         if not tensors:
             return
         with torch.no_grad():
-            stacked = stack_scalars(torch._foreach_norm(tensors))
+            stacked = finite_sentinels(tensors)
         params = ctx.params
         index = self.session.index
 

@@ -65,12 +65,14 @@ class UpdateToWeightRatio(RuntimeCheck):
             return
         import torch
 
+        from torch_audit.runtime.reduce import norms
+
         idx, before = entry
         after = [ctx.params[i].detach() for i in idx]
         with torch.no_grad():
             delta = torch._foreach_sub(after, before)
-            dn = torch.stack([n.float() for n in torch._foreach_norm(delta)])
-            wn = torch.stack([n.float() for n in torch._foreach_norm(after)])
+            dn = torch.stack(norms(delta))
+            wn = torch.stack(norms(after))
             ratio = torch.where(wn > 1e-12, dn / wn.clamp_min(1e-12), torch.zeros_like(dn))
 
         def check(values: list[float]) -> None:

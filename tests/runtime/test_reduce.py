@@ -1,0 +1,78 @@
+"""The per-step reductions: exact about non-finite values, never fooled by float16 range."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import torch_audit
+from torch_audit.runtime.reduce import finite_sentinels, norms
+
+
+def _flags(tensors):
+    return [math.isfinite(v) for v in finite_sentinels(tensors).tolist()]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_sentinels_flag_exactly_the_tensors_with_nan_or_inf(dtype):
+    clean = torch.randn(1000).to(dtype)
+    bad = []
+    for value in (float("nan"), float("inf"), float("-inf")):
+        t = torch.randn(1000).to(dtype)
+        t[500] = value
+        bad.append(t)
+    both = torch.randn(10).to(dtype)
+    both[0], both[1] = float("inf"), float("-inf")  # inf - inf: still non-finite
+    assert _flags([clean, *bad, both]) == [True, False, False, False, False]
+
+
+def test_float16_values_whose_norm_overflows_float16_are_finite():
+    big = torch.full((2_000_000,), 50.0, dtype=torch.float16)  # L2 norm 70,711 > 65,504
+    assert not math.isfinite(torch._foreach_norm([big])[0].item())  # what a naive check sees
+    assert _flags([big]) == [True]
+    [n] = norms([big])
+    assert n.dtype == torch.float32 and n.item() == pytest.approx(50.0 * math.sqrt(2_000_000), rel=1e-3)
+
+
+class Loud(nn.Module):
+    """A float16 layer whose healthy output's norm is beyond float16's range."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((1,), 50.0, dtype=torch.float16))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+def test_large_finite_float16_activations_and_gradients_are_not_reported():
+    model = Loud()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    x = torch.ones(2_000_000, dtype=torch.float16)
+    with torch_audit.audit(select=["TA702", "TA703", "TA704"]) as session:
+        for _ in range(2):
+            opt.zero_grad()
+            model(x).float().mean().backward()  # scale's gradient is 1: finite
+            opt.step()
+    assert session.findings == [], session.report()
+
+
+def test_a_real_nan_activation_in_float16_is_still_reported():
+    model = Loud()
+    x = torch.ones(1000, dtype=torch.float16)
+    x[3] = float("nan")
+    with torch_audit.audit(select=["TA704"]) as session:
+        model(x).float().sum().backward()
+    assert [f.code for f in session.findings] == ["TA704"], session.report()
+
+
+def test_norms_keep_input_order_across_precisions():
+    tensors = [torch.full((4,), 3.0, dtype=torch.float64), torch.full((4,), 3.0, dtype=torch.float16),
+               torch.full((4,), 3.0), torch.full((4,), 3.0, dtype=torch.bfloat16)]
+    got = norms(tensors)
+    assert [n.dtype for n in got] == [torch.float32] * 4
+    assert [n.item() for n in got] == [6.0] * 4
+    assert _flags(tensors) == [True] * 4
