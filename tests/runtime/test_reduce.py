@@ -76,3 +76,34 @@ def test_norms_keep_input_order_across_precisions():
     assert [n.dtype for n in got] == [torch.float32] * 4
     assert [n.item() for n in got] == [6.0] * 4
     assert _flags(tensors) == [True] * 4
+
+
+def _adam_with_poisoned_moment(steps: int, poison_at: int, **audit_kwargs):
+    """AdamW whose second moment of one weight turns infinite after step ``poison_at``: the
+    weight's updates become 0 (m / sqrt(inf)), so the parameters stay finite and only the
+    optimizer state shows the problem."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x, y = torch.randn(8, 4), torch.randn(8, 2)
+    with torch_audit.audit(select=["TA703"], **audit_kwargs) as session:
+        for step in range(steps):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+            if step == poison_at:
+                opt.state[model.weight]["exp_avg_sq"][0, 0] = float("inf")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    return [(f.code, f.step) for f in session.findings], [f.message for f in session.findings]
+
+
+def test_a_non_finite_optimizer_moment_is_found_by_the_sampled_state_check():
+    found, messages = _adam_with_poisoned_moment(steps=25, poison_at=3)
+    assert found == [("TA703", 10)], messages  # the next sampled step (every 10th by default)
+    assert "exp_avg_sq" in messages[0]
+
+
+def test_state_every_1_checks_the_state_on_every_step():
+    found, _ = _adam_with_poisoned_moment(steps=8, poison_at=3,
+                                          options={"nonfinite-parameter": {"state_every": 1}})
+    assert found == [("TA703", 4)]
