@@ -610,8 +610,11 @@ def _spawn_ddp(tmp_path: Path, scenario: str, timeout: float = 120.0) -> list[di
     import torch.multiprocessing as mp
 
     ctx = mp.start_processes(
+        # spawn, not fork: a pytest-xdist worker that already ran other tests has live threads
+        # (OpenMP, gloo), and a forked child can deadlock on a lock one of them held (a 120 s
+        # hang in one full-suite run that never reproduced in a fresh process)
         _ddp_worker, args=(2, str(tmp_path / "store"), str(tmp_path), scenario), nprocs=2,
-        join=False, start_method="fork",
+        join=False, start_method="spawn",
     )
     deadline = time.monotonic() + timeout
     try:

@@ -20,8 +20,11 @@ pytestmark = pytest.mark.skipif(
 
 def _spawn(tmp_path, timeout=120.0):
     ctx = mp.start_processes(
+        # spawn, not fork: a pytest-xdist worker that already ran other tests has live threads
+        # (OpenMP, gloo), and a forked child can deadlock on a lock one of them held (a 120 s
+        # hang in one full-suite run that never reproduced in a fresh process)
         _ddp_worker.run, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2,
-        join=False, start_method="fork",
+        join=False, start_method="spawn",
     )
     deadline = time.monotonic() + timeout
     try:
