@@ -58,11 +58,4 @@ def _in_tests(ctx) -> bool:
         return True
     if any(p in ("tests", "test", "testing") for p in parts[:-1]):
         return True
-    s = ctx.scope
-    while s is not None:
-        if s.kind == "function" and s.name.startswith("test"):
-            return True
-        if s.kind == "class" and s.name.startswith("Test"):
-            return True
-        s = s.parent
-    return False
+    return ctx.scope is not None and ctx.scope.in_pytest_test

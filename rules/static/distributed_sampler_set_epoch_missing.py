@@ -179,11 +179,11 @@ class DistributedSamplerSetEpochMissing(StaticRule):
 
     # -- a shuffling DataLoader without any sampler under DDP --------------------------------
     def _check_unsharded_loaders(self, calls: list[Call]) -> None:
-        ddps = [c for c in calls if c.qualname in _DDP and not _in_test(c.scope)]
+        ddps = [c for c in calls if c.qualname in _DDP and not c.scope.in_pytest_test]
         if not ddps or _SHARDING_TEXT.search(self.ctx.source) or self._uses_framework():
             return
         for loader in calls:
-            if loader.qualname not in _LOADERS or _in_test(loader.scope):
+            if loader.qualname not in _LOADERS or loader.scope.in_pytest_test:
                 continue
             if not self._unsharded_shuffle(loader):
                 continue
@@ -419,17 +419,6 @@ def _names(expr: cst.BaseExpression) -> list[cst.Name | cst.Attribute]:
     visitor = _Names()
     expr.visit(visitor)
     return visitor.found
-
-
-def _in_test(scope: Scope) -> bool:
-    s: Scope | None = scope
-    while s is not None:
-        if s.kind == "function" and s.name.startswith("test"):
-            return True
-        if s.kind == "class" and s.name.startswith("Test"):
-            return True
-        s = s.parent
-    return False
 
 
 def _iterates(expr: cst.BaseExpression, name: str) -> bool:

@@ -38,16 +38,5 @@ class UnscopedTorchLibrary(StaticRule):
     def leave_Module(self, node: cst.Module) -> None:
         test_file = bool(_TEST_PATH.search(self.ctx.path.replace("\\", "/")))
         for call in self.ctx.indexer.all_calls:
-            if call.qualname == "torch.library.Library" and (test_file or _in_test(call.scope)):
+            if call.qualname == "torch.library.Library" and (test_file or call.scope.in_pytest_test):
                 self.report(call.node)
-
-
-def _in_test(scope) -> bool:
-    """Inside a pytest-style `test_*` function or a `Test*` class."""
-    while scope is not None:
-        if scope.kind == "function" and scope.name.startswith("test"):
-            return True
-        if scope.kind == "class" and scope.name.startswith("Test"):
-            return True
-        scope = scope.parent
-    return False

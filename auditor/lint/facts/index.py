@@ -162,6 +162,18 @@ class Scope:
             s = s.parent
         return s
 
+    @property
+    def in_pytest_test(self) -> bool:
+        """Inside a pytest-style ``test*`` function or ``Test*`` class (at any depth)."""
+        s: Scope | None = self
+        while s is not None:
+            if s.kind == "function" and s.name.startswith("test"):
+                return True
+            if s.kind == "class" and s.name.startswith("Test"):
+                return True
+            s = s.parent
+        return False
+
     def functions(self) -> dict[str, "Scope"]:
         return {c.name: c for c in self.children if c.kind == "function"}
 
