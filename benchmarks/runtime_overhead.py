@@ -2,21 +2,29 @@
 
 Two models from issue 6 (CPU): a ResNet-style CNN (~0.7M parameters, batch 64x3x32x32, SGD
 with momentum) and a 4-layer transformer encoder (d_model 256, 4 heads, sequence 128, batch 16,
-AdamW). For each model the plain loop, the loop under ``torch_audit.audit()`` (default checks)
-and the loop under ``torch.autograd.detect_anomaly()`` run in interleaved rounds; the script
-prints median step times, the ratios to the plain loop, and the host synchronisations per
-optimizer step, counted in a separate pass with a TorchDispatchMode over
-``aten._local_scalar_dense`` plus patched ``Tensor.item``/``Tensor.tolist``.
+AdamW). For each model one ``torch_audit.audit()`` session (default checks) stays open for the
+whole run, and steps are interleaved one at a time: a plain step and a
+``torch.autograd.detect_anomaly()`` step run with the session paused (``session.paused()``
+removes every hook and patch, so they run exactly as without torch-audit), an audited step
+with it active. Step times on a shared VM drift by ±10% over seconds; the ratio of steps run
+side by side cancels that drift, so the script prints the median over triples of each
+triple's ratio with a distribution-free 95% confidence interval. It also prints the host
+synchronisations per optimizer step, counted in a separate pass with a TorchDispatchMode over
+``aten._local_scalar_dense`` plus patched ``Tensor.item``/``Tensor.tolist``, and a cProfile
+estimate of the share of an audited step spent inside torch-audit.
 
-    python benchmarks/runtime_overhead.py [--rounds 5] [--steps 6] [--threads 2] [--only cnn]
+    python benchmarks/runtime_overhead.py [--triples 40] [--threads 2] [--only cnn] [--clock cpu]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import statistics
 import time
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -136,55 +144,57 @@ def count_syncs():
         torch.Tensor.item, torch.Tensor.tolist = item, tolist
 
 
-MODES = {
-    "plain": contextlib.nullcontext,
-    "audit": lambda: torch_audit.audit(),
-    "anomaly": lambda: torch.autograd.detect_anomaly(check_nan=True),
-}
+def median_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """The median of ``values`` and a distribution-free confidence interval for it: the order
+    statistics ``x(k)`` and ``x(n-k+1)`` with the largest ``k`` for which a Binomial(n, 1/2)
+    leaves at most ``(1-confidence)/2`` in each tail."""
+    xs = sorted(values)
+    n = len(xs)
+    tail, k = 0.0, 0
+    while k < n // 2:
+        tail += math.comb(n, k) / 2 ** n
+        if tail > (1 - confidence) / 2:
+            break
+        k += 1
+    if k == 0:  # too few values for that confidence: the range
+        return statistics.median(xs), xs[0], xs[-1]
+    return statistics.median(xs), xs[k - 1], xs[n - k]
 
 
-def measure(name: str, rounds: int, steps: int, clock) -> dict:
+def measure(name: str, triples: int, clock, ignore: list[str] | None = None) -> dict:
+    """One audit session for the whole run; each triple runs one plain step and one
+    detect_anomaly step with the session paused (hooks and patches removed, so those steps run
+    exactly as without torch-audit) and one audited step, in rotating order. A triple takes a
+    few seconds, shorter than the VM's slow phases of ±10%, so each triple's ratio cancels them."""
     model, opt, step = make(name)
-    for _ in range(2):  # warm-up (allocator, lazy init, Adam state)
+    for _ in range(2):  # warm-up (allocator, lazy init, optimizer state)
         step()
-    with torch_audit.audit():
-        step()
-    times: dict[str, list[float]] = {m: [] for m in MODES}
-    # per-round medians: a round runs every mode back to back, so the ratio within a round
-    # cancels the slow drift of a shared machine (phases of ±10% that span several rounds)
-    rounds_med: dict[str, list[float]] = {m: [] for m in MODES}
-    order = list(MODES)
-    for r in range(rounds):
-        for mode in order[r % len(order):] + order[:r % len(order)]:
-            this_round = []
-            with MODES[mode]():
-                for _ in range(steps):
+    times: dict[str, list[float]] = {"plain": [], "audit": [], "anomaly": []}
+    order = list(times)
+    with torch_audit.audit(ignore=ignore, config=False) as session:
+        step()  # the session's first step builds its index
+        for r in range(triples):
+            for mode in order[r % 3:] + order[:r % 3]:
+                paused = session.paused() if mode != "audit" else contextlib.nullcontext()
+                anomaly = (torch.autograd.detect_anomaly(check_nan=True) if mode == "anomaly"
+                           else contextlib.nullcontext())
+                with paused, anomaly:
                     t0 = clock()
                     step()
-                    this_round.append(clock() - t0)
-            times[mode].extend(this_round)
-            rounds_med[mode].append(statistics.median(this_round))
+                    times[mode].append(clock() - t0)
     syncs = {}
-    for mode in MODES:
-        with MODES[mode]():
+    for mode, ctx in (("plain", contextlib.nullcontext), ("audit", torch_audit.audit),
+                      ("anomaly", lambda: torch.autograd.detect_anomaly(check_nan=True))):
+        with ctx():
+            step()
             with count_syncs() as c:
                 for _ in range(3):
                     step()
         syncs[mode] = c.count / 3
-    med = {m: statistics.median(v) for m, v in times.items()}
-    mean = {m: statistics.fmean(v) for m, v in times.items()}
     params = sum(p.numel() for p in model.parameters())
-    paired = {m: sorted(a / p for a, p in zip(rounds_med[m], rounds_med["plain"])) for m in MODES}
-    return {"model": name, "params": params, "median": med, "mean": mean, "syncs": syncs,
-            "steps": len(times["plain"]), "paired": paired}
-
-
-def quartiles(values: list[float]) -> tuple[float, float, float]:
-    if len(values) < 4:
-        m = statistics.median(values)
-        return m, min(values), max(values)
-    q1, q2, q3 = statistics.quantiles(values, n=4)
-    return q2, q1, q3
+    paired = {m: [a / p for a, p in zip(times[m], times["plain"])] for m in times}
+    return {"model": name, "params": params, "times": times, "syncs": syncs,
+            "paired": paired, "findings": len(session.findings)}
 
 
 _HOOKS = {"_forward_pre", "_forward_post", "_step_pre", "_step_post"}
@@ -229,33 +239,39 @@ def hook_share(name: str, steps: int = 10) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--triples", type=int, default=40,
+                    help="interleaved plain/audit/anomaly step triples per model (default 40)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--only", choices=["cnn", "transformer"], default=None)
+    ap.add_argument("--ignore", action="append", default=None, metavar="CHECK",
+                    help="leave a check out of the audited steps, to see what it costs (repeatable)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                    help="wall: time.perf_counter; cpu: time.process_time (robust on a busy box)")
+                    help="wall: time.perf_counter; cpu: time.process_time")
     args = ap.parse_args()
+    warnings.filterwarnings("ignore", "Anomaly Detection has been enabled")
     if args.threads:
         torch.set_num_threads(args.threads)
     clock = time.perf_counter if args.clock == "wall" else time.process_time
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, {args.clock} clock")
-    print(f"{'model':12} {'params':>8} {'plain ms':>9} {'audit':>7} {'anomaly':>8} "
-          f"{'audit(mean)':>11} {'audit(paired) [IQR]':>24} {'syncs/step plain/audit/anomaly':>31}")
-    for name in ([args.only] if args.only else ["cnn", "transformer"]):
-        r = measure(name, args.rounds, args.steps, clock)
-        med, mean, s = r["median"], r["mean"], r["syncs"]
-        mid, q1, q3 = quartiles(r["paired"]["audit"])
+    names = [args.only] if args.only else ["cnn", "transformer"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, {args.clock} clock, "
+          f"{args.triples} triples per model")
+    print(f"{'model':12} {'params':>7} {'plain ms':>9} {'audit/plain [95% CI]':>27} "
+          f"{'anomaly/plain':>14} {'syncs/step plain/audit/anomaly':>31}")
+    for name in names:
+        r = measure(name, args.triples, clock, args.ignore)
+        mid, lo, hi = median_ci(r["paired"]["audit"])
+        anomaly = statistics.median(r["paired"]["anomaly"])
+        s = r["syncs"]
         print(
-            f"{name:12} {r['params'] / 1e6:7.2f}M {med['plain'] * 1e3:9.1f} "
-            f"{med['audit'] / med['plain']:6.3f}x {med['anomaly'] / med['plain']:7.3f}x "
-            f"{mean['audit'] / mean['plain']:10.3f}x "
-            f"{mid:9.3f}x [{q1:.3f}-{q3:.3f}] "
+            f"{name:12} {r['params'] / 1e6:6.2f}M {statistics.median(r['times']['plain']) * 1e3:9.1f} "
+            f"{mid:12.3f}x [{lo:.3f}-{hi:.3f}] {anomaly:13.3f}x "
             f"{s['plain']:>13.1f} / {s['audit']:.1f} / {s['anomaly']:.1f}"
         )
-    print("audit/anomaly: median step time over all rounds against the plain loop's; audit(paired): "
-          "the median over rounds of each round's audit/plain ratio, with its interquartile range")
-    for name in ([args.only] if args.only else ["cnn", "transformer"]):
+        if r["findings"]:
+            print(f"  (the audit reported {r['findings']} finding(s) on this model)")
+    print("ratios: the median over triples of each triple's step-time ratio to its plain step; the "
+          "interval is a distribution-free 95% confidence interval for that median")
+    for name in names:
         print(f"{name}: time inside torch-audit's hooks and checks (cProfile, 10 audited steps): "
               f"{hook_share(name):.1%} of the step")
 

@@ -8,7 +8,7 @@ when the catalogue is listed.
 
 Events (see ``docs/runtime.md``):
 
-``forward``       ``on_forward(module, output)`` after every module forward (global hook)
+``forward``       ``on_forward(module, args, output)`` after every module forward (global hook)
 ``backward``      ``on_backward(event)`` when ``torch.autograd.backward``/``Tensor.backward`` starts
 ``backward_end``  ``on_backward_end(event)`` when it returned
 ``step_pre``      ``on_step_pre(ctx)`` before ``optimizer.step()`` (``ctx``: a StepContext)

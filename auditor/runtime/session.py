@@ -13,11 +13,12 @@ See ``docs/runtime.md`` for the user-facing description.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 import weakref
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
@@ -222,6 +223,7 @@ class AuditSession:
         self.rank = None
         self._entered = False
         self._closed = False
+        self._paused = False
         self._reset_runtime_state()
 
     # -- state ----------------------------------------------------------------------------------
@@ -332,23 +334,54 @@ class AuditSession:
         self._patches.append((owner, attr, original))
         setattr(owner, attr, replacement)
 
-    def _stop(self) -> None:
-        global _active
-        errors = []
+    def _uninstall(self) -> None:
         for handle in reversed(self._handles):
             try:
                 handle.remove()
-            except Exception as e:  # pragma: no cover
-                errors.append(e)
+            except Exception:  # pragma: no cover - a handle whose dict is gone
+                pass
         for owner, attr, original in reversed(self._patches):
             setattr(owner, attr, original)
+        self._handles = []
+        self._patches = []
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator["AuditSession"]:
+        """Suspend the audit inside the block: every hook and patch is removed, so the code runs
+        exactly as without a session and nothing is observed; the session's state (histories,
+        reads still pending, findings) is kept, and the hooks return when the block ends.
+
+        Use it between training steps, e.g. around a validation loop the audit should not see::
+
+            with torch_audit.audit() as session:
+                for batch in train_loader:
+                    train_step(batch)
+                    if step % 1000 == 0:
+                        with session.paused():
+                            evaluate(model)
+        """
+        if not self._entered or self._closed:
+            raise RuntimeError("paused() needs a running session (inside its `with` block)")
+        if self._paused:
+            raise RuntimeError("this session is already paused")
+        self._uninstall()
+        self._paused = True
+        try:
+            yield self
+        finally:
+            self._paused = False
+            if not self._closed:
+                self._stack = []
+                self._install()
+
+    def _stop(self) -> None:
+        global _active
+        self._uninstall()
         for check in self.checks:
             try:
                 check.close()
             except Exception:
                 pass
-        self._handles = []
-        self._patches = []
         self._closed = True
         codes = [c.code for c in self.checks]
         self._reset_runtime_state()
@@ -578,7 +611,7 @@ class AuditSession:
         for check in self._forward_checks:
             if check.enabled:
                 try:
-                    check.on_forward(module, output)
+                    check.on_forward(module, args, output)
                 except AuditFailure:
                     raise
                 except Exception as exc:  # a check must never break training

@@ -45,7 +45,7 @@ class BatchNormTinyBatch(RuntimeCheck):
         self._is_bn = is_batchnorm
         self._world = dist.world_size()
 
-    def on_forward(self, module, output) -> None:
+    def on_forward(self, module, args, output) -> None:
         if not module.training or not self._is_bn(module):
             return
         torch = self._torch

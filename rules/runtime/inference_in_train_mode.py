@@ -43,7 +43,7 @@ class InferenceInTrainMode(RuntimeCheck):
         self._is_bn = is_batchnorm
         self._last: tuple = ()
 
-    def on_forward(self, module, output) -> None:
+    def on_forward(self, module, args, output) -> None:
         if self.session.root_grad_enabled or not module.training:
             return
         if not self._mode_dependent(module):

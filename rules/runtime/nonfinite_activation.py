@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 
 from torch_audit.findings import Severity
 from torch_audit.rule import Option
@@ -67,14 +68,25 @@ class NonFiniteActivation(RuntimeCheck):
         self._torch = torch
         self._user_site = user_site
         self._root_site = None
+        from torch_audit.runtime.transparent import parameters_to_read
+
+        self._parameters_to_read = parameters_to_read
+        self._ref = weakref.ref
         self._records: list = []
+        self._sentinels: list = []
+        #: id(tensor) -> (weak reference, version) of every output read (or covered) since the
+        #: last backward: the same tensor returned again, unchanged, is not read twice
+        self._seen: dict = {}
+        #: parameters of transparent modules, read once at backward, and their positions
+        self._params: list = []
+        self._param_slots: dict = {}
         self._batches: list = []
         self._forwards = 0
         self._armed = False
         self._mode = None
 
     def close(self) -> None:
-        self._records = []
+        self._forget()
         self._batches = []
         if self._mode is not None:
             self._mode.__exit__(None, None, None)
@@ -87,7 +99,7 @@ class NonFiniteActivation(RuntimeCheck):
             self._root_site = self._user_site(3)
             self._forwards += 1
             if self._forwards > 8:  # forward passes that never reach a backward: forget them
-                self._records = []
+                self._forget()
                 self._forwards = 1
         if self._armed and self._mode is None:
             from torch_audit.runtime.precise import FirstNonFiniteOp
@@ -111,53 +123,94 @@ class NonFiniteActivation(RuntimeCheck):
                     value="non-finite",
                     message=f"first non-finite operation (precise mode): {op} at {site_str(site)}")
 
-    def on_forward(self, module, output) -> None:
+    def on_forward(self, module, args, output) -> None:
         torch = self._torch
         if not torch.is_grad_enabled():
             return
         if isinstance(output, torch.Tensor):
-            tensors = [output] if output.is_floating_point() and output.numel() else []
+            outputs = (output,)
         elif isinstance(output, (tuple, list)):
-            tensors = [t for t in output
-                       if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()]
+            outputs = output
         else:
             return
-        if not tensors:
-            return
-        self._records.append((module, tensors, self._root_site))
+        seen = self._seen
+        indices = []
+        for t in outputs:
+            if not isinstance(t, torch.Tensor) or not t.is_floating_point() or not t.numel():
+                continue
+            entry = seen.get(id(t))
+            if entry is not None and entry[0]() is t and entry[1] == t._version:
+                continue  # read already (a container returning its child's output, an Identity)
+            if len(outputs) == 1 and self._covered_by_input(module, args, t, indices):
+                seen[id(t)] = (self._ref(t), t._version)
+                continue
+            indices.append(self._read(t))
+            seen[id(t)] = (self._ref(t), t._version)
+        if indices:
+            self._records.append((module, indices, self._root_site))
+
+    def _read(self, t) -> int:
+        """One float32 sum of ``t``, taken now, while the output is still in the cache: NaN and
+        ±inf propagate through it. Returns its index among this forward pass's sentinels."""
+        self._sentinels.append(t.detach().sum(dtype=self._torch.float32))
+        return len(self._sentinels) - 1
+
+    def _covered_by_input(self, module, args, output, indices: list) -> bool:
+        """Whether ``output`` is finite whenever the module's input is, and the input is a
+        module output read unchanged (see ``torch_audit.runtime.transparent``); the module's
+        parameters are then read instead (their indices appended to ``indices``)."""
+        params = self._parameters_to_read(module, output)
+        if params is None or not args:
+            return False
+        x = args[0]
+        entry = self._seen.get(id(x))
+        if entry is None or entry[0]() is not x:
+            return False
+        # an in-place module (ReLU(inplace=True)) bumps its input's version once itself; any
+        # other change since the read (a user's `x.div_(0)` in between) means a fresh read
+        expected = x._version - 1 if output is x and getattr(module, "inplace", False) else x._version
+        if entry[1] != expected:
+            return False
+        for p in params:  # read later, all at once: ~(position among the parameters)
+            j = self._param_slots.get(id(p))
+            if j is None:
+                j = self._param_slots[id(p)] = len(self._params)
+                self._params.append(p)
+            indices.append(~j)
+        return True
 
     def on_backward(self, event) -> None:
-        # Reduce the outputs of this forward pass now, before autograd frees them, and keep only
-        # a small vector of flags: holding the outputs through backward would keep activation
-        # memory alive and cost far more than the reduction.
-        records, self._records = self._records, []
+        # Only a small vector of flags survives the forward pass: the outputs themselves were
+        # reduced as they were produced, so no activation is kept alive for this check.
+        records, sentinels, params = self._records, self._sentinels, self._params
+        self._forget()
         self._forwards = 0
         if not records:
             return
         torch = self._torch
-        from torch_audit.runtime.reduce import finite_sentinels
+        if params:
+            from torch_audit.runtime.reduce import norms
 
-        unique: dict[int, int] = {}
-        tensors, meta = [], []
-        for module, outs, root_site in records:
-            idx = []
-            for t in outs:
-                k = id(t)
-                if k not in unique:
-                    unique[k] = len(tensors)
-                    tensors.append(t.detach())
-                idx.append(unique[k])
-            meta.append((module, idx, root_site))
-        with torch.no_grad():
-            flags = finite_sentinels(tensors)
-        self._batches.append((self.session.step, meta, flags))
+            with torch.no_grad():
+                sentinels = sentinels + norms([p.detach() for p in params])
+            n = len(sentinels) - len(params)
+            records = [(m, [i if i >= 0 else n + ~i for i in idx], site) for m, idx, site in records]
+        device = sentinels[0].device
+        if any(s.device != device for s in sentinels):  # a model split over devices
+            sentinels = [s.to(device, non_blocking=True) for s in sentinels]
+        self._batches.append((self.session.step, records, torch.stack(sentinels)))
+
+    def _forget(self) -> None:
+        """Drop what was recorded since the last backward."""
+        self._records, self._sentinels, self._seen = [], [], {}
+        self._params, self._param_slots = [], {}
 
     def on_step_pre(self, ctx) -> None:
-        self._records = []  # forward passes without backward: nothing to attribute
+        self._forget()  # forward passes without backward: nothing to attribute
         self._flush_batches()
 
     def on_finish(self) -> None:
-        self._records = []
+        self._forget()
         self._flush_batches()
 
     def _flush_batches(self) -> None:

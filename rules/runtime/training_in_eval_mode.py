@@ -44,7 +44,7 @@ class TrainingInEvalMode(RuntimeCheck):
     def close(self) -> None:
         self._seen = {}
 
-    def on_forward(self, module, output) -> None:
+    def on_forward(self, module, args, output) -> None:
         if module.training or not self._torch.is_grad_enabled() or not self._mode_dependent(module):
             return
         root = self.session.root_of(module)

@@ -81,6 +81,51 @@ def test_hooks_removed_when_the_block_raises():
     assert _patched_functions() == funcs
 
 
+def test_paused_removes_every_hook_and_keeps_the_session():
+    before, funcs = _global_hook_counts(), _patched_functions()
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with torch_audit.audit(model, opt) as session:
+        _train(model, opt)
+        installed = _global_hook_counts()
+        patched = [now is not orig for now, orig in zip(_patched_functions(), funcs)]
+        assert any(patched)
+        with session.paused():
+            assert _global_hook_counts() == before
+            assert _patched_functions() == funcs
+            # nothing is observed while paused: a NaN loss goes unreported
+            opt.zero_grad()
+            (model(torch.randn(4, 8)).sum() * float("nan")).backward()
+            model.zero_grad()
+        assert _global_hook_counts() == installed
+        assert [now is not orig for now, orig in zip(_patched_functions(), funcs)] == patched
+        assert session.findings == []
+        # resumed with its state: the step counter continues and a NaN is seen again
+        _train(model, opt, steps=1)
+        assert session.step == 3
+        opt.zero_grad()
+        (model(torch.randn(4, 8)).sum() * float("nan")).backward()
+        opt.step()
+    assert "nonfinite-loss" in {f.name for f in session.findings}
+    assert _global_hook_counts() == before
+    assert _patched_functions() == funcs
+
+
+def test_paused_needs_a_running_session_and_does_not_nest():
+    session = torch_audit.audit()
+    with pytest.raises(RuntimeError, match="running session"):
+        with session.paused():
+            pass
+    with session:
+        with session.paused():
+            with pytest.raises(RuntimeError, match="already paused"):
+                with session.paused():
+                    pass
+    with pytest.raises(RuntimeError, match="running session"):
+        with session.paused():
+            pass
+
+
 def test_only_needed_hooks_are_installed():
     funcs = _patched_functions()
     with torch_audit.audit(select=["nonfinite-gradient"]):
