@@ -36,7 +36,7 @@ class DeadActivations(RuntimeCheck):
     events = frozenset({"relu", "step_pre"})
     options = {
         "threshold": Option(0.9, "fraction of dead units that is reported", float),
-        "sample_every": Option(5, "sample every N-th optimizer step", int),
+        "sample_every": Option(10, "sample every N-th optimizer step", int),
         "window": Option(2, "sampled steps per verdict", int),
     }
 

@@ -14,12 +14,17 @@ class NonFiniteActivation(RuntimeCheck):
     calls it, or for a user-defined module its class) whose forward output went non-finite, in
     the step where it happened.
 
-    The check is a cheap always-on sentinel: during a training forward pass it keeps references
-    to the module outputs; when `backward()` starts it reduces them (one float32 sum per output
-    on CPU, one fused `torch._foreach_norm` on other devices; outputs shared between a module
-    and its container counted once), releases them, and keeps a small flag vector that
-    is read with the step's other flags. No extra host synchronisation, no memory held during
-    backward.
+    The check is a cheap always-on sentinel: during a training forward pass it reduces each
+    module output to one float32 sum as the output is produced (NaN and ±inf propagate through a
+    sum, and the data is still in the cache) and keeps only those sums: when `backward()` starts
+    they become a small flag vector, read with the step's other flags. It keeps no reference to
+    any activation and adds no host synchronisation. Outputs it need not read are skipped: one it
+    read already (a container returning its child's output), and the output of a layer that is
+    finite whenever its input is (element-wise activations, dropout, max-pooling, reshapes, and
+    normalisation with the batch's own statistics, whose weights are read instead) when that
+    input is a module output it read, unchanged since. Skipping never changes which module is
+    named: a non-finite output of such a layer means its input was non-finite, and that was
+    seen first.
 
     ## Why is this bad?
     A NaN loss says that something broke, not where. The first module whose output is
@@ -30,14 +35,17 @@ class NonFiniteActivation(RuntimeCheck):
 
     ## Known problems
     Only forward passes with gradients enabled that reach a `backward()` are watched (inference
-    under `no_grad` is not). An output modified in place after its module returned is seen with
-    the modification. Modules inside a `torch.compile`d region do not run Python hooks and are
-    not seen individually. The reductions run in float32 (a float16 norm would overflow at
-    65504), so only finite activations that add up past about 3e38 on CPU, or whose L2 norm
-    passes it elsewhere (values above about 1e19), are reported. The reduction costs one read of every activation per step (about 2%
-    of a small CNN's CPU step). The opt-in `precise` mode (a `TorchDispatchMode` that checks
-    every operator's output) runs on the forward pass *after* the one that went non-finite, so
-    it names the operation only when the problem recurs.
+    under `no_grad` is not). An output is read when its module returns: a value made
+    non-finite in place afterwards (`y.div_(0)` between two layers) is attributed to the next
+    module that returns it or a tensor computed from it. Modules inside a `torch.compile`d region
+    do not run Python hooks and are not seen individually. The sums run in float32 (a float16
+    sum would overflow at 65504), so only finite activations that add up past about 3e38 are
+    reported; a layer skipped as finite-preserving could still overflow float32 by scaling
+    values above about 1e36 (float16 outputs are always read). The reads cost about one pass
+    over the activations that are not skipped: about 1% of a small CNN's CPU step. The opt-in
+    `precise` mode (a `TorchDispatchMode` that checks every operator's output) runs on the
+    forward pass *after* the one that went non-finite, so it names the operation only when the
+    problem recurs.
 
     ## References
     - https://pytorch.org/docs/stable/autograd.html#anomaly-detection
