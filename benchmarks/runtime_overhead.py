@@ -23,7 +23,6 @@ import contextlib
 import math
 import statistics
 import time
-
 import warnings
 
 import torch
@@ -183,7 +182,8 @@ def measure(name: str, triples: int, clock, ignore: list[str] | None = None) -> 
                     step()
                     times[mode].append(clock() - t0)
     syncs = {}
-    for mode, ctx in (("plain", contextlib.nullcontext), ("audit", torch_audit.audit),
+    for mode, ctx in (("plain", contextlib.nullcontext),
+                      ("audit", lambda: torch_audit.audit(ignore=ignore, config=False)),
                       ("anomaly", lambda: torch.autograd.detect_anomaly(check_nan=True))):
         with ctx():
             step()
@@ -201,7 +201,7 @@ _HOOKS = {"_forward_pre", "_forward_post", "_step_pre", "_step_post"}
 _WRAPPERS = {"backward", "cross_entropy", "relu", "zero_grad"}
 
 
-def hook_share(name: str, steps: int = 10) -> float:
+def hook_share(name: str, steps: int = 10, ignore: list[str] | None = None) -> float:
     """The share of an audited step spent inside torch-audit, from cProfile: the module and
     optimizer hooks, the checks called from the patched ``backward``/``cross_entropy``/``relu``/
     ``zero_grad`` and those wrappers' own time. Deterministic where wall-clock ratios are not;
@@ -214,7 +214,7 @@ def hook_share(name: str, steps: int = 10) -> float:
     for _ in range(2):
         step()
     profiler = cProfile.Profile()
-    with torch_audit.audit():
+    with torch_audit.audit(ignore=ignore, config=False):
         step()
         t0 = time.perf_counter()
         profiler.enable()
@@ -273,7 +273,7 @@ def main() -> None:
           "interval is a distribution-free 95% confidence interval for that median")
     for name in names:
         print(f"{name}: time inside torch-audit's hooks and checks (cProfile, 10 audited steps): "
-              f"{hook_share(name):.1%} of the step")
+              f"{hook_share(name, ignore=args.ignore):.1%} of the step")
 
 
 if __name__ == "__main__":

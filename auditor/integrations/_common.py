@@ -34,22 +34,13 @@ def summarise(findings: list[Finding]) -> str:
     return format_text(findings)
 
 
-def one_line(finding: Finding) -> str:
-    where = f"{finding.path}:{finding.line}: " if finding.path else ""
-    extra = []
-    if finding.module:
-        extra.append(f"module {finding.module}")
-    if finding.step is not None:
-        extra.append(f"step {finding.step}")
-    suffix = f" ({', '.join(extra)})" if extra else ""
-    return f"{where}{finding.code} [{finding.name}] {finding.message}{suffix}"
-
-
 def log_finding(logger: logging.Logger, finding: Finding) -> None:
     level = {Severity.ERROR: logging.ERROR, Severity.WARNING: logging.WARNING}.get(
         finding.severity, logging.INFO
     )
-    logger.log(level, "torch-audit: %s", one_line(finding))
+    from torch_audit.runtime.session import finding_line
+
+    logger.log(level, "torch-audit: %s", finding_line(finding))
 
 
 class SessionOwner:

@@ -456,7 +456,7 @@ class AuditSession:
             f"check {check.name} ({check.code}) raised {type(exc).__name__}: {exc}; "
             "it is disabled for the rest of this session"
         )
-        self._add(
+        finding = self._add(
             code=INTERNAL_ERROR_CODE,
             name=getattr(rule, "name", "runtime-internal-error"),
             severity=getattr(rule, "severity", Severity.WARNING),
@@ -468,6 +468,8 @@ class AuditSession:
             path="",
             line=1,
         )
+        if finding.help is None:
+            finding.help = getattr(rule, "fix_title", None)
 
     # -- deferred reads -------------------------------------------------------------------------
     def defer(self, check: RuntimeCheck, tensor: torch.Tensor, callback: Callable) -> None:
@@ -831,22 +833,30 @@ class AuditSession:
         return sorted({f.code for f in self.findings})
 
 
+def finding_line(f: Finding) -> str:
+    """One runtime finding on one line: ``path:line:col: CODE message [module=…, step=…, …]``
+    (the report's line, also what the framework integrations log)."""
+    where = f"{f.path}:{f.line}:{f.column}: " if f.path else ""
+    extra = []
+    if f.module:
+        extra.append(f"module={f.module}")
+    if f.step is not None:
+        extra.append(f"step={f.step}")
+    if f.count > 1:
+        extra.append(f"count={f.count}")
+    if f.value is not None:
+        extra.append(f"value={f.value:.4g}" if isinstance(f.value, float) else f"value={f.value}")
+    if f.rank is not None:
+        extra.append(f"rank={f.rank}")
+    return f"{where}{f.code} {f.message} [{', '.join(extra)}]" if extra else f"{where}{f.code} {f.message}"
+
+
 def format_text(findings: list[Finding], notes: Iterable[str] = ()) -> str:
+    """The report: a line per finding (with a ``help:`` line under it when there is help), a
+    summary line and the notes."""
     lines = []
     for f in findings:
-        where = f"{f.path}:{f.line}:{f.column}: " if f.path else ""
-        extra = []
-        if f.module:
-            extra.append(f"module={f.module}")
-        if f.step is not None:
-            extra.append(f"step={f.step}")
-        if f.count > 1:
-            extra.append(f"count={f.count}")
-        if f.value is not None:
-            extra.append(f"value={f.value:.4g}" if isinstance(f.value, float) else f"value={f.value}")
-        if f.rank is not None:
-            extra.append(f"rank={f.rank}")
-        lines.append(f"{where}{f.code} {f.message} [{', '.join(extra)}]")
+        lines.append(finding_line(f))
         if f.help:
             lines.append(f"  help: {f.help}")
     n = len(findings)

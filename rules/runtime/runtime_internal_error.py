@@ -21,5 +21,5 @@ class RuntimeInternalError(RuntimeCheck):
     name = "runtime-internal-error"
     severity = Severity.WARNING
     message = "check {check} raised {error}; it is disabled for the rest of this session"
-    fix_title = "Please report it, with the traceback from the message"
+    fix_title = "Report it to torch-audit with this message and the model's layer types; the other checks keep running"
     events = frozenset()

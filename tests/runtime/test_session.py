@@ -225,6 +225,8 @@ def test_internal_error_becomes_finding_and_disables_the_check(monkeypatch):
     [f] = session.findings
     assert (f.code, f.name, f.severity.value) == ("TA799", "runtime-internal-error", "warning")
     assert "nonfinite-gradient" in f.message and "kaputt" in f.message
+    assert f.help and "report it" in f.help.lower()
+    assert "  help: " in session.report()
 
 
 def test_internal_error_can_be_ignored(monkeypatch):
