@@ -85,9 +85,6 @@ class NonFiniteActivation(RuntimeCheck):
         #: id(tensor) -> (weak reference, version) of every output read (or covered) since the
         #: last backward: the same tensor returned again, unchanged, is not read twice
         self._seen: dict = {}
-        #: parameters of transparent modules, read once at backward, and their positions
-        self._params: list = []
-        self._param_slots: dict = {}
         self._batches: list = []
         self._forwards = 0
         self._armed = False
@@ -179,39 +176,26 @@ class NonFiniteActivation(RuntimeCheck):
         expected = x._version - 1 if output is x and getattr(module, "inplace", False) else x._version
         if entry[1] != expected:
             return False
-        for p in params:  # read later, all at once: ~(position among the parameters)
-            j = self._param_slots.get(id(p))
-            if j is None:
-                j = self._param_slots[id(p)] = len(self._params)
-                self._params.append(p)
-            indices.append(~j)
+        for p in params:  # now: under FSDP a layer's parameters are gathered only in its forward
+            indices.append(self._read(p))
         return True
 
     def on_backward(self, event) -> None:
         # Only a small vector of flags survives the forward pass: the outputs themselves were
         # reduced as they were produced, so no activation is kept alive for this check.
-        records, sentinels, params = self._records, self._sentinels, self._params
+        records, sentinels = self._records, self._sentinels
         self._forget()
         self._forwards = 0
         if not records:
             return
-        torch = self._torch
-        if params:
-            from torch_audit.runtime.reduce import norms
-
-            with torch.no_grad():
-                sentinels = sentinels + norms([p.detach() for p in params])
-            n = len(sentinels) - len(params)
-            records = [(m, [i if i >= 0 else n + ~i for i in idx], site) for m, idx, site in records]
         device = sentinels[0].device
         if any(s.device != device for s in sentinels):  # a model split over devices
             sentinels = [s.to(device, non_blocking=True) for s in sentinels]
-        self._batches.append((self.session.step, records, torch.stack(sentinels)))
+        self._batches.append((self.session.step, records, self._torch.stack(sentinels)))
 
     def _forget(self) -> None:
         """Drop what was recorded since the last backward."""
         self._records, self._sentinels, self._seen = [], [], {}
-        self._params, self._param_slots = [], {}
 
     def on_step_pre(self, ctx) -> None:
         self._forget()  # forward passes without backward: nothing to attribute

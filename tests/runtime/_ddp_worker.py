@@ -76,10 +76,12 @@ def run(rank: int, world: int, store: str, out_dir: str) -> None:
         else:
             mesh = init_device_mesh("cpu", (world,))
             torch.manual_seed(0)
-            sharded = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
-            reference = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+            # a LayerNorm sharded on its own: nonfinite-activation reads its (gathered) weights
+            # instead of its output, inside its forward; this must run without internal errors
+            sharded = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 1))
+            reference = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 1))
             reference.load_state_dict(sharded.state_dict())
-            for layer in (sharded[0], sharded[2]):
+            for layer in (sharded[0], sharded[1], sharded[3]):
                 fully_shard(layer, mesh=mesh)
             fully_shard(sharded, mesh=mesh)
             fopt = torch.optim.SGD(sharded.parameters(), lr=0.01)
