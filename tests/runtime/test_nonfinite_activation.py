@@ -176,3 +176,100 @@ def test_transparent_modules_are_exact_classes_with_their_conditions():
 
     assert transparent.parameters_to_read(MyReLU(), out) is None
     assert transparent.parameters_to_read(nn.SyncBatchNorm(3), out) is None
+
+
+# -- property: random stacks of layers, a non-finite value planted anywhere ---------------------
+
+from hypothesis import assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+class Plant(nn.Module):
+    """A user layer that returns a copy with one NaN: the first non-finite output by construction."""
+
+    def forward(self, x):
+        y = x.clone()
+        y.view(-1)[0] = float("nan")
+        return y
+
+
+class Chain(nn.Module):
+    """Runs ``layers`` in order and, before layer ``at``, plants a non-finite value: with a
+    ``Plant`` layer ("module"), with a functional copy ("new"), or in place on the previous
+    layer's output ("inplace"), which the sentinel read before the change."""
+
+    def __init__(self, layers: list[nn.Module], at: int, how: str) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.at, self.how = at, how
+        self.plant = Plant()
+
+    def forward(self, x):
+        for i, layer in enumerate(self.layers):
+            if i == self.at:
+                if self.how == "module":
+                    x = self.plant(x)
+                elif self.how == "new":
+                    x = x.clone()
+                    x.view(-1)[0] = float("nan")
+                else:
+                    x.view(-1)[0] = float("nan")
+            x = layer(x)
+        return x
+
+
+def _layer(kind: str, width: int) -> nn.Module:
+    return {
+        "linear": lambda: nn.Linear(width, width),
+        "relu": lambda: nn.ReLU(),
+        "relu_": lambda: nn.ReLU(inplace=True),
+        "gelu": lambda: nn.GELU(),
+        "dropout": lambda: nn.Dropout(0.3),
+        "dropout_": lambda: nn.Dropout(0.3, inplace=True),
+        "bn": lambda: nn.BatchNorm1d(width),
+        "ln": lambda: nn.LayerNorm(width),
+        "identity": lambda: nn.Identity(),
+        "tanh": lambda: nn.Tanh(),
+        "seq": lambda: nn.Sequential(nn.Linear(width, width), nn.ReLU()),
+    }[kind]()
+
+
+KINDS = ["linear", "relu", "relu_", "gelu", "dropout", "dropout_", "bn", "ln", "identity", "tanh",
+         "seq"]
+
+
+def _chain(kinds, at, how) -> Chain:
+    torch.manual_seed(0)
+    return Chain([nn.Linear(6, 6)] + [_layer(k, 6) for k in kinds], at, how)
+
+
+def _trains(model: nn.Module) -> bool:
+    """Whether plain autograd accepts the model (an in-place change of a tensor saved for
+    backward is an error there)."""
+    try:
+        model(torch.randn(5, 6)).sum().backward()
+    except RuntimeError:
+        return False
+    return True
+
+
+@settings(max_examples=80, deadline=None)
+@given(kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=6), data=st.data(),
+       how=st.sampled_from(["module", "new", "inplace"]))
+def test_skipping_never_changes_the_module_named(kinds, data, how):
+    at = data.draw(st.integers(min_value=1, max_value=len(kinds)))
+    assume(_trains(_chain(kinds, at, how)))
+    named = []
+    original = transparent.parameters_to_read
+    for skipping in (True, False):
+        if not skipping:
+            transparent.parameters_to_read = lambda module, output: None
+        try:
+            named.append(_first_nonfinite(_chain(kinds, at, how), torch.randn(5, 6)))
+        finally:
+            transparent.parameters_to_read = original
+    assert named[0] == named[1]
+    if how == "module":
+        assert named[0] == ["plant"]
+    else:  # NaN propagates through every layer listed: someone must be named
+        assert len(named[0]) == 1
