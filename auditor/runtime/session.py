@@ -848,7 +848,8 @@ def finding_line(f: Finding) -> str:
         extra.append(f"value={f.value:.4g}" if isinstance(f.value, float) else f"value={f.value}")
     if f.rank is not None:
         extra.append(f"rank={f.rank}")
-    return f"{where}{f.code} {f.message} [{', '.join(extra)}]" if extra else f"{where}{f.code} {f.message}"
+    details = f" [{', '.join(extra)}]" if extra else ""
+    return f"{where}{f.code} {f.message}{details}"
 
 
 def format_text(findings: list[Finding], notes: Iterable[str] = ()) -> str:

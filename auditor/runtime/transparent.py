@@ -43,8 +43,11 @@ _ELEMENTWISE = frozenset({
     nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
 })
 
-_BATCH_NORMS = frozenset({nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d})
-_NORMS = frozenset({nn.LayerNorm, nn.GroupNorm} | ({nn.RMSNorm} if hasattr(nn, "RMSNorm") else set()))
+#: normalisation with running statistics, used in evaluation mode
+_BATCH_NORMS = frozenset({nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+                          nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d})
+#: normalisation with the input's own statistics, always
+_NORMS = frozenset({nn.LayerNorm, nn.GroupNorm, *([nn.RMSNorm] if hasattr(nn, "RMSNorm") else [])})
 
 _NONE: tuple[torch.Tensor, ...] = ()
 
