@@ -68,30 +68,51 @@ class Catalog:
                 return codes
         raise UnknownSelector(f"unknown rule code, prefix or name {selector!r}")
 
-    def select(
-        self,
-        *,
-        select: Iterable[str] | None = None,
-        ignore: Iterable[str] = (),
-        extend_select: Iterable[str] = (),
-        preview: bool = False,
-        kind: str | None = None,
-    ) -> list[type[Rule]]:
-        """Resolve selection the way Ruff does: an explicit selector (a code or a name) enables
-        even preview and opt-in rules; a broad one (``ALL``, a prefix) only enables what is on by
-        default, unless ``preview`` is set."""
-        chosen: set[str] = set()
+    def specificity(self, selector: str) -> int:
+        """How narrow a selector is: ``ALL`` < ``TA`` < ``TA1`` < ``TA10`` < a code or a name."""
+        sel = selector.strip()
+        if sel.upper() == "ALL":
+            return 0
+        if self.get(sel) is not None:
+            return 10
+        return len(sel)
+
+    def resolve(
+        self, layers: Iterable[Layer], *, preview: bool = False, kind: str | None = None
+    ) -> Resolution:
+        """Resolve selection the way Ruff does.
+
+        Layers come lowest priority first (the configuration file, then the command line or
+        keyword arguments). A layer with a ``select`` starts afresh from it, dropping what the
+        layers below chose and ignored; a layer without one adjusts the selection below it
+        (the default selection when there is none). Within a layer the narrower selector wins
+        (``select = ["TA101"]`` with ``ignore = ["TA1"]`` keeps TA101), ``ignore`` on a tie.
+        An explicit selector (a code or a name) enables even preview and opt-in rules; a broad
+        one (``ALL``, a prefix) only enables what is on by default, unless ``preview`` is set."""
+        chosen: set[str] | None = None
         explicit: set[str] = set()
-        selectors = list(select) if select is not None else None
-        if selectors is None:
+        ignored: set[str] = set()
+        for layer in layers:
+            if layer.select is not None:
+                chosen, explicit, ignored = set(), set(), set()
+            elif chosen is None:
+                chosen = {r.code for r in self.rules if not r.opt_in}
+            steps = [(sel, True) for sel in (*(layer.select or ()), *layer.extend_select)]
+            steps += [(sel, False) for sel in layer.ignore]
+            # stable sort: broad before narrow, and at one width ignore after select
+            steps.sort(key=lambda step: (self.specificity(step[0]), not step[1]))
+            for sel, enable in steps:
+                codes = self.match(sel)
+                if enable:
+                    chosen |= codes
+                    ignored -= codes
+                    if self.get(sel) is not None:
+                        explicit |= codes
+                else:
+                    chosen -= codes
+                    ignored |= codes
+        if chosen is None:
             chosen = {r.code for r in self.rules if not r.opt_in}
-        for sel in (selectors or []) + list(extend_select):
-            codes = self.match(sel)
-            chosen |= codes
-            if self.get(sel) is not None:
-                explicit |= codes
-        for sel in ignore:
-            chosen -= self.match(sel)
         out = []
         for code in sorted(chosen):
             rule = self.by_code[code]
@@ -103,7 +124,42 @@ class Catalog:
                 if rule.opt_in:
                     continue
             out.append(rule)
-        return out
+        return Resolution(out, frozenset(ignored))
+
+    def select(
+        self,
+        *,
+        select: Iterable[str] | None = None,
+        ignore: Iterable[str] = (),
+        extend_select: Iterable[str] = (),
+        preview: bool = False,
+        kind: str | None = None,
+    ) -> list[type[Rule]]:
+        """The rules one layer of settings selects (see :meth:`resolve`)."""
+        layer = Layer(select, ignore, extend_select)
+        return self.resolve([layer], preview=preview, kind=kind).rules
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One source of rule selection: ``select`` None keeps what the layers below selected."""
+
+    select: tuple[str, ...] | None = None
+    ignore: tuple[str, ...] = ()
+    extend_select: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:  # accept any iterables, iterate them more than once
+        if self.select is not None:
+            object.__setattr__(self, "select", tuple(self.select))
+        object.__setattr__(self, "ignore", tuple(self.ignore))
+        object.__setattr__(self, "extend_select", tuple(self.extend_select))
+
+
+@dataclass(frozen=True)
+class Resolution:
+    rules: list[type[Rule]]
+    #: codes an ``ignore`` in effect removed (the runtime reports its internal errors unless so)
+    ignored: frozenset[str]
 
 
 def _rule_classes(module) -> list[type[Rule]]:

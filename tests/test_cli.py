@@ -215,12 +215,33 @@ def write_config(root: Path, body: str) -> None:
 
 
 def test_config_select_and_cli_override(project):
+    # Ruff's layering: the command line's --select starts afresh, its other flags adjust the file
     write_config(project, 'ignore = ["TA101"]\n')
     assert lint(cwd=project).exit_code == 0
-    assert lint("--select", "TA101", cwd=project).exit_code == 0, "ignore still applies"
+    assert lint("--select", "TA101", cwd=project).exit_code == 1, "--select drops the file's ignore"
+    assert lint("--extend-select", "TA101", cwd=project).exit_code == 1, "the command line wins"
+    assert lint("--extend-select", "TA2", cwd=project).exit_code == 0, "the file's ignore holds"
+    assert lint("--select", "TA101", "--ignore", "TA101", cwd=project).exit_code == 0
     write_config(project, 'select = ["TA2"]\n')
     assert lint(cwd=project).exit_code == 0
     assert lint("--select", "TA1", cwd=project).exit_code == 1
+    assert lint("--extend-select", "TA1", cwd=project).exit_code == 1
+    write_config(project, 'select = ["TA1"]\nignore = ["TA1"]\n')
+    assert lint(cwd=project).exit_code == 0, "a tie goes to ignore"
+
+
+@pytest.mark.parametrize(
+    "flags,found",
+    [
+        (("--select", "TA101", "--ignore", "TA1"), True),
+        (("--select", "TA1", "--ignore", "TA101"), False),
+        (("--select", "ALL", "--ignore", "TA10"), False),
+        (("--select", "TA10", "--ignore", "ALL"), True),
+        (("--ignore", "TA1", "--extend-select", "softmax-before-cross-entropy"), True),
+    ],
+)
+def test_the_narrower_selector_wins(project, flags, found):
+    assert (lint(*flags, cwd=project).exit_code == 1) is found
 
 
 def test_config_found_from_the_first_path_upwards(project):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from torch_audit import __version__
-from torch_audit.catalog import CatalogError, UnknownSelector, load_catalog
+from torch_audit.catalog import CatalogError, Layer, UnknownSelector, load_catalog
 from torch_audit.config import Config, ConfigError, find_config, load_config
 from torch_audit.findings import Finding
 from torch_audit.lint import gc_paused
@@ -64,15 +64,15 @@ def _relative(path: str, root: Path) -> str:
 
 def _resolve_selection(paths: list[str], opts: dict[str, Any], catalog):
     config = resolve_config(paths, opts.get("config_file"), catalog)
-    cli_select = _selectors(opts.get("select"))
-    select = cli_select if cli_select else config.select
-    ignore = config.ignore + _selectors(opts.get("ignore"))
-    extend_select = config.extend_select + _selectors(opts.get("extend_select"))
+    file_layer = Layer(config.select, config.ignore, config.extend_select)
+    cli_layer = Layer(
+        _selectors(opts.get("select")) or None,  # an empty --select is no --select
+        _selectors(opts.get("ignore")),
+        _selectors(opts.get("extend_select")),
+    )
     preview = opts.get("preview")
     preview = config.preview if preview is None else preview
-    rules = catalog.select(
-        select=select, ignore=ignore, extend_select=extend_select, preview=preview, kind="static"
-    )
+    rules = catalog.resolve([file_layer, cli_layer], preview=preview, kind="static").rules
     return config, rules, per_file_ignored(config, catalog)
 
 

@@ -542,12 +542,12 @@ def resolve_settings(opts: dict[str, Any], start: Path) -> Settings:
         config = load_config(path, catalog)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    chosen = selection(
-        config, select=_split(opts.get("select")) or None, ignore=_split(opts.get("ignore")),
-        extend_select=_split(opts.get("extend_select")), preview=opts.get("preview"),
-    )
     try:
-        rules = catalog.select(**chosen, kind="runtime")
+        chosen = selection(
+            config, catalog, select=_split(opts.get("select")) or None,
+            ignore=_split(opts.get("ignore")), extend_select=_split(opts.get("extend_select")),
+            preview=opts.get("preview"),
+        )
     except UnknownSelector as exc:
         raise UsageError(str(exc)) from None
     options = runtime_options(config, catalog)
@@ -571,9 +571,7 @@ def resolve_settings(opts: dict[str, Any], start: Path) -> Settings:
                 raise UsageError(f"--option: {exc}") from None
     fail_on = opts.get("fail_on") or config.fail_on
     audit_options = {
-        "select": [r.code for r in rules],
-        "ignore": chosen["ignore"],
-        "preview": True,  # the selection above already applied the preview setting
+        **chosen,  # resolved above: the checks by code, TA799's ignore, preview applied
         "every": opts.get("every") or 1,
         "fail_fast": bool(opts.get("fail_fast")),
         "options": options,

@@ -28,11 +28,10 @@ from torch_audit.runtime import dist, reduce
 from torch_audit.runtime.check import RuntimeCheck
 from torch_audit.runtime.errors import AuditFailure, SessionActiveError
 from torch_audit.runtime.index import ModelIndex
+from torch_audit.runtime.settings import INTERNAL_ERROR_CODE
 from torch_audit.runtime.source import class_location, display_path, is_torch_class, user_site
 
 __all__ = ["AuditSession", "StepContext", "audit", "active_session"]
-
-INTERNAL_ERROR_CODE = "TA799"
 
 _state_lock = threading.Lock()
 _active: "AuditSession | None" = None
@@ -184,7 +183,7 @@ class AuditSession:
         sync: str = "auto",
         extend_select: Iterable[str] | None = None,
     ) -> None:
-        from torch_audit.catalog import load_catalog
+        from torch_audit.catalog import Layer, load_catalog
 
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
@@ -195,14 +194,11 @@ class AuditSession:
         self.every = every
         self.fail_fast = fail_fast
         self.sync = sync
-        self._rules = catalog.select(
-            select=select, ignore=ignore, extend_select=_selectors(extend_select) or (),
-            preview=preview, kind="runtime",
+        resolved = catalog.resolve(
+            [Layer(select, ignore, _selectors(extend_select) or ())], preview=preview, kind="runtime"
         )
-        ignored = set()
-        for sel in ignore:
-            ignored |= catalog.match(sel)
-        self._report_internal = INTERNAL_ERROR_CODE not in ignored
+        self._rules = resolved.rules
+        self._report_internal = INTERNAL_ERROR_CODE not in resolved.ignored
         self._internal_rule = catalog.get(INTERNAL_ERROR_CODE)
         self._options = resolve_options(catalog, options)
         models = [] if model is None else [model] if isinstance(model, torch.nn.Module) else list(model)
@@ -922,9 +918,10 @@ def audit(
 
     The settings start from ``[tool.torch-audit]`` of the nearest ``pyproject.toml`` (from the
     current directory upwards; ``config=`` a path to use that file instead, ``config=False`` to
-    read none); the keyword arguments take precedence: ``select`` replaces the file's,
-    ``ignore``/``extend_select`` add to it, ``preview`` replaces it unless None, options
-    override it key by key. A bad file raises :class:`torch_audit.config.ConfigError`.
+    read none); the keyword arguments take precedence as the linter's command line does over the
+    file: ``select`` starts afresh (the file's ``select``, ``ignore`` and ``extend-select`` no
+    longer count), ``ignore``/``extend_select`` adjust the file's selection, ``preview``
+    replaces it unless None, options override it key by key. A bad file raises :class:`torch_audit.config.ConfigError`.
     """
     from torch_audit.catalog import load_catalog
     from torch_audit.config import ConfigError
@@ -944,7 +941,7 @@ def audit(
     except ConfigError as exc:
         raise ConfigError(str(exc)) from None  # one line about the file, not the loader's frames
     chosen = settings.selection(
-        project, select=_selectors(select), ignore=_selectors(ignore) or (),
+        project, catalog, select=_selectors(select), ignore=_selectors(ignore) or (),
         extend_select=_selectors(extend_select) or (), preview=preview,
     )
     merged = settings.runtime_options(project, catalog)

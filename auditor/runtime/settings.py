@@ -1,7 +1,9 @@
 """How a runtime session's settings combine with ``[tool.torch-audit]``, in one place for
-``torch_audit.audit()`` and ``torch-audit run``: an explicit ``select`` replaces the file's,
-``ignore`` and ``extend-select`` add to the file's, an explicit ``preview`` (not None) replaces
-the file's, and explicit per-check options override the file's key by key.
+``torch_audit.audit()`` and ``torch-audit run``: the explicit ``select``/``ignore``/
+``extend-select`` are a layer over the file's, as the linter's command line is (an explicit
+``select`` starts afresh, see :meth:`Catalog.resolve <torch_audit.catalog.Catalog.resolve>`), an
+explicit ``preview`` (not None) replaces the file's, and explicit per-check options override the
+file's key by key.
 
 Torch-free (the configuration is plain data).
 """
@@ -12,10 +14,13 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from torch_audit.catalog import Catalog
+from torch_audit.catalog import Catalog, Layer
 from torch_audit.config import Config, find_config, load_config
 
 __all__ = ["project_config", "selection", "runtime_options", "merge_options"]
+
+#: runtime-internal-error: reported unless an ignore turns it off, even outside the selection
+INTERNAL_ERROR_CODE = "TA799"
 
 
 def project_config(config: str | os.PathLike[str] | bool | None, catalog: Catalog) -> Config:
@@ -32,15 +37,24 @@ def project_config(config: str | os.PathLike[str] | bool | None, catalog: Catalo
     raise TypeError(f"config must be a path, None or False, got {type(config).__name__}")
 
 
-def selection(config: Config, *, select: Iterable[str] | None, ignore: Iterable[str] = (),
-              extend_select: Iterable[str] = (), preview: bool | None = None) -> dict[str, Any]:
-    """The keyword arguments of ``Catalog.select`` (without ``kind``) for the file plus the
-    explicit settings."""
+def selection(config: Config, catalog: Catalog, *, select: Iterable[str] | None,
+              ignore: Iterable[str] = (), extend_select: Iterable[str] = (),
+              preview: bool | None = None) -> dict[str, Any]:
+    """The session's ``select``/``ignore``/``preview`` for the file plus the explicit settings,
+    resolved here as the linter resolves its command line: the runtime checks chosen, by code
+    (``preview`` True because the preview setting is applied already), and ``ignore`` holding
+    TA799 if an ignore in effect turns internal errors off. Raises
+    :class:`~torch_audit.catalog.UnknownSelector`."""
+    resolved = catalog.resolve(
+        [Layer(config.select, config.ignore, config.extend_select),
+         Layer(select, ignore, extend_select)],
+        preview=config.preview if preview is None else preview, kind="runtime",
+    )
+    internal_off = INTERNAL_ERROR_CODE in resolved.ignored
     return {
-        "select": list(select) if select is not None else config.select,
-        "ignore": [*config.ignore, *ignore],
-        "extend_select": [*config.extend_select, *extend_select],
-        "preview": config.preview if preview is None else preview,
+        "select": [rule.code for rule in resolved.rules],
+        "ignore": [INTERNAL_ERROR_CODE] if internal_off else [],
+        "preview": True,
     }
 
 

@@ -229,14 +229,21 @@ def test_internal_error_becomes_finding_and_disables_the_check(monkeypatch):
     assert "  help: " in session.report()
 
 
-def test_internal_error_can_be_ignored(monkeypatch):
+@pytest.mark.parametrize("kwargs, reported", [
+    ({"ignore": ["TA799"]}, False),
+    ({"ignore": ["runtime-internal-error"]}, False),
+    ({"select": ["nonfinite-gradient"], "ignore": ["TA7"]}, False),  # the narrower select wins
+    ({"select": ["nonfinite-gradient"]}, True),  # reported although not selected
+    ({"ignore": ["TA79"], "extend_select": ["TA799"]}, True),
+])
+def test_internal_error_can_be_ignored(monkeypatch, kwargs, reported):
     from torch_audit.rules.runtime.nonfinite_gradient import NonFiniteGradient
 
     monkeypatch.setattr(NonFiniteGradient, "on_step_pre", lambda self, ctx: 1 / 0)
     model = _mlp()
-    with torch_audit.audit(ignore=["TA799"]) as session:
+    with torch_audit.audit(config=False, **kwargs) as session:
         _train(model, torch.optim.SGD(model.parameters(), lr=0.1))
-    assert session.findings == []
+    assert [f.code for f in session.findings] == (["TA799"] if reported else [])
 
 
 def _nan_model():
@@ -381,7 +388,12 @@ def test_keyword_arguments_take_precedence_over_the_pyproject(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     codes, opts = _settings(select=["TA705", "TA710", "TA704"], ignore="TA710",
                             exploding_gradient={"factor": 3.0})
-    assert codes == ["TA705"]  # select replaced; ignore added to the file's (TA704 stays out)
+    # select starts afresh (the file's ignore of TA704 no longer counts), as `lint --select` does
+    assert codes == ["TA704", "TA705"]
+    codes, _ = _settings(ignore="TA710")  # without select the keywords adjust the file's choice
+    assert "TA704" not in codes and "TA710" not in codes and "TA705" in codes
+    codes, _ = _settings(extend_select=["nonfinite-activation"])  # the keyword beats the file
+    assert "TA704" in codes
     assert (opts["factor"], opts["window"]) == (3.0, 7)  # key by key
     codes, opts = _settings(options={"TA705": {"window": 9}}, exploding_gradient={"factor": 4.0})
     assert (opts["factor"], opts["window"]) == (4.0, 9)
