@@ -33,6 +33,21 @@ from torch_audit.runtime.source import class_location, display_path, is_torch_cl
 
 __all__ = ["AuditSession", "StepContext", "audit", "active_session"]
 
+#: Device types whose deferred reads are copied to the host asynchronously and read a step
+#: later (the tests add "cpu" to run this path without a GPU).
+ASYNC_READ_DEVICES = frozenset({"cuda"})
+
+
+def start_host_copy(flat: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    """Start copying ``flat`` to pinned host memory without waiting: the event to ``query()``
+    (done yet?) or ``synchronize()`` on, and the host tensor that holds the values once it is."""
+    host = torch.empty(flat.shape, dtype=flat.dtype, device="cpu", pin_memory=True)
+    host.copy_(flat, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return event, host
+
+
 _state_lock = threading.Lock()
 _active: "AuditSession | None" = None
 
@@ -478,7 +493,7 @@ class AuditSession:
         self._pending.append((tensor, [(check, callback)]))
 
     def _late(self, device: torch.device) -> bool:
-        if device.type != "cuda":
+        if device.type not in ASYNC_READ_DEVICES:
             return False
         if self.sync == "late":
             return True
@@ -498,11 +513,7 @@ class AuditSession:
         for device, items in by_device.items():
             flat = torch.cat([t.detach().reshape(-1).to(torch.float32) for t, _ in items])
             if self._late(device) and not final:
-                host = torch.empty(flat.shape, dtype=flat.dtype, device="cpu", pin_memory=True)
-                host.copy_(flat, non_blocking=True)
-                event = torch.cuda.Event()
-                event.record()
-                self._inflight.append((event, host, items))
+                self._inflight.append((*start_host_copy(flat), items))
             else:
                 self._deliver(flat.tolist(), items)
         if collective and self.fail_fast and dist.active():
