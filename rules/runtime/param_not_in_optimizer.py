@@ -7,8 +7,9 @@ from torch_audit.runtime.check import RuntimeCheck
 class ParamNotInOptimizer(RuntimeCheck):
     """## What it does
     Reports parameters of the audited models that receive gradients but belong to no optimizer
-    used in the session (checked on the first steps and every tenth step, judged at the end so
-    that a second optimizer, as in a GAN, counts).
+    used in the session (checked on the first steps and every tenth step; a parameter counts as
+    optimized once an optimizer that stepped later in the session, such as a GAN's second, holds
+    it, even if that optimizer is gone by the end).
 
     Layers added and parameters replaced inside the session are seen too: the first steps after
     such a change are checked again.
@@ -62,6 +63,11 @@ class ParamNotInOptimizer(RuntimeCheck):
         if ctx.step >= self._check_until and ctx.step % 10:
             return
         optimized = self._optimized()
+        for p in list(self._candidates.keys()):
+            # an optimizer that stepped since (a GAN's second) has it: judged now, not at the
+            # end, when that optimizer may be gone with the function that built it
+            if id(p) in optimized:
+                del self._candidates[p]
         for p in self.session.index.parameters():
             if p.grad is not None and id(p) not in optimized and p not in self._candidates:
                 self._candidates[p] = ctx.step

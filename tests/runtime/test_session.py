@@ -499,6 +499,27 @@ def test_model_argument_restricts_the_audit():
     assert "TA802" in session.codes
 
 
+def test_an_optimizer_rebuilt_without_the_body_is_reported_after_the_old_one_is_gone():
+    """The old optimizer held every parameter; the new one, over the head only, replaces it
+    while the body still gets gradients: the body is in no optimizer from then on."""
+    torch.manual_seed(0)
+    body, head = nn.Linear(4, 8), nn.Linear(8, 1)
+    model = nn.Sequential(body, nn.ReLU(), head)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with torch_audit.audit(config=False) as session:
+        for step in range(12):
+            if step == 5:
+                opt = torch.optim.SGD(head.parameters(), lr=0.1)
+            opt.zero_grad()
+            model(torch.randn(8, 4)).pow(2).mean().backward()
+            opt.step()
+    [finding] = [f for f in session.findings if f.code == "TA802"]
+    # the old optimizer lives on until the parameter read deferred at its last step is done,
+    # at the new one's first step: the body counts as in no optimizer from the second on
+    assert finding.module == "0" and finding.step == 1
+    assert "0.weight" in finding.message and "0.bias" in finding.message
+
+
 def test_index_follows_changes_to_known_modules_only():
     """The model index rebuilds after a known module changed, not when unrelated modules are
     built; one model keeps unprefixed names, roots of one class get numbered labels."""
