@@ -120,6 +120,14 @@ class Finding:
         if self.end_column is None:
             self.end_column = self.column
 
+    def runtime_facts(self) -> list[tuple[str, Any]]:
+        """The runtime facts worth showing, in display order, for the renderers to label:
+        ``module``, ``step``, ``count`` (only above one), ``value`` and ``rank`` when known."""
+        facts = [("module", self.module or None), ("step", self.step),
+                 ("count", self.count if self.count > 1 else None), ("value", self.value),
+                 ("rank", self.rank)]
+        return [(key, value) for key, value in facts if value is not None]
+
     @property
     def sort_key(self) -> tuple:
         return (self.path, self.cell or 0, self.line, self.column, self.code, self.message)

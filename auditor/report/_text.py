@@ -42,15 +42,9 @@ def runtime_suffix(finding: Finding) -> str:
     """`` (module: encoder.0, step: 3, seen 5x)`` for runtime findings, else ``""``."""
     if not is_runtime(finding):
         return ""
-    parts = []
-    if finding.module is not None:
-        parts.append(f"module: {finding.module}")
-    if finding.step is not None:
-        parts.append(f"step: {finding.step}")
-    if finding.rank is not None:
-        parts.append(f"rank: {finding.rank}")
-    if finding.count > 1:
-        parts.append(f"seen {finding.count}x")
+    facts = dict(finding.runtime_facts())
+    labels = {"module": "module: {}", "step": "step: {}", "rank": "rank: {}", "count": "seen {}x"}
+    parts = [label.format(facts[key]) for key, label in labels.items() if key in facts]
     return f" ({', '.join(parts)})" if parts else ""
 
 

@@ -352,17 +352,14 @@ def _snippet(path: str, line: int, root: str, context: int = 3) -> str:
 def _finding_html(f: Finding, root: str) -> str:
     sev = f.severity.value
     where = f"{f.path}:{f.line}:{f.column}" if f.path else ""
-    facts = []
-    if f.module:
-        facts.append(f"module <code>{_e(f.module)}</code>")
-    if f.step is not None:
-        facts.append(f"first at step {f.step}")
-    if f.count > 1:
-        facts.append(f"seen {f.count}×")
-    if f.value is not None:
-        facts.append(f"value {_e(_fmt(f.value) if isinstance(f.value, float) else f.value)}")
-    if f.rank is not None:
-        facts.append(f"rank {f.rank}")
+    labels = {
+        "module": lambda v: f"module <code>{_e(v)}</code>",
+        "step": lambda v: f"first at step {v}",
+        "count": lambda v: f"seen {v}×",
+        "value": lambda v: f"value {_e(_fmt(v) if isinstance(v, float) else v)}",
+        "rank": lambda v: f"rank {v}",
+    }
+    facts = [labels[key](value) for key, value in f.runtime_facts()]
     return (
         f'<article class="finding" data-code="{_e(f.code)}">'
         f'<header><span class="sev-{sev} badge">{_e(sev)}</span>'

@@ -844,17 +844,10 @@ def finding_line(f: Finding) -> str:
     """One runtime finding on one line: ``path:line:col: CODE message [module=…, step=…, …]``
     (the report's line, also what the framework integrations log)."""
     where = f"{f.path}:{f.line}:{f.column}: " if f.path else ""
-    extra = []
-    if f.module:
-        extra.append(f"module={f.module}")
-    if f.step is not None:
-        extra.append(f"step={f.step}")
-    if f.count > 1:
-        extra.append(f"count={f.count}")
-    if f.value is not None:
-        extra.append(f"value={f.value:.4g}" if isinstance(f.value, float) else f"value={f.value}")
-    if f.rank is not None:
-        extra.append(f"rank={f.rank}")
+    extra = [
+        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in f.runtime_facts()
+    ]
     details = f" [{', '.join(extra)}]" if extra else ""
     return f"{where}{f.code} {f.message}{details}"
 
