@@ -925,7 +925,8 @@ def audit(
     read none); the keyword arguments take precedence as the linter's command line does over the
     file: ``select`` starts afresh (the file's ``select``, ``ignore`` and ``extend-select`` no
     longer count), ``ignore``/``extend_select`` adjust the file's selection, ``preview``
-    replaces it unless None, options override it key by key. A bad file raises :class:`torch_audit.config.ConfigError`.
+    replaces it unless None, options override it key by key. A bad file raises
+    :class:`torch_audit.config.ConfigError`.
     """
     from torch_audit.catalog import load_catalog
     from torch_audit.config import ConfigError
