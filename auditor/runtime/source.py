@@ -56,13 +56,22 @@ def is_torch_class(cls: type) -> bool:
     return cls.__module__.split(".", 1)[0] == "torch"
 
 
+def _undecorated(fn: Any) -> Any:
+    """The function a method's decorators wrap (``functools.wraps`` leaves ``__wrapped__``):
+    Hugging Face decorates ``forward``, and the wrapper's code lies in the library's utilities."""
+    fn = getattr(fn, "__func__", fn)  # classmethod, staticmethod
+    try:
+        return inspect.unwrap(fn)
+    except Exception:  # a cycle of __wrapped__, an attribute that raises on access
+        return fn
+
+
 @functools.lru_cache(maxsize=1024)
 def _class_location(cls: type) -> tuple[str, int] | None:
     # Prefer the code objects of the class's own functions: they name the real file even for
     # classes defined in scripts run with runpy (whose __module__ is a borrowed "__main__").
     for attr in ("forward", "__init__", *vars(cls)):
-        fn = vars(cls).get(attr)
-        code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+        code = getattr(_undecorated(vars(cls).get(attr)), "__code__", None)
         if code is None:
             continue
         path, first = code.co_filename, code.co_firstlineno
@@ -106,7 +115,7 @@ def attribute_use_line(cls: type, attr: str) -> tuple[str, int] | None:
     fn = None
     for klass in cls.__mro__:
         if "forward" in vars(klass):
-            fn = vars(klass)["forward"]
+            fn = _undecorated(vars(klass)["forward"])
             break
     code = getattr(fn, "__code__", None)
     if code is None or is_torch_class(cls):
