@@ -13,6 +13,7 @@ import torch_audit
 from torch_audit.runtime.source import attribute_use_line, class_location
 
 DECORATOR = '''
+import functools
 
 def logged(fn):
     @functools.wraps(fn)
