@@ -108,6 +108,18 @@ def display_path(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
+@functools.lru_cache(maxsize=256)
+def short_path(path: str) -> str:
+    """``display_path``, and for installed libraries the path below their ``site-packages``
+    (``transformers/models/bert/modeling_bert.py``): what a message needs to name a line."""
+    full = os.path.abspath(path)
+    for entry in sys.path:
+        site = os.path.abspath(entry) if entry else ""
+        if os.path.basename(site) in ("site-packages", "dist-packages") and full.startswith(site + os.sep):
+            return full[len(site) + 1:]
+    return display_path(path)
+
+
 @functools.lru_cache(maxsize=1024)
 def attribute_use_line(cls: type, attr: str) -> tuple[str, int] | None:
     """The first line of ``cls.forward`` that mentions ``self.<attr>``, found in the source, so

@@ -38,6 +38,6 @@ def names_list(names: list[str], limit: int = 4) -> str:
 def site_str(site: tuple[str, int] | None) -> str:
     if site is None:
         return "<unknown>"
-    from torch_audit.runtime.source import display_path
+    from torch_audit.runtime.source import short_path
 
-    return f"{display_path(site[0])}:{site[1]}"
+    return f"{short_path(site[0])}:{site[1]}"

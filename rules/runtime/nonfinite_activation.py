@@ -228,9 +228,9 @@ class NonFiniteActivation(RuntimeCheck):
                 loc = self.session.module_location(module)
                 if loc:
                     path, line = loc
-            from torch_audit.runtime.source import display_path
+            from torch_audit.runtime.util import site_str
 
-            where = f" called at {display_path(site[0])}:{site[1]}" if site else ""
+            where = f" called at {site_str(site)}" if site else ""
             self.report(name, step=step, module=name, path=path, line=line, value="non-finite",
                         message=self.message.format(module=name, cls=cls, where=where))
             return

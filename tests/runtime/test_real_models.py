@@ -72,3 +72,24 @@ def test_a_healthy_run_of_a_real_model_is_silent(name):
                 model.train()
     assert session.findings == [], session.report()
     assert session.step == 8
+
+
+def test_a_nan_planted_in_a_real_model_names_its_layer_and_library_line():
+    build, batch = MODELS["bert"]
+    torch.manual_seed(0)
+    model = build().train()
+    target = "bert.encoder.layer.1.intermediate.dense"
+    layer = dict(model.named_modules())[target]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with torch_audit.audit(config=False, select=["nonfinite-activation"]) as session:
+        for step in range(3):
+            if step == 1:
+                with torch.no_grad():
+                    layer.weight[0, 0] = float("nan")
+            model(**batch()).loss.backward()
+            opt.step()
+            opt.zero_grad()
+    first = min((f for f in session.findings), key=lambda f: f.step)
+    assert first.module == target and first.step == 1, session.report()
+    # the line in the library's forward that calls the layer, named below site-packages
+    assert "called at transformers/models/bert/modeling_bert.py:" in first.message

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import sys
 
 import torch
 from torch import nn
@@ -56,3 +57,14 @@ def test_a_decorated_forward_points_at_the_class_and_its_own_lines(tmp_path):
         net(torch.randn(2, 4)).sum().backward()
     [finding] = session.findings
     assert finding.path.endswith("test_source.py") and "library_utils" not in finding.message
+
+
+def test_library_lines_are_named_below_site_packages(tmp_path, monkeypatch):
+    from torch_audit.runtime.source import short_path
+
+    site = tmp_path / "lib" / "site-packages"
+    (site / "lib_x").mkdir(parents=True)
+    monkeypatch.setattr(sys, "path", [*sys.path, str(site)])
+    assert short_path(str(site / "lib_x" / "core.py")) == "lib_x/core.py"
+    elsewhere = tmp_path / "other" / "core.py"
+    assert short_path(str(elsewhere)) == str(elsewhere)
