@@ -57,6 +57,31 @@ def test_readme_rule_table_is_fresh():
     )
 
 
+def _documented_runtime_options() -> dict[tuple[str, str], str]:
+    """``(check, option) -> default`` from the options table of docs/runtime.md."""
+    text = (ROOT / "docs" / "runtime.md").read_text(encoding="utf-8")
+    table = text.split("### Options", 1)[1].split("\n## ", 1)[0]
+    rows: dict[tuple[str, str], str] = {}
+    check = None
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 4 or not cells[1].startswith("`"):
+            continue
+        check = cells[0].strip("`") or check
+        rows[(check, cells[1].strip("`"))] = cells[2].strip("`")
+    return rows
+
+
+def test_runtime_options_table_lists_every_option_with_its_default():
+    documented = _documented_runtime_options()
+    declared = {}
+    for rule in load_catalog().of_kind("runtime"):
+        for key, option in rule.options.items():
+            default = option.default
+            declared[(rule.name, key)] = str(default).lower() if isinstance(default, bool) else repr(default)
+    assert documented == declared
+
+
 def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)

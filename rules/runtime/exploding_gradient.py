@@ -13,8 +13,10 @@ class ExplodingGradient(RuntimeCheck):
     """## What it does
     Compares the global gradient norm with the run's own recent history (a jump by more than
     `factor` over the median of the last `window` steps, after `warmup` steps) and with an
-    absolute bound `max_norm`, and each parameter's gradient norm with its own running mean. It reports while the values are still
-    finite, naming the parameter with the largest jump.
+    absolute bound `max_norm`, and each parameter's gradient norm with its own running mean. It
+    reports while the values are still finite, naming the parameter with the largest jump. A
+    parameter's jump is reported on its own only when that parameter carries at least
+    `min_share` of the global gradient norm.
 
     ## Why is this bad?
     A gradient that suddenly grows by orders of magnitude is the step before a loss spike or a
@@ -25,6 +27,9 @@ class ExplodingGradient(RuntimeCheck):
     ## Known problems
     The first `warmup` checked steps only build history. Training regimes with deliberately
     rising gradient norms (curricula, lr warm-up from zero) can need a larger `factor`.
+    Gradients that start near zero and grow as the model learns (attention queries and keys,
+    LayerScale branches) jump by thousands of times their early mean while staying a few
+    percent of the global norm: `min_share` keeps them out.
 
     ## References
     - https://arxiv.org/abs/1211.5063
@@ -43,6 +48,7 @@ class ExplodingGradient(RuntimeCheck):
         "warmup": Option(5, "checked steps of history before comparing", int),
         "window": Option(50, "steps of history for the median", int),
         "max_norm": Option(1e4, "absolute bound for the global norm (0 disables)", float),
+        "min_share": Option(0.1, "share of the global norm a parameter needs for its own jump to be reported", float),
     }
 
     def setup(self) -> None:
@@ -61,7 +67,6 @@ class ExplodingGradient(RuntimeCheck):
             return
         factor, warmup, max_norm = self.opts["factor"], self.opts["warmup"], self.opts["max_norm"]
         total = math.sqrt(sum(v * v for _, v in present))
-        # per-parameter jumps against each parameter's own median
         # per-parameter jumps against each parameter's running mean (cheap: no sorting)
         jumps = []
         stats = self._param_hist
@@ -95,6 +100,8 @@ class ExplodingGradient(RuntimeCheck):
         if not fired:
             hist.append(total)
             for ratio, i, v, med in jumps:
+                if v < self.opts["min_share"] * total:
+                    continue  # a jump of a negligible part of the gradient explodes nothing
                 name = ctx.name(ctx.params[i], i)
                 self.report(
                     name, step=ctx.step, module=self.session.index.owner(ctx.params[i]), value=v,

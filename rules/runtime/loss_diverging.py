@@ -11,7 +11,8 @@ from torch_audit.runtime.check import RuntimeCheck
 class LossDiverging(RuntimeCheck):
     """## What it does
     Follows the (finite) loss per optimizer step and reports when its running median over
-    `window` steps rises above `factor` times the best running median seen so far.
+    `window` steps stays above `factor` times the best running median seen so far for
+    `patience` checked steps in a row.
 
     ## Why is this bad?
     A loss that climbs steadily while staying finite is the slow version of a NaN: a learning
@@ -20,7 +21,9 @@ class LossDiverging(RuntimeCheck):
 
     ## Known problems
     Only positive losses are followed. Noisy losses (reinforcement learning, small batches) and
-    curricula that make the task harder on purpose can rise legitimately.
+    curricula that make the task harder on purpose can rise legitimately. A loss near zero
+    doubles on noise alone (one batch of a few at 0.12 after a best of 0.06): `patience` asks
+    the rise to last, as a divergence does.
 
     ## References
     - https://arxiv.org/abs/1506.01186
@@ -36,12 +39,14 @@ class LossDiverging(RuntimeCheck):
     options = {
         "factor": Option(2.0, "report when the running loss exceeds this multiple of its best", float),
         "window": Option(5, "steps in the running median", int),
+        "patience": Option(3, "consecutive checked steps above factor x best before reporting", int),
     }
 
     def setup(self) -> None:
         self._losses: list = []
         self._history: list[float] = []
         self._best = math.inf
+        self._streak = 0
 
     def close(self) -> None:
         self._losses = []
@@ -68,7 +73,9 @@ class LossDiverging(RuntimeCheck):
         if len(self._history) < window:
             return
         current = statistics.median(self._history[-window:])
-        if len(self._history) >= 2 * window and current > self.opts["factor"] * self._best:
+        above = len(self._history) >= 2 * window and current > self.opts["factor"] * self._best
+        self._streak = self._streak + 1 if above else 0
+        if self._streak >= self.opts["patience"]:
             self.report("loss", step=step, value=current, current=current, window=window,
                         ratio=current / self._best, best=self._best)
         self._best = min(self._best, current)

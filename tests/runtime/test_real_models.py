@@ -93,3 +93,25 @@ def test_a_nan_planted_in_a_real_model_names_its_layer_and_library_line():
     assert first.module == target and first.step == 1, session.report()
     # the line in the library's forward that calls the layer, named below site-packages
     assert "called at transformers/models/bert/modeling_bert.py:" in first.message
+
+
+@pytest.mark.parametrize("name", ["bert", "convnext"])
+def test_a_model_learning_a_task_is_silent(name):
+    """Eighty one-cycle steps memorising four batches: attention queries and keys (and ConvNeXt's
+    LayerScale branches) see their gradients grow thousands of times from near zero, and the
+    loss, near zero, doubles on noise. Neither is an exploding gradient or a diverging loss."""
+    build, batch = MODELS[name]
+    torch.manual_seed(0)
+    model = build().train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=80)
+    batches = [batch() for _ in range(4)]
+    with torch_audit.audit(config=False, preview=True) as session:
+        for step in range(80):
+            loss = model(**batches[step % 4]).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            schedule.step()
+    assert loss.item() < 0.5, "the task was learnt"
+    assert session.findings == [], session.report()
