@@ -84,6 +84,16 @@ def test_marker_select_and_warning_level():
     train(bug=True)
 
 
+@pytest.mark.torch_audit(fail_on="error", config="relaxed.toml")
+def test_marker_config_is_passed_to_the_session():
+    train(bug=True)  # relaxed.toml ignores the check
+
+
+@pytest.mark.torch_audit(fail_on="error", ignore=["TA7"], extend_select=["TA707"])
+def test_marker_extend_select_names_a_check_back():
+    train(bug=True)
+
+
 @pytest.mark.torch_audit(fail_on="error")
 def test_marker_with_fixture(torch_audit):
     train(bug=True)
@@ -109,6 +119,8 @@ EXPECTED = {
     "test_marker_never_only_reports": "PASSED",
     "test_marker_ignore_is_passed_to_the_session": "PASSED",
     "test_marker_select_and_warning_level": "FAILED",
+    "test_marker_config_is_passed_to_the_session": "PASSED",
+    "test_marker_extend_select_names_a_check_back": "FAILED",
     "test_marker_with_fixture": "FAILED",
     "test_marker_own_error_wins": "FAILED",
     "test_z_no_session_left_behind": "PASSED",
@@ -118,6 +130,7 @@ EXPECTED = {
 def test_fixture_and_marker(pytester):
     # in a subprocess: an in-process run would unload and re-import torch between runs
     pytester.makepyfile(test_inner=INNER)
+    (pytester.path / "relaxed.toml").write_text('ignore = ["probabilities-into-cross-entropy"]\n')
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA")
     outcomes = {}
     for line in result.stdout.lines:

@@ -43,6 +43,11 @@ def log_finding(logger: logging.Logger, finding: Finding) -> None:
     logger.log(level, "torch-audit: %s", finding_line(finding))
 
 
+def _copied(selectors: Iterable[str] | str | None) -> list[str] | str | None:
+    """A list of the selectors (a one-shot iterator survives a second start), a string as is."""
+    return list(selectors) if selectors is not None and not isinstance(selectors, str) else selectors
+
+
 class SessionOwner:
     """Starts and closes one runtime session for a framework's training run.
 
@@ -60,16 +65,19 @@ class SessionOwner:
         preview: bool | None = None,
         options: Mapping[str, Mapping[str, Any]] | None = None,
         fail_on: str | Severity | None = None,
+        extend_select: Iterable[str] | None = None,
+        config: Any = None,
     ) -> None:
         parse_fail_on(fail_on)  # validate early, at construction
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
-        self.select = list(select) if select is not None and not isinstance(select, str) else select
-        self.ignore = list(ignore) if ignore is not None and not isinstance(ignore, str) else ignore
+        self.select, self.ignore = _copied(select), _copied(ignore)
         self.every = every
         self.fail_fast = fail_fast
         self.preview = preview
         self.options = {k: dict(v) for k, v in (options or {}).items()}
+        self.extend_select = _copied(extend_select)
+        self.config = config
         self.fail_on = fail_on
         self.session: Any = None
         self.findings: list[Finding] = []
@@ -90,6 +98,8 @@ class SessionOwner:
             preview=self.preview,
             options=self.options,
             sync=sync,
+            extend_select=self.extend_select,
+            config=self.config,
         )
         session.__enter__()
         self.session = session

@@ -51,8 +51,8 @@ def make_callback(base: type) -> type:
     class AuditCallback(base):  # type: ignore[misc, valid-type]
         """Audit ``Trainer.fit`` with a torch-audit runtime session.
 
-        Arguments are those of :func:`torch_audit.audit` (``select``, ``ignore``, ``every``,
-        ``fail_fast``, ``preview``, ``options``) plus ``fail_on`` (a severity, or ``None``),
+        Arguments are those of :func:`torch_audit.audit` (``select``, ``ignore``,
+        ``extend_select``, ``every``, ``fail_fast``, ``preview``, ``options``, ``config``) plus ``fail_on`` (a severity, or ``None``),
         ``log_findings`` (send new findings to the Python logger as they appear) and
         ``print_report`` (print the session's report at the end of the fit on rank zero).
         After the fit, ``callback.findings`` holds the findings."""
@@ -69,11 +69,14 @@ def make_callback(base: type) -> type:
             fail_on: Any = None,
             log_findings: bool = True,
             print_report: bool = False,
+            extend_select: Any = None,
+            config: Any = None,
         ) -> None:
             super().__init__()
             self._owner = SessionOwner(
                 select=select, ignore=ignore, every=every, fail_fast=fail_fast,
                 preview=preview, options=options, fail_on=fail_on,
+                extend_select=extend_select, config=config,
             )
             self.log_findings = log_findings
             self.print_report = print_report

@@ -2,8 +2,8 @@
 
 - The ``torch_audit`` fixture gives the test a runtime session (``torch_audit.audit()``) that
   is active exactly around the test body: ``torch_audit.findings`` shows what it saw so far.
-- ``@pytest.mark.torch_audit(fail_on="error", select=..., ignore=..., every=..., preview=...,
-  options=...)`` runs such a session around the test body (with or without the fixture) and
+- ``@pytest.mark.torch_audit(fail_on="error", select=..., ignore=..., extend_select=...,
+  every=..., preview=..., options=..., config=...)`` runs such a session around the test body (with or without the fixture) and
   fails the test when it found anything at or above ``fail_on`` (default ``"error"``; ``None``
   or ``"never"`` only reports). The findings are attached to the test report as a
   ``torch-audit`` section either way.
@@ -20,13 +20,14 @@ import pytest
 MARKER = "torch_audit"
 FIXTURE = "torch_audit"
 _SESSION_KEY = pytest.StashKey[Any]()
-_SESSION_ARGS = ("select", "ignore", "every", "preview", "options")
+_SESSION_ARGS = ("select", "ignore", "extend_select", "every", "preview", "options", "config")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "torch_audit(fail_on='error', select=None, ignore=None, every=1, preview=False, options=None): "
+        "torch_audit(fail_on='error', select=None, ignore=None, extend_select=None, every=1, "
+        "preview=None, options=None, config=None): "
         "run a torch-audit runtime session around the test body and fail the test on findings "
         "at or above fail_on",
     )

@@ -47,8 +47,8 @@ __all__ = ["AuditCallback"]
 class AuditCallback(TrainerCallback):
     """Audit ``Trainer.train`` with a torch-audit runtime session.
 
-    Arguments are those of :func:`torch_audit.audit` (``select``, ``ignore``, ``every``,
-    ``fail_fast``, ``preview``, ``options``) plus ``fail_on`` (a severity, or ``None``),
+    Arguments are those of :func:`torch_audit.audit` (``select``, ``ignore``,
+    ``extend_select``, ``every``, ``fail_fast``, ``preview``, ``options``, ``config``) plus ``fail_on`` (a severity, or ``None``),
     ``log_findings`` (send new findings to the Python logger as they appear) and
     ``print_report`` (print the session's report at the end on the main process). After
     training, ``callback.findings`` holds the findings."""
@@ -65,10 +65,13 @@ class AuditCallback(TrainerCallback):
         fail_on: Any = None,
         log_findings: bool = True,
         print_report: bool = False,
+        extend_select: Any = None,
+        config: Any = None,
     ) -> None:
         self._owner = SessionOwner(
             select=select, ignore=ignore, every=every, fail_fast=fail_fast,
             preview=preview, options=options, fail_on=fail_on,
+            extend_select=extend_select, config=config,
         )
         self.fail_fast = fail_fast
         self.log_findings = log_findings
