@@ -52,10 +52,10 @@ def make_callback(base: type) -> type:
         """Audit ``Trainer.fit`` with a torch-audit runtime session.
 
         Arguments are those of :func:`torch_audit.audit` (``select``, ``ignore``,
-        ``extend_select``, ``every``, ``fail_fast``, ``preview``, ``options``, ``config``) plus ``fail_on`` (a severity, or ``None``),
-        ``log_findings`` (send new findings to the Python logger as they appear) and
-        ``print_report`` (print the session's report at the end of the fit on rank zero).
-        After the fit, ``callback.findings`` holds the findings."""
+        ``extend_select``, ``every``, ``fail_fast``, ``preview``, ``options``, ``config``) plus
+        ``fail_on`` (a severity, or ``None``), ``log_findings`` (send new findings to the Python
+        logger as they appear) and ``print_report`` (print the session's report at the end of
+        the fit on rank zero). After the fit, ``callback.findings`` holds the findings."""
 
         def __init__(
             self,

@@ -47,11 +47,11 @@ __all__ = ["AuditCallback"]
 class AuditCallback(TrainerCallback):
     """Audit ``Trainer.train`` with a torch-audit runtime session.
 
-    Arguments are those of :func:`torch_audit.audit` (``select``, ``ignore``,
-    ``extend_select``, ``every``, ``fail_fast``, ``preview``, ``options``, ``config``) plus ``fail_on`` (a severity, or ``None``),
-    ``log_findings`` (send new findings to the Python logger as they appear) and
-    ``print_report`` (print the session's report at the end on the main process). After
-    training, ``callback.findings`` holds the findings."""
+    Arguments are those of :func:`torch_audit.audit` (``select``, ``ignore``, ``extend_select``,
+    ``every``, ``fail_fast``, ``preview``, ``options``, ``config``) plus ``fail_on`` (a
+    severity, or ``None``), ``log_findings`` (send new findings to the Python logger as they
+    appear) and ``print_report`` (print the session's report at the end on the main process).
+    After training, ``callback.findings`` holds the findings."""
 
     def __init__(
         self,
