@@ -167,6 +167,19 @@ def test_sys_state_is_restored_after_the_script():
     assert tb.tb_frame.f_code.co_filename == str(RUN / "raises.py")
 
 
+def test_a_script_that_audits_itself_is_told_run_already_does(tmp_path):
+    from torch_audit.runtime.errors import SessionActiveError
+    from torch_audit.runtime.session import active_session
+
+    script = tmp_path / "self_audit.py"
+    script.write_text("import torch_audit\nwith torch_audit.audit():\n    pass\n")
+    outcome = audit_script(str(script))
+    assert isinstance(outcome.exception, SessionActiveError)
+    assert "started by `torch-audit run`" in str(outcome.exception)
+    assert "drop the inner `torch_audit.audit()` block" in str(outcome.exception)
+    assert active_session() is None
+
+
 def test_progress_line_only_when_asked(monkeypatch):
     stream = io.StringIO()
     outcome = audit_script(str(RUN / "forever.py"), max_steps=5, progress=stream)

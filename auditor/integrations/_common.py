@@ -80,6 +80,8 @@ class SessionOwner:
         self.config = config
         self.fail_on = fail_on
         self.session: Any = None
+        #: named in the error when the training code opens a second session
+        self.started_by = "a torch-audit training callback"
         self.findings: list[Finding] = []
         self._reported = 0
 
@@ -101,6 +103,7 @@ class SessionOwner:
             extend_select=self.extend_select,
             config=self.config,
         )
+        session.started_by = self.started_by
         session.__enter__()
         self.session = session
 

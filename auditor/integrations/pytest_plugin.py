@@ -55,7 +55,9 @@ def _new_session(item: pytest.Item) -> Any:
     from torch_audit.runtime.session import audit
 
     kwargs = _marker_kwargs(item) or {}
-    return audit(**{k: v for k, v in kwargs.items() if k in _SESSION_ARGS})
+    session = audit(**{k: v for k, v in kwargs.items() if k in _SESSION_ARGS})
+    session.started_by = f"the torch_audit pytest plugin for {item.nodeid}"
+    return session
 
 
 @pytest.fixture

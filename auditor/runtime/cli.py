@@ -435,6 +435,7 @@ def audit_script(
     from torch_audit.runtime.session import audit
 
     session = audit(**(audit_options or {}))
+    session.started_by = "`torch-audit run`"
     outcome = RunOutcome(findings=[])
     monitor = StepMonitor(session, max_steps=max_steps, progress=progress, history=history)
     try:

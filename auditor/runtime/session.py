@@ -260,6 +260,9 @@ class AuditSession:
         self._fail_pending: Finding | None = None
         self._zero = None
         self._needs_grad_norms = False
+        #: who opened the session when it is not the user's own ``with`` block (``torch-audit
+        #: run``, an integration): named when a second session is refused
+        self.started_by: str | None = None
 
     # -- context manager ------------------------------------------------------------------------
     def __enter__(self) -> "AuditSession":
@@ -268,6 +271,12 @@ class AuditSession:
             raise SessionActiveError("this audit session was already used; create a new one")
         with _state_lock:
             if _active is not None:
+                if _active.started_by:
+                    raise SessionActiveError(
+                        f"a torch-audit session is already active, started by "
+                        f"{_active.started_by}; sessions cannot be nested: drop the inner "
+                        "`torch_audit.audit()` block (the outer session audits that code already)"
+                    )
                 raise SessionActiveError(
                     "a torch-audit session is already active; sessions cannot be nested or run "
                     "concurrently (exit the other `with torch_audit.audit(...)` block first)"
