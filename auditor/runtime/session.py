@@ -606,7 +606,12 @@ class AuditSession:
             else:
                 self.index.add_root(module)
             self._root = module
-            self.root_grad_enabled = torch.is_grad_enabled()
+            # Without gradients but with inputs that require them, a forward runs inside an
+            # autograd Function: reentrant activation checkpointing runs its segment so (and
+            # again in backward). That is training, not an inference pass.
+            self.root_grad_enabled = torch.is_grad_enabled() or any(
+                isinstance(a, torch.Tensor) and a.requires_grad for a in args
+            )
             for check in self._by_event.get("root_forward", ()):
                 self._call(check, check.on_root_forward, module)
         stack.append(module)

@@ -19,7 +19,8 @@ class InferenceInTrainMode(RuntimeCheck):
     and so is `torch.optim.swa_utils.update_bn` (a model whose BatchNorm layers have
     `momentum=None`). A `no_grad`
     block inside a training forward pass is silent: only forwards that start without gradients
-    count.
+    count, and not those whose inputs require gradients (reentrant activation checkpointing,
+    `checkpoint(block, x, use_reentrant=True)`, runs the block so before recomputing it).
 
     ## References
     - https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.eval
