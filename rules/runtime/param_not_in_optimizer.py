@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import weakref
+
 from torch_audit.findings import Severity
 from torch_audit.runtime.check import RuntimeCheck
 
@@ -12,7 +14,8 @@ class ParamNotInOptimizer(RuntimeCheck):
     it, even if that optimizer is gone by the end).
 
     Layers added and parameters replaced inside the session are seen too: the first steps after
-    such a change are checked again.
+    such a change are checked again. A gradient counts when it was written since the last
+    check, so one left over from a model trained earlier in the session does not.
 
     ## Why is this bad?
     The parameters get gradients (they are part of the computation and cost memory and time)
@@ -42,11 +45,21 @@ class ParamNotInOptimizer(RuntimeCheck):
         from torch.utils.weak import WeakIdKeyDictionary
 
         self._candidates = WeakIdKeyDictionary()
+        #: parameter -> (weak reference to its .grad, that tensor's version) at the last check
+        self._grad_seen = WeakIdKeyDictionary()
         self._index_version = self.session.index.version
         self._check_until = self.recheck_steps
 
     def close(self) -> None:
         self._candidates.clear()
+        self._grad_seen.clear()
+
+    def _fresh(self, p) -> bool:
+        """Whether ``p.grad`` was written since the last check: a gradient left over from a
+        model trained earlier in the session (its optimizer gone) is not one it receives."""
+        grad, seen = p.grad, self._grad_seen.get(p)
+        self._grad_seen[p] = (weakref.ref(grad), grad._version)
+        return seen is None or seen[0]() is not grad or seen[1] != grad._version
 
     def _optimized(self) -> set[int]:
         ids: set[int] = set()
@@ -69,7 +82,10 @@ class ParamNotInOptimizer(RuntimeCheck):
             if id(p) in optimized:
                 del self._candidates[p]
         for p in self.session.index.parameters():
-            if p.grad is not None and id(p) not in optimized and p not in self._candidates:
+            if p.grad is None:
+                continue
+            fresh = self._fresh(p)
+            if fresh and id(p) not in optimized and p not in self._candidates:
                 self._candidates[p] = ctx.step
 
     def on_finish(self) -> None:
