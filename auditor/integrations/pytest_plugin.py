@@ -3,10 +3,10 @@
 - The ``torch_audit`` fixture gives the test a runtime session (``torch_audit.audit()``) that
   is active exactly around the test body: ``torch_audit.findings`` shows what it saw so far.
 - ``@pytest.mark.torch_audit(fail_on="error", select=..., ignore=..., extend_select=...,
-  every=..., preview=..., options=..., config=...)`` runs such a session around the test body (with or without the fixture) and
-  fails the test when it found anything at or above ``fail_on`` (default ``"error"``; ``None``
-  or ``"never"`` only reports). The findings are attached to the test report as a
-  ``torch-audit`` section either way.
+  every=..., preview=..., options=..., config=...)`` runs such a session around the test body
+  (with or without the fixture) and fails the test when it found anything at or above
+  ``fail_on`` (default ``"error"``; ``None`` or ``"never"`` only reports). The findings are
+  attached to the test report as a ``torch-audit`` section either way.
 
 Importing this module costs nothing: torch is imported only when a session is needed.
 """

@@ -115,7 +115,8 @@ def short_path(path: str) -> str:
     full = os.path.abspath(path)
     for entry in sys.path:
         site = os.path.abspath(entry) if entry else ""
-        if os.path.basename(site) in ("site-packages", "dist-packages") and full.startswith(site + os.sep):
+        in_site = os.path.basename(site) in ("site-packages", "dist-packages")
+        if in_site and full.startswith(site + os.sep):
             return full[len(site) + 1:]
     return display_path(path)
 
