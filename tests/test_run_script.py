@@ -285,3 +285,15 @@ def test_lint_does_not_import_the_run_command():
             "assert 'torch' not in sys.modules and 'torch_audit.runtime.cli' not in sys.modules\n")
     result = py("-c", code)
     assert result.returncode == 0, result.stderr
+
+
+def test_output_paths_are_resolved_before_the_script_chdirs(tmp_path):
+    # issue 18 item 4: -o and --html name files relative to where torch-audit was started,
+    # not wherever the script moved to
+    audited = ta("--output-format", "json", "-o", "out.json", "--html", "rep.html",
+                 str(RUN / "chdirs.py"), "elsewhere", cwd=tmp_path)
+    assert audited.returncode == 0, audited.stderr
+    assert json.loads((tmp_path / "out.json").read_text()) == []
+    assert "<svg" in (tmp_path / "rep.html").read_text()
+    assert not (tmp_path / "elsewhere" / "out.json").exists()
+    assert not (tmp_path / "elsewhere" / "rep.html").exists()

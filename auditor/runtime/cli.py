@@ -786,9 +786,20 @@ def _reparse_trailing(ctx: click.Context, opts: dict[str, Any], args: tuple[str,
     return merged, ()
 
 
+def _resolve_output_paths(opts: dict[str, Any]) -> dict[str, Any]:
+    """``-o`` and ``--html`` made absolute now: the script may ``chdir`` (into its run folder,
+    say), and the files belong where the user started torch-audit."""
+    out = dict(opts)
+    for key in ("output_file", "html_file"):
+        if out.get(key) and out[key] != "-":
+            out[key] = os.path.abspath(out[key])
+    return out
+
+
 def _run(target: str, args: list[str], as_module: bool, opts: dict[str, Any]) -> int:
     global _sigint_on_exit
 
+    opts = _resolve_output_paths(opts)
     pt = None if as_module else profile_target(target)
     if pt is not None:
         from torch_audit.runtime.profile import run_profile_command
