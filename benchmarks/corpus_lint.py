@@ -3,7 +3,7 @@
     python benchmarks/corpus_lint.py [PATH ...] [--no-stdlib] [--jobs N] [--prefilter]
                                      [--timeout S] [--slowest N] [--json OUT]
 
-PATH defaults to /work/corpus (fetched with ../shared/corpus/fetch.sh, about 6,000 files). The
+PATH defaults to /work/corpus (fetched with benchmarks/fetch_corpus.sh, about 6,000 files). The
 interpreter's ``Lib/`` folder (``sysconfig.get_paths()["stdlib"]``) is added unless
 ``--no-stdlib`` (without its ``site-packages`` unless ``--with-site-packages``). Every ``.py``/``.pyi`` file is linted (no excludes, no .gitignore), with every
 static rule including preview and opt-in ones, straight through the engine
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     summaries = []
     for label, root, skip_dirs in trees:
         if not root.exists():
-            print(f"{label}: {root} does not exist (fetch it with ../shared/corpus/fetch.sh)", file=sys.stderr)
+            print(f"{label}: {root} does not exist (fetch it with benchmarks/fetch_corpus.sh)", file=sys.stderr)
             return 2
         s = run_tree(label, root, settings, args.jobs, args.timeout, args.slowest, skip_dirs)
         print_summary(s)

@@ -2,7 +2,7 @@
 
     python benchmarks/fix_corpus.py [CORPUS] [--jobs N] [--keep] [--update-docs docs/autofix.md]
 
-CORPUS defaults to /work/corpus (see ../shared/corpus/fetch.sh). The corpus itself is never
+CORPUS defaults to /work/corpus (see benchmarks/fetch_corpus.sh). The corpus itself is never
 touched: it is copied to a temporary directory first. For every file the fix changed, the
 benchmark checks that it
 

@@ -2,7 +2,7 @@
 
     python benchmarks/lint_speed.py [CORPUS]        (default: /work/corpus, or $TORCH_AUDIT_CORPUS)
 
-The corpus is fetched with `../shared/corpus/fetch.sh CORPUS all` (never committed). Reports:
+The corpus is fetched with `benchmarks/fetch_corpus.sh CORPUS all` (never committed). Reports:
 
 1. the 37 transformers files of issue 2 on one core: libcst parse, parse plus one bare visitor
    walk (the floor), and `torch-audit` with every default rule (in-process, no cache), as a ratio
@@ -42,7 +42,7 @@ class BareVisitor(cst.CSTVisitor):
 def transformers_files(corpus: Path) -> list[Path]:
     roots = sorted(corpus.glob("transformers-*/transformers/models"))
     if not roots:
-        sys.exit(f"no transformers under {corpus}: run ../shared/corpus/fetch.sh {corpus} libraries")
+        sys.exit(f"no transformers under {corpus}: run benchmarks/fetch_corpus.sh {corpus} libraries")
     return sorted(p for m in MODELS for p in (roots[0] / m).glob("*.py"))
 
 

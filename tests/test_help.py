@@ -24,7 +24,7 @@ from torch_audit.lint.engine import LintSettings, lint_source
 from torch_audit.report import render, sarif_log
 from torch_audit.rule import StaticRule, format_fix_title, readable_fix_title
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared" / "schemas" / "sarif-schema-2.1.0.json"
+SCHEMA_PATH = Path(__file__).resolve().parent / "data" / "sarif-schema-2.1.0.json"  # vendored: tests/data/README.md
 
 FORWARD = textwrap.dedent(
     """\

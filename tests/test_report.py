@@ -16,7 +16,7 @@ from torch_audit.findings import Applicability, Edit, Finding, Fix, Severity
 from torch_audit.report import FORMATS, escape_data, escape_property, render, sarif_log
 from torch_audit.rule import StaticRule
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared" / "schemas" / "sarif-schema-2.1.0.json"
+SCHEMA_PATH = Path(__file__).resolve().parent / "data" / "sarif-schema-2.1.0.json"  # vendored: tests/data/README.md
 ESC = "\x1b["
 
 
