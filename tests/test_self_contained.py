@@ -58,8 +58,8 @@ def test_no_source_reads_a_path_outside_the_repository():
 def test_the_scan_finds_what_it_is_looking_for():
     """The check is not vacuous: the spellings that broke a fresh clone match it, the paths of
     files inside the repository do not."""
-    assert leaves_repository('S = Path(__file__).resolve().parents[2] / "shared" / "s.json"', depth=1)
-    assert leaves_repository('schema_path = ROOT.parent / "shared" / "schemas" / "x.json"', depth=1)
+    assert leaves_repository('S = Path(__file__).resolve().parents[2] / "sibling" / "s.json"', depth=1)
+    assert leaves_repository('schema_path = ROOT.parent / "sibling" / "x.json"', depth=1)
     assert leaves_repository("fetched with ../" + "shared/corpus/fetch.sh", depth=1)
     assert leaves_repository("ROOT = Path(__file__).resolve().parent.parent.parent", depth=1)
     assert not leaves_repository("ROOT = Path(__file__).resolve().parents[2]", depth=2)
