@@ -44,11 +44,29 @@ def write_output(text: str, output_file: str | None) -> None:
         raise _fail(f"cannot write {output_file}: {exc.strerror or exc}") from None
 
 
+#: `run`'s line in `torch-audit --help`, written here so that listing the commands does not import
+#: the runtime (and torch); tests/test_startup.py checks it matches the command's own help.
+RUN_SHORT_HELP = "Audit a training script (or profile a model) at run time."
+
+
 class _Group(click.Group):
     """Commands load lazily: `run` imports the runtime (and torch) only when it is used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return ["lint", "run", "rules", "rule"]
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name == "run" and "run" not in self.commands:
+                rows.append((name, RUN_SHORT_HELP))
+                continue
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name == "run" and "run" not in self.commands:

@@ -71,3 +71,37 @@ def test_tasks_group_small_files_and_keep_big_ones_alone():
     assert tasks[0] == [0] and tasks[1] == [1] and tasks[2] == [2, 3]
     assert sorted(p for t in tasks for p in t) == list(range(len(sizes)))
     assert all(len(t) <= _TASK_MAX_FILES for t in tasks)
+
+
+_PROBE_COMMAND = """
+import json, sys
+from torch_audit.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["rules"], ["rules", "--format", "json"], ["rule", "TA701"], ["lint", "--help"]])
+def test_help_and_the_catalogue_never_import_torch(tmp_path, args):
+    """`torch-audit --help` lists `run` without loading it; the catalogue lists runtime rules
+    from their metadata (torch cost seconds of start-up on a loaded machine)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE_COMMAND, *args], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    modules = set(json.loads(proc.stdout.splitlines()[-1]))
+    assert "torch_audit.cli" in modules
+    assert not [m for m in modules if m == "torch" or m.startswith("torch.")]
+
+
+def test_the_help_line_of_run_is_the_command_s_own():
+    from click.testing import CliRunner
+
+    from torch_audit.cli import RUN_SHORT_HELP, cli
+    from torch_audit.runtime.cli import run
+
+    assert run.get_short_help_str(200) == RUN_SHORT_HELP
+    listing = CliRunner().invoke(cli, ["--help"]).output
+    assert f"run    {RUN_SHORT_HELP}" in listing
