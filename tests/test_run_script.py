@@ -109,14 +109,33 @@ def test_sigint_reports_then_ends_like_python():
     assert audited.stderr.rstrip().endswith("KeyboardInterrupt")
 
 
-def test_max_steps_stops_cleanly_and_reports_json_on_stdout():
-    audited = ta("--max-steps", "3", "--output-format", "json", "forever.py")
+def test_max_steps_stops_cleanly_and_reports_json_on_stdout_when_asked():
+    audited = ta("--max-steps", "3", "--output-format", "json", "-o", "-", "forever.py")
     assert audited.returncode == 0, audited.stderr
     lines = audited.stdout.splitlines()
     # the script's finally block ran: the 3rd optimizer.step() stopped it inside train()
     assert lines[0] == "finally ran after 2 steps"
     assert json.loads("\n".join(lines[1:])) == []
     assert "audited" not in audited.stderr  # the text preface belongs to the text format only
+
+
+@pytest.mark.parametrize("fmt", ["json", "sarif"])
+def test_a_machine_format_never_mixes_into_the_scripts_stdout(fmt):
+    # issue 19 item 7: stdout belongs to the script; a JSON/SARIF report there could not be
+    # parsed. Without -o it is a usage error before the script starts.
+    result = invoke("--output-format", fmt, str(RUN / "chatty.py"))
+    assert result.exit_code == 2
+    assert f"--output-format {fmt} needs -o FILE" in result.output
+    assert "epoch 0 done" not in result.output  # the script never ran
+
+
+def test_steps_of_several_optimizers_are_counted_per_optimizer():
+    # issue 19 item 7: a GAN stopped by --max-steps 4 ran 4 steps of each of its 2 optimizers
+    result = invoke("--max-steps", "4", str(RUN / "gan.py"))
+    assert "audited 4 steps of 2 optimizers of " in result.output, result.output
+    assert "8 optimizer steps" not in result.output
+    outcome = audit_script(str(RUN / "gan.py"), max_steps=3)
+    assert outcome.optimizer_steps == {"SGD": 3, "Adam": 3}
 
 
 def test_findings_fail_a_successful_script_and_sarif_goes_to_a_file(tmp_path):
@@ -190,6 +209,31 @@ def test_progress_line_only_when_asked(monkeypatch):
     # click's runner gives a non-TTY stderr: no status line by default
     result = invoke("--max-steps", "2", str(RUN / "forever.py"))
     assert "\x1b[2K" not in result.output
+
+
+class _Terminal(io.StringIO):
+    """stdout and stderr of one terminal: one screen, in the order things were written."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_line_is_cleared_before_the_script_prints(monkeypatch):
+    # issue 19 item 7: the status line ("torch-audit: step 1 · ...") is drawn without a newline;
+    # a line the script prints must not be glued to its end
+    screen = _Terminal()
+    monkeypatch.setattr(sys, "stdout", screen)
+    monkeypatch.setattr(sys, "stderr", screen)
+    outcome = audit_script(str(RUN / "chatty.py"), progress=screen)
+    assert outcome.status == 0
+    text = screen.getvalue()
+    assert "torch-audit: step 1" in text  # the line was drawn
+    for n in range(3):
+        at = text.index(f"epoch {n} done")
+        before = text[:at]
+        # the script's line starts on a clean line: the status line (if drawn) was cleared
+        assert before.endswith("\n") or before.endswith("\r\x1b[2K") or before == "", repr(before[-60:])
+    assert sys.stdout is screen  # the script's streams are given back
 
 
 def test_exit_status_rules():

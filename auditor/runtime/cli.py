@@ -22,6 +22,7 @@ lazily).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -42,6 +43,8 @@ from torch_audit.runtime import script as script_runner
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 OUTPUT_FORMATS = ("text", "full", "json", "sarif", "github")
+#: formats a program parses as a whole: never mixed into the script's stdout
+MACHINE_FORMATS = ("json", "sarif")
 
 __all__ = ["run", "RunOutcome", "StepMonitor", "MaxStepsReached", "audit_script", "History", "StepSeries"]
 
@@ -200,6 +203,9 @@ class StepMonitor:
         self.read_every = read_every
         self.progress_interval = progress_interval
         self.steps = 0  # optimizer.step() calls seen, over all optimizers
+        #: optimizer label → its step() calls, in first-seen order (plain strings: the counts
+        #: outlive optimizers built inside a function)
+        self.steps_by_optimizer: dict[str, int] = {}
         self.stopped = False
         self._counts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._labels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -211,6 +217,9 @@ class StepMonitor:
         self._patched: Callable | None = None
         self._last_draw = 0.0
         self._drawn = False
+        #: the script's last write to the terminal did not end its line (its own progress bar,
+        #: tqdm's ``\r`` updates): no status line until it does
+        self._script_midline = False
 
     # -- install / remove ---------------------------------------------------------------------
     def install(self) -> "StepMonitor":
@@ -343,6 +352,8 @@ class StepMonitor:
     def _step_post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._counts[optimizer] = self._counts.get(optimizer, 0) + 1
         self.steps += 1
+        label = self._label(optimizer)
+        self.steps_by_optimizer[label] = self.steps_by_optimizer.get(label, 0) + 1
         if self.progress is not None:
             now = time.monotonic()
             if now - self._last_draw >= self.progress_interval:
@@ -366,7 +377,7 @@ class StepMonitor:
         return "torch-audit: " + " · ".join(parts)
 
     def draw_progress(self) -> None:
-        if self.progress is None:
+        if self.progress is None or self._script_midline:
             return
         try:
             self.progress.write("\r\x1b[2K" + self.status_text())
@@ -374,6 +385,15 @@ class StepMonitor:
             self._drawn = True
         except Exception:
             self.progress = None
+
+    def before_script_write(self, text: str) -> None:
+        """The script is about to write ``text`` to the terminal: take the status line away
+        first, so that its line starts in the first column (the next step draws it again)."""
+        if not text:
+            return
+        if self._drawn:
+            self.clear_progress()
+        self._script_midline = not text.endswith("\n")
 
     def clear_progress(self) -> None:
         if self.progress is not None and self._drawn:
@@ -383,6 +403,56 @@ class StepMonitor:
             except Exception:
                 pass
             self._drawn = False
+
+
+class _ClearsStatusLine:
+    """``sys.stdout``/``sys.stderr`` while the status line is drawn on a terminal: the script's
+    writes go to the real stream, each after :meth:`StepMonitor.before_script_write` cleared
+    the status line (a status line has no newline; without this, the script's next line would
+    be glued to its end). Everything else is the real stream's (``fileno``, ``isatty``,
+    ``encoding``, ``buffer``...)."""
+
+    def __init__(self, stream: TextIO, monitor: StepMonitor) -> None:
+        self._stream = stream
+        self._monitor = monitor
+
+    def write(self, text: str) -> int:
+        try:
+            self._monitor.before_script_write(text)
+        except Exception:  # the status line is never worth a failed print
+            pass
+        return self._stream.write(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _status_line_aware_streams(monitor: StepMonitor) -> Iterator[None]:
+    """While the status line is shown, the script's terminal streams clear it before writing;
+    streams that are not terminals (files, pipes) are left alone."""
+    swapped: list[tuple[str, TextIO, _ClearsStatusLine]] = []
+    if monitor.progress is not None:
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            try:
+                tty = stream is not None and stream.isatty()
+            except Exception:
+                tty = False
+            if tty:
+                proxy = _ClearsStatusLine(stream, monitor)
+                setattr(sys, name, proxy)
+                swapped.append((name, stream, proxy))
+    try:
+        yield
+    finally:
+        for name, stream, proxy in swapped:
+            if getattr(sys, name) is proxy:  # unless the script installed its own
+                setattr(sys, name, stream)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -406,7 +476,10 @@ class RunOutcome:
     #: the session's ``fail_fast`` stopped the script
     audit_failure: BaseException | None = None
     stopped_at_max_steps: bool = False
+    #: optimizer.step() calls, over all optimizers
     steps: int = 0
+    #: optimizer label ("Adam", "SGD#2") → its step() calls, in first-seen order
+    optimizer_steps: dict[str, int] = dataclasses.field(default_factory=dict)
     history: History | None = None
     rank: int | None = None
     #: the session's notes (e.g. that other ranks' findings could not be gathered)
@@ -440,7 +513,7 @@ def audit_script(
     monitor = StepMonitor(session, max_steps=max_steps, progress=progress, history=history)
     try:
         with session:
-            with monitor:
+            with monitor, _status_line_aware_streams(monitor):
                 if module:
                     script_runner.run_module(target, list(args))
                 else:
@@ -463,6 +536,7 @@ def audit_script(
         outcome.status = 1
     outcome.findings = list(session.findings)
     outcome.steps = monitor.steps
+    outcome.optimizer_steps = dict(monitor.steps_by_optimizer)
     outcome.history = monitor.history
     outcome.rank = getattr(session, "rank", None)
     outcome.notes = list(session.notes)
@@ -614,8 +688,9 @@ def emit_report(
     root: Path,
     preface: str = "",
 ) -> None:
-    """Text goes to stderr (stdout belongs to the script), the other formats to stdout, or all
-    of them to ``--output-file`` (written atomically)."""
+    """Text goes to stderr (stdout belongs to the script), github annotations to stdout, or any
+    format to ``--output-file`` (written atomically; ``-`` is stdout, after the script's own
+    output)."""
     from torch_audit.catalog import load_catalog
     from torch_audit.report import TEXT_FORMATS, render
 
@@ -628,16 +703,31 @@ def emit_report(
     else:
         stream = sys.stdout
         text = render(findings, fmt, catalog=load_catalog(), root=root)
-    if output_file is not None:
+    if output_file == "-":
+        stream = sys.stdout
+    elif output_file is not None:
         _write_file(output_file, text)
         return
     stream.write(text)
     stream.flush()
 
 
+def describe_steps(outcome: RunOutcome) -> str:
+    """``3 optimizer steps``; with several optimizers the steps of each, not their sum (a GAN
+    stopped by ``--max-steps 4`` ran "4 steps of 2 optimizers", not 8 optimizer steps)."""
+    counts = outcome.optimizer_steps
+    if len(counts) <= 1:
+        steps = outcome.steps
+        return f"{steps} optimizer step{'s' if steps != 1 else ''}"
+    if len(set(counts.values())) == 1:
+        steps = next(iter(counts.values()))
+        return f"{steps} step{'s' if steps != 1 else ''} of {len(counts)} optimizers"
+    each = ", ".join(f"{label}: {n} step{'s' if n != 1 else ''}" for label, n in counts.items())
+    return f"{len(counts)} optimizers ({each})"
+
+
 def _preface(target: str, outcome: RunOutcome) -> str:
-    steps = outcome.steps
-    what = f"{steps} optimizer step{'s' if steps != 1 else ''}"
+    what = describe_steps(outcome)
     how = ""
     if outcome.stopped_at_max_steps:
         how = " (stopped by --max-steps)"
@@ -732,8 +822,8 @@ def profile_target(target: str) -> tuple[str, str] | None:
               help="Exit 1 for findings at or above this severity when the script succeeded [default: error].")
 @click.option("--exit-zero", is_flag=True, help="Exit with the script's status even when there are findings.")
 @click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), default="text", show_default=True,
-              help="text goes to stderr, the others to stdout.")
-@click.option("-o", "--output-file", type=click.Path(dir_okay=False, path_type=str), help="Write the report to this file.")
+              help="text/full go to stderr, github to stdout; json and sarif need -o.")
+@click.option("-o", "--output-file", type=click.Path(dir_okay=False, path_type=str), help="Write the report to this file (- for stdout, after the script's output).")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=str),
               help="Also write a self-contained HTML report with charts.")
 @click.option("--progress/--no-progress", default=None, help="A status line on stderr [default: when stderr is a terminal].")
@@ -791,7 +881,7 @@ def _resolve_output_paths(opts: dict[str, Any]) -> dict[str, Any]:
     say), and the files belong where the user started torch-audit."""
     out = dict(opts)
     for key in ("output_file", "html_file"):
-        if out.get(key) and out[key] != "-":
+        if out.get(key) and not (key == "output_file" and out[key] == "-"):
             out[key] = os.path.abspath(out[key])
     return out
 
@@ -816,6 +906,12 @@ def _run(target: str, args: list[str], as_module: bool, opts: dict[str, Any]) ->
         start = Path(target)
     settings = resolve_settings(opts, start)
     fmt = opts.get("output_format") or "text"
+    if fmt in MACHINE_FORMATS and not opts.get("output_file"):
+        raise UsageError(
+            f"--output-format {fmt} needs -o FILE: stdout belongs to the script, and a report "
+            f"mixed into its output could not be parsed (-o - writes it to stdout after the "
+            f"script's output, for scripts that print nothing)"
+        )
     show_progress = opts.get("progress")
     if show_progress is None:
         try:
@@ -878,7 +974,7 @@ def _html_meta(target: str, args: list[str], outcome: RunOutcome) -> dict[str, s
         ended = f"exited with status {outcome.status}"
     return {
         "command": " ".join(["torch-audit run", target, *args]),
-        "optimizer steps": str(outcome.steps),
+        "audited": describe_steps(outcome),
         "script": ended,
         "torch": torch.__version__,
     }
