@@ -1,6 +1,7 @@
 """Find the Python files to lint: recursive, ``.gitignore``-aware, with default excludes.
 
-A file named on the command line is always linted. Broken symlinks, symlink loops and unreadable
+A file named on the command line is linted even when an exclude pattern matches it, unless
+``force_exclude`` (``--force-exclude``, for pre-commit, which names every file). Broken symlinks, symlink loops and unreadable
 directories produce a one-line warning, never a traceback or a hang.
 """
 
@@ -48,6 +49,9 @@ class PathNotFound(Exception):
 class Discovery:
     files: list[Path]
     warnings: list[str]
+    #: what an exclude pattern or a .gitignore kept out: (path, "exclude" or the .gitignore's path);
+    #: a skipped directory is one entry, its contents are never listed
+    skipped: list[tuple[Path, str]] = dataclasses.field(default_factory=list)
 
 
 def _spec(patterns: Iterable[str]) -> "pathspec.PathSpec":
@@ -80,6 +84,7 @@ def discover(
     extend_exclude: Iterable[str] = (),
     root: Path | None = None,
     respect_gitignore: bool = True,
+    force_exclude: bool = False,
 ) -> Discovery:
     """Files to lint under ``paths``. ``exclude`` replaces the defaults, ``extend_exclude`` adds.
 
@@ -90,6 +95,7 @@ def discover(
     root = (root or Path.cwd()).resolve()
     files: list[Path] = []
     warnings: list[str] = []
+    skipped: list[tuple[Path, str]] = []
     seen: set[Path] = set()
 
     def excluded(path: Path, resolved: Path, is_dir: bool) -> bool:
@@ -111,6 +117,9 @@ def discover(
             continue
         if path.is_file():
             resolved = path.resolve()
+            if force_exclude and _excluded_with_parents(path, resolved, root, excluded):
+                skipped.append((path, "exclude"))
+                continue
             if resolved not in seen:
                 seen.add(resolved)
                 files.append(path)  # named explicitly: always linted
@@ -118,11 +127,27 @@ def discover(
         if not path.is_dir():
             warnings.append(f"{raw}: not a regular file or directory, skipped")
             continue
-        _walk_dir(path, excluded, respect_gitignore, files, warnings, seen)
-    return Discovery(files, warnings)
+        _walk_dir(path, excluded, respect_gitignore, files, warnings, seen, skipped)
+    return Discovery(files, warnings, skipped)
 
 
-def _walk_dir(top, excluded, respect_gitignore, files, warnings, seen) -> None:
+def _excluded_with_parents(path: Path, resolved: Path, root: Path, excluded) -> bool:
+    """Whether an exclude pattern matches a file named explicitly or one of its directories
+    (``build/`` excludes ``build/gen/x.py``), as Ruff's ``--force-exclude``."""
+    try:
+        parts = resolved.relative_to(root).parts
+        base = root
+    except ValueError:  # outside the project: only the names of the path as given can match
+        parts = path.parts
+        base = Path()
+    for i in range(len(parts)):
+        prefix = base.joinpath(*parts[: i + 1])
+        if excluded(Path(parts[i]) if base == Path() else prefix, prefix, i < len(parts) - 1):
+            return True
+    return False
+
+
+def _walk_dir(top, excluded, respect_gitignore, files, warnings, seen, skipped) -> None:
     visited_dirs: set[tuple[int, int]] = set()
     # (directory, its resolved path, [(base directory, gitignore spec), ...] from its parents)
     stack: list[tuple[Path, Path, list[tuple[Path, pathspec.PathSpec]]]] = [(top, top.resolve(), [])]
@@ -172,10 +197,14 @@ def _walk_dir(top, excluded, respect_gitignore, files, warnings, seen) -> None:
             else:
                 resolved = real_directory / entry.name
             if excluded(path, resolved, is_dir):
+                skipped.append((path, "exclude"))
                 continue
-            if any(
-                _matches(spec, path.relative_to(base).as_posix(), is_dir) for base, spec in ignores
-            ):
+            ignored_by = next(
+                (base for base, spec in ignores if _matches(spec, path.relative_to(base).as_posix(), is_dir)),
+                None,
+            )
+            if ignored_by is not None:
+                skipped.append((path, str(ignored_by / ".gitignore")))
                 continue
             if is_dir:
                 subdirs.append((path, resolved, ignores))

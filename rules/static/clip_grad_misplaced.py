@@ -25,7 +25,8 @@ class ClipGradMisplaced(StaticRule):
 
     ## Known problems
     Only the order inside one loop iteration is checked, with helpers of the same file followed
-    one call deep. `accelerator.clip_grad_norm_` and other framework methods unscale by
+    one call deep; a clipping done in a helper is reported at its own line (the message names the
+    call that reaches it), once even when several loops call the helper. `accelerator.clip_grad_norm_` and other framework methods unscale by
     themselves and are not checked for `unscale_`.
 
     ## References
@@ -41,14 +42,18 @@ class ClipGradMisplaced(StaticRule):
 
     def leave_Module(self, node: cst.Module) -> None:
         training = self.ctx.training
+        reported: set[int] = set()
         for loop in training.loops():
             events = training.loop_events(loop)
             for i, e in enumerate(events):
                 if e.kind != "clip" or not e.at_level(loop):
                     continue
                 problem = self._problem(events[:i], events[i + 1 :], e)
-                if problem:
-                    self.report(e.site_node, clip=training.describe(e), problem=problem)
+                # at the clipping itself, also when a helper does it: that is the line to fix
+                # or suppress (the caller may be another function, or another loop too)
+                if problem and id(e.node) not in reported:
+                    reported.add(id(e.node))
+                    self.report(e.node, clip=training.describe(e), problem=problem)
 
     def _problem(self, before: list[Event], after: list[Event], clip: Event) -> str | None:
         training = self.ctx.training
