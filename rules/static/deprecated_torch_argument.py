@@ -48,7 +48,10 @@ class DeprecatedTorchArgument(StaticRule):
     `weights_backbone=None`. `pretrained=True` on a classification builder becomes
     `weights="IMAGENET1K_V1"` and `pretrained_backbone=True` becomes
     `weights_backbone="IMAGENET1K_V1"`: exactly the weights the legacy flag loads (not
-    `"DEFAULT"`, which is often a newer, different set of weights). These fixes are safe. Not
+    `"DEFAULT"`, which is often a newer, different set of weights). The message recommends the
+    same value as the fix, so advice and rewrite load the same weights; where no fix is offered
+    for `pretrained=True` the message asks for the builder's legacy weights by name rather than
+    `DEFAULT`. These fixes are safe. Not
     fixed: `pretrained=True` on detection, segmentation, video, optical-flow and quantized
     builders (their legacy weights differ per model), a positional `resnet50(True)`, a call that
     already passes the new argument, and `size_average`/`reduce`/`verbose`.
@@ -100,7 +103,7 @@ class DeprecatedTorchArgument(StaticRule):
                 callee=_short(qualname),
                 argument=shown,
                 versions=entry.versions(status),
-                replacement=entry.replacement,
+                replacement=_weights_advice(entry.argument, arg, qualname) or entry.replacement,
                 fix=self._fix(node, arg, qualname),
             )
 
@@ -110,25 +113,52 @@ class DeprecatedTorchArgument(StaticRule):
         if arg.keyword is None or not _bool_literal(arg.value) or not qualname:
             return None
         old = arg.keyword.value
-        new = {"pretrained": "weights", "pretrained_backbone": "weights_backbone"}.get(old)
+        new = _NEW_KEYWORD.get(old)
         if new is None or _find_keyword(call, new) is not None:
             return None
-        parts = qualname.split(".")
-        if arg.value.value == "False":  # type: ignore[attr-defined]
-            value = "None"
-        elif old == "pretrained_backbone" or (
-            len(parts) >= 3
-            and parts[:2] == ["torchvision", "models"]
-            and parts[2] not in _NON_CLASSIFICATION
-            and parts[-1] not in _NO_V1_WEIGHTS
-        ):
-            value = '"IMAGENET1K_V1"'
-        else:
+        value = _legacy_weights(old, arg.value.value == "True", qualname)  # type: ignore[attr-defined]
+        if value is None:
             return None
         if fixes.comments_in(arg):
             return None
         edit = fixes.replace(self.ctx, arg, f"{new}={value}")
         return Fix(f"Pass {new}={value}", Applicability.SAFE, (edit,))
+
+
+_NEW_KEYWORD = {"pretrained": "weights", "pretrained_backbone": "weights_backbone"}
+
+
+def _legacy_weights(old: str, flag: bool, qualname: str) -> str | None:
+    """The value of the new keyword that loads exactly what ``old=flag`` loads, when known:
+    ``None`` for False, ``"IMAGENET1K_V1"`` for a classification builder or a backbone."""
+    if not flag:
+        return "None"
+    parts = qualname.split(".")
+    if old == "pretrained_backbone" or (
+        len(parts) >= 3
+        and parts[:2] == ["torchvision", "models"]
+        and parts[2] not in _NON_CLASSIFICATION
+        and parts[-1] not in _NO_V1_WEIGHTS
+    ):
+        return '"IMAGENET1K_V1"'
+    return None
+
+
+def _weights_advice(argument: str | None, arg: cst.Arg, qualname: str | None) -> str | None:
+    """The replacement the message recommends for ``pretrained=True/False``: the same weights
+    as the fix writes (``"DEFAULT"`` may be newer, different weights, so it is offered only as
+    a deliberate change)."""
+    new = _NEW_KEYWORD.get(argument or "")
+    if new is None or not _bool_literal(arg.value) or not qualname:
+        return None
+    flag = arg.value.value == "True"  # type: ignore[attr-defined]
+    value = _legacy_weights(argument, flag, qualname)  # type: ignore[arg-type]
+    if value == "None":
+        return f"{new}=None"
+    if value is not None:
+        return f'{new}={value} (the weights {argument}=True loads; "DEFAULT" may be newer, different weights)'
+    return (f"{new}= with the weights enum value {argument}=True loads (named in the builder's documentation; "
+            '"DEFAULT" may be newer, different weights)')
 
 
 #: torchvision.models submodules whose legacy `pretrained=True` weights are not IMAGENET1K_V1

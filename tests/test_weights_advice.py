@@ -1,0 +1,42 @@
+"""deprecated-torch-argument: the message's advice and the fix load the same weights.
+
+`pretrained=True` loads the builder's first (legacy) weights; `weights="DEFAULT"` may load newer,
+different ones. A message recommending DEFAULT next to a fix writing IMAGENET1K_V1 would tell the
+user two different things (issue 16)."""
+
+from __future__ import annotations
+
+from torch_audit.catalog import load_catalog
+from torch_audit.lint.engine import LintSettings, lint_source
+
+SOURCE = b"""\
+import torchvision
+from torchvision.models import resnet18
+from torchvision.models.detection import fasterrcnn_resnet50_fpn
+
+a = torchvision.models.resnet50(pretrained=True)
+b = resnet18(pretrained=False)
+c = fasterrcnn_resnet50_fpn(pretrained=True, pretrained_backbone=True)
+"""
+
+
+def _findings():
+    rule = load_catalog().get("TA603")
+    return lint_source("t.py", SOURCE, LintSettings(rules=[rule])).findings
+
+
+def test_message_names_the_value_the_fix_writes():
+    fixed = [f for f in _findings() if f.fix is not None]
+    assert len(fixed) == 3
+    for f in fixed:
+        written = f.fix.edits[0].content.split("=", 1)[1]
+        assert f"={written}" in f.message, f.message
+        assert "Weights.DEFAULT" not in f.message
+
+
+def test_true_without_a_known_legacy_value_does_not_recommend_default():
+    detection = [f for f in _findings() if f.line == 7 and "pretrained=" in f.message]
+    assert len(detection) == 1 and detection[0].fix is None
+    message = detection[0].message
+    assert "Weights.DEFAULT" not in message and "IMAGENET1K_V1" not in message
+    assert "may be newer, different weights" in message
