@@ -250,10 +250,10 @@ def test_exit_status_rules():
 
 def test_select_ignore_and_exit_zero():
     bad = str(RUNTIME / "nonfinite_activation" / "bad.py")
-    only = invoke("--select", "nonfinite-loss", "--output-format", "json", bad)
+    only = invoke("--select", "nonfinite-loss", "--output-format", "json", "-o", "-", bad)
     assert only.exit_code == 1
     assert {f["code"] for f in json.loads(only.stdout)} == {"TA701"}
-    ignored = invoke("--ignore", "TA70", "--output-format", "json", bad)
+    ignored = invoke("--ignore", "TA70", "--output-format", "json", "-o", "-", bad)
     assert ignored.exit_code == 0 and json.loads(ignored.stdout) == []
     zero = invoke("--exit-zero", "--select", "TA701", bad)
     assert zero.exit_code == 0 and "TA701" in zero.stderr
@@ -278,10 +278,10 @@ def test_pyproject_configures_run(tmp_path):
         '[tool.torch-audit]\nfail-on = "warning"\n'
         '[tool.torch-audit.options.exploding-gradient]\nfactor = 1e9\nmax_norm = 0.0\n'
     )
-    quiet = invoke("--output-format", "json", str(tmp_path / "train.py"))
+    quiet = invoke("--output-format", "json", "-o", "-", str(tmp_path / "train.py"))
     assert quiet.exit_code == 0 and json.loads(quiet.stdout) == []
     # the command line overrides the file; fail-on = warning makes TA705 (a warning) fail
-    loud = invoke("--option", "exploding-gradient.factor=10", "--output-format", "json",
+    loud = invoke("--option", "exploding-gradient.factor=10", "--output-format", "json", "-o", "-",
                   str(tmp_path / "train.py"))
     assert [f["code"] for f in json.loads(loud.stdout)] == ["TA705"]
     assert loud.exit_code == 1
