@@ -19,7 +19,10 @@ class NonPublicTorchApi(TableRule, StaticRule):
 
     ## Known problems
     Only aliases with a public equivalent are reported; any use of `torch._*` is the opt-in rule
-    `non-public-torch-symbol`.
+    `non-public-torch-symbol`. Compatibility code is left alone: a use inside
+    `try: ... except (AttributeError, ImportError):`, in the handler of such a `try`, under a
+    version or `hasattr` test (also `hasattr(...) and ...`), or probed with
+    `getattr(obj, "name", default)`.
 
     ## References
     - [PyTorch public API definition](https://github.com/pytorch/pytorch/wiki/Public-API-definition-and-documentation)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import libcst as cst
 
-from torch_audit.lint.facts.names import canonical, dotted, module_name
+from torch_audit.lint.facts.names import canonical, dotted, import_bindings, module_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch_audit.lint.context import FileContext
@@ -412,9 +412,10 @@ class ApiUses:
             # a builtin, a name from `import *` (do not guess), or a local alias
             # (`f = torch.qr` is reported where torch.qr is named, not again at `f(a)`)
             return None
-        if sum(1 for a in owner.assignments.get(head, ()) if a.kind == "import") > 1:
+        if len(_imported_as(owner, head)) > 1:
             # imported twice (`from torch import vmap` / `from functorch import vmap` in a
-            # try/except): which one is bound depends on the installed version
+            # try/except): which one is bound depends on the installed version. `import torch`
+            # with `import torch._dynamo` binds the same `torch` twice: not ambiguous.
             return None
         qual = c.scope.qualname(c.node)  # type: ignore[arg-type]
         if qual is None or qual.split(".", 1)[0] not in PACKAGES:
@@ -441,6 +442,20 @@ class ApiUses:
         return compat_guarded(self.ctx, stack)
 
 
+def _imported_as(scope: "Scope", local: str) -> set[str]:
+    """The distinct qualified names the imports of ``scope`` bind to ``local``."""
+    found: set[str] = set()
+    for a in scope.assignments.get(local, ()):
+        if a.kind != "import":
+            continue
+        stmt = a.stmt.node if a.stmt is not None else None
+        smalls = stmt.body if isinstance(stmt, cst.SimpleStatementLine) else [stmt]
+        quals = {qual for small in smalls if isinstance(small, (cst.Import, cst.ImportFrom))
+                 for name, qual in import_bindings(small) if name == local}
+        found |= quals or {f"<unknown {id(a)}>"}
+    return found
+
+
 def compat_guarded(ctx: "FileContext", stack: list[cst.CSTNode]) -> bool:
     """True when the innermost enclosing statements are a compatibility switch: an ``except``
     handler (``try: new API / except ImportError: old API``), or an ``if``/conditional
@@ -449,6 +464,14 @@ def compat_guarded(ctx: "FileContext", stack: list[cst.CSTNode]) -> bool:
     for i, anc in enumerate(stack[:-1]):
         if isinstance(anc, cst.ExceptHandler):
             return True
+        if isinstance(anc, cst.Try) and stack[i + 1] is anc.body and _catches_missing_api(anc):
+            # `try: torch._dynamo.is_compiling() / except AttributeError:`: written knowing the
+            # name may be gone
+            return True
+        if isinstance(anc, cst.Call) and _probes(anc, stack[i + 1]):
+            return True  # getattr(torch._dynamo, "is_compiling", None), hasattr(...)
+        if isinstance(anc, cst.BooleanOperation) and stack[i + 1] is anc.right and _is_guard(ctx, anc.left):
+            return True  # hasattr(torch, "_dynamo") and torch._dynamo.is_compiling()
         if isinstance(anc, (cst.IndentedBlock, cst.Module)):
             # `if hasattr(torch, "new"): return new_api()` earlier in the block: what follows
             # is the fallback for old versions
@@ -472,6 +495,29 @@ def compat_guarded(ctx: "FileContext", stack: list[cst.CSTNode]) -> bool:
             if _is_guard(ctx, anc.test):
                 return True
     return False
+
+
+#: exceptions that a lookup of a vanished API raises
+_MISSING_API_ERRORS = frozenset({"AttributeError", "ImportError", "ModuleNotFoundError"})
+
+
+def _catches_missing_api(node: cst.Try) -> bool:
+    for handler in node.handlers:
+        kind = handler.type
+        names = kind.elements if isinstance(kind, cst.Tuple) else [kind] if kind is not None else []
+        for element in names:
+            value = element.value if isinstance(element, cst.Element) else element
+            if isinstance(value, cst.Name) and value.value in _MISSING_API_ERRORS:
+                return True
+    return False
+
+
+def _probes(call: cst.Call, child: cst.CSTNode) -> bool:
+    """``child`` is the object probed by ``getattr(obj, "name", ...)`` / ``hasattr(obj, ...)``."""
+    func = call.func
+    if not (isinstance(func, cst.Name) and func.value in ("getattr", "hasattr")):
+        return False
+    return bool(call.args) and call.args[0] is child
 
 
 def _is_guard(ctx: "FileContext", test: cst.BaseExpression) -> bool:
