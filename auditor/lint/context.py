@@ -34,6 +34,8 @@ class FileContext:
         self.source = source
         self.module = module
         self.settings = settings
+        #: the whole-program model (None when the file is linted on its own)
+        self.project = getattr(settings, "project", None)
         self.indexer = Indexer(module)
         #: ancestors of the node being visited, the node itself last
         self.stack: list[cst.CSTNode] = []
@@ -92,6 +94,12 @@ class FileContext:
         return None
 
     # -- shared analyses (built on first use) -------------------------------------------------
+    @functools.cached_property
+    def crossfile(self):
+        from torch_audit.lint.facts.crossfile import CrossFile
+
+        return CrossFile(self)
+
     @functools.cached_property
     def dataflow(self):
         from torch_audit.lint.facts.dataflow import Dataflow

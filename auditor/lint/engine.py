@@ -38,6 +38,9 @@ class LintSettings:
     verbose: bool = False
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     report_unused_suppressions: bool = False
+    #: the whole-program model the files' facts consult (not part of the fingerprint: a cached
+    #: result records which summaries it read, see :mod:`torch_audit.lint.project`)
+    project: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def triggers(self) -> tuple[bytes, ...]:

@@ -3,6 +3,7 @@ import libcst as cst
 from torch_audit.findings import Applicability, Fix, Severity
 from torch_audit.lint import fixes
 from torch_audit.lint.facts.api import SOFTMAX_FUNCTIONS, is_softmax, loss_calls
+from torch_audit.lint.facts.layers import describe_source
 from torch_audit.rule import StaticRule
 
 
@@ -50,22 +51,10 @@ class SoftmaxBeforeCrossEntropy(StaticRule):
                     self.report(
                         lc.call.node,
                         loss="F.cross_entropy" if lc.functional else "CrossEntropyLoss",
-                        where=_describe(self.ctx, source, lc.call.scope),
+                        where=describe_source(self.ctx, source, lc.call.scope, "nn.Softmax"),
                         fix=_fix(self.ctx, lc, source),
                     )
                     break
-
-
-def _describe(ctx, source, loss_scope) -> str:
-    line = ctx.position(source.node).start.line
-    if source.kind == "module":
-        return f"the nn.Softmax layer built at line {line}"
-    if source.scope is not None and source.scope is not loss_scope and source.scope.kind == "function":
-        owner = source.scope.parent
-        prefix = f"{owner.name}." if owner is not None and owner.kind == "class" else ""
-        return f"returned by {prefix}{source.scope.name}() at line {line}"
-    return f"line {line}"
-
 
 
 def _fix(ctx, lc, source) -> Fix | None:

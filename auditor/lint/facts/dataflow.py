@@ -21,6 +21,13 @@ from torch_audit.lint.facts.names import dotted
 if TYPE_CHECKING:  # pragma: no cover
     from torch_audit.lint.context import FileContext
 
+#: Module methods that return the module they are called on (``model.to(device)``).
+MODULE_SELF_METHODS = frozenset(
+    {
+        "to", "cuda", "cpu", "half", "float", "double", "bfloat16", "train", "eval",
+        "requires_grad_", "apply", "share_memory", "to_empty", "xpu", "type",
+    }
+)
 #: Tensor methods whose result has the same values (up to layout, dtype or device).
 TRANSPARENT_METHODS = frozenset(
     {
@@ -46,6 +53,10 @@ class Source:
       - ``param``: a parameter of the enclosing function (``name``);
       - ``literal``: a literal or other self-evident expression (``node``);
       - ``unknown``: the code does not say.
+
+    A source found beyond the file (a class or helper of another module, a call site that
+    binds a parameter) has ``evidence`` (where it is, for the message) and no ``node`` of this
+    file; ``via`` is the call site it rests on.
     """
 
     kind: str
@@ -54,6 +65,14 @@ class Source:
     qualname: str | None = None
     method: str | None = None
     name: str | None = None
+    #: for an object found in another file or through a call site: what the project knows of it
+    #: (a :class:`torch_audit.lint.project.model.Obj`)
+    remote: object | None = None
+    #: where in the project the fact was found (``node`` is then None or in this file)
+    evidence: object | None = None
+    #: the call site (:class:`torch_audit.lint.project.model.CallSite`) a parameter's value
+    #: was taken from
+    via: object | None = None
 
     def is_call_of(self, *names: str) -> bool:
         return self.kind == "call" and self.qualname in names
@@ -68,6 +87,10 @@ UNKNOWN = Source("unknown")
 class Dataflow:
     def __init__(self, ctx: "FileContext") -> None:
         self.ctx = ctx
+
+    @property
+    def cross(self):
+        return self.ctx.crossfile
 
     # -- public API --------------------------------------------------------------------------
     def sources(self, expr: cst.BaseExpression, scope: Scope, at: int) -> list[Source]:
@@ -123,10 +146,45 @@ class Dataflow:
             return
         if isinstance(expr, cst.Call):
             call = self.ctx.call(expr)
-            yield Source("call", expr, scope, call.qualname if call else scope.qualname(expr.func),
-                         call.method if call else None)
+            qualname = call.qualname if call else scope.qualname(expr.func)
+            func = expr.func
+            if qualname is None and isinstance(func, cst.Attribute) and func.attr.value in MODULE_SELF_METHODS:
+                # Net().to(device), model.cuda().eval(): the module itself
+                inner = list(self._object_sources(func.value, scope, at, depth + 1, seen))
+                if inner and all(s.kind == "call" for s in inner):
+                    yield from inner
+                    return
+            if qualname is not None and self.cross.active:
+                # a class or a helper of another file builds it: Classifier(20, 5), conv3x3(c, c)
+                objs = self._remote_objects(qualname, expr, scope)
+                if objs is not None:
+                    yield from objs
+                    return
+            yield Source("call", expr, scope, qualname, call.method if call else None)
             return
         yield Source("literal", expr, scope)
+
+    def _remote_objects(self, qualname: str, expr: cst.Call, scope: Scope) -> list[Source] | None:
+        """The objects a call of a project class or function of another file builds."""
+        cross = self.cross
+        hit = cross.resolve(qualname)
+        if hit is None:
+            return None
+        if hit[0] == "class":
+            return [cross.object_source(cross.instance(hit, expr))]
+        if hit[0] != "function":
+            return None
+        from torch_audit.lint.project.model import Frame
+        from torch_audit.lint.facts.crossfile import _local_arguments
+
+        project = cross.project
+        fn = hit[1]
+        args, kwargs = _local_arguments(expr)
+        frame = Frame(hit[2], fn, fn.get("cls"), project._bind(fn, args, kwargs, cross._frame(scope)))
+        out = []
+        for r in fn.get("returns") or [["?"]]:
+            out.extend(cross.object_source(o) for o in project.objects(r, frame, 1))
+        return out
 
     def _definition(self, expr, scope: Scope, at: int, seen: set, key: tuple) -> tuple[Assignment, Scope] | None:
         """The one assignment that gives a name (reaching ``at``) or a ``self.`` attribute (set
@@ -161,8 +219,20 @@ class Dataflow:
     def _from_assignment(self, a: Assignment, scope: Scope, depth: int, seen: set, *, objects: bool,
                          element: Element = None) -> Iterator[Source]:
         if a.kind == "param":
-            yield Source("param", a.target, a.stmt.scope if a.stmt else scope, name=a.name)
+            param_scope = a.stmt.scope if a.stmt else scope
+            bound = None
+            if self.cross.active and depth < _MAX_DEPTH:
+                bound = self.cross.param_sources(param_scope, a.name, element, objects=objects)
+            if bound:
+                # what the project's call sites pass (a finding names the call site it rests on)
+                yield from bound
+            yield Source("param", a.target, param_scope, name=a.name)
             return
+        if a.kind == "import" and self.cross.active:
+            found = self.cross.imported_objects(a.name, scope) if objects else None
+            if found:
+                yield from found
+                return
         if a.value is None or a.stmt is None:
             yield UNKNOWN
             return
@@ -257,6 +327,11 @@ class Dataflow:
             yield Source("call", expr, scope, None, method)
             return
         if qualname is not None:
+            if self.cross.active:
+                remote = self.cross.call_sources(qualname, expr, scope, element)
+                if remote is not None:
+                    yield from remote
+                    return
             yield Source("call", expr, scope, qualname, func.attr.value if isinstance(func, cst.Attribute) else None)
             return
         if isinstance(func, cst.Name):
@@ -279,6 +354,11 @@ class Dataflow:
     def _apply_sources(self, obj, call_node, scope: Scope, at: int, element: Element, depth: int, seen: set):
         """``obj(...)`` where ``obj`` is a module instance: its forward's result."""
         for origin in self._object_sources(obj, scope, at, depth + 1, seen):
+            if origin.kind == "call" and origin.remote is not None:
+                # an object the project knows: built in another file, or passed by a caller
+                for s in self.cross.output(origin.remote, element):
+                    yield dataclasses.replace(s, via=origin.via) if origin.via is not None else s
+                continue
             if origin.kind != "call" or not isinstance(origin.node, cst.Call):
                 yield UNKNOWN
                 continue
@@ -304,6 +384,11 @@ class Dataflow:
                 yield UNKNOWN
             return
         if qualname is not None:
+            if self.cross.active:
+                remote = self.cross.module_output(qualname, node, element)
+                if remote is not None:
+                    yield from remote
+                    return
             yield Source("module", node, ctor.scope, qualname)
             return
         # a class defined in this file

@@ -188,12 +188,27 @@ def shape_preserving_dataflow(ctx: "FileContext") -> ShapePreservingDataflow:
 
 def describe_source(ctx: "FileContext", source: Source, use_scope: Scope, layer: str) -> str:
     """Where a value was produced, for a message: ``line 12``, ``returned by Net.forward() at
-    line 8``, ``the nn.Sigmoid layer built at line 5``."""
-    line = ctx.position(source.node).start.line if source.node is not None else 0
-    if source.kind == "module":
-        return f"the {layer} layer built at line {line}"
-    if source.scope is not None and source.scope is not use_scope and source.scope.kind == "function":
-        owner = source.scope.parent
-        prefix = f"{owner.name}." if owner is not None and owner.kind == "class" else ""
-        return f"returned by {prefix}{source.scope.name}() at line {line}"
-    return f"line {line}"
+    line 8``, ``the nn.Sigmoid layer built at line 5``; beyond the file, with the file and the
+    call site the fact rests on (``returned by Classifier.forward() in pkg/model.py:13``, ``...,
+    passed at fit(Net(), loader) in train.py:31``)."""
+    from torch_audit.lint.project.model import describe_site
+
+    evidence = source.evidence
+    if source.node is None and evidence is not None:
+        if source.kind == "module":
+            text = f"the {layer} layer built in {evidence}"
+        else:
+            text = f"returned by {evidence}" if evidence.what != "module level" else f"{evidence.path}:{evidence.line}"
+    else:
+        line = ctx.position(source.node).start.line if source.node is not None else 0
+        if source.kind == "module":
+            text = f"the {layer} layer built at line {line}"
+        elif source.scope is not None and source.scope is not use_scope and source.scope.kind == "function":
+            owner = source.scope.parent
+            prefix = f"{owner.name}." if owner is not None and owner.kind == "class" else ""
+            text = f"returned by {prefix}{source.scope.name}() at line {line}"
+        else:
+            text = f"line {line}"
+    if source.via is not None:
+        text += f", passed at {describe_site(source.via)}"
+    return text

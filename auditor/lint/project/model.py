@@ -1,0 +1,841 @@
+"""The linked project: every file's summary, names resolved across files, callers and callees.
+
+Facts of one file (:mod:`torch_audit.lint.facts`) ask this model when their answer lies beyond
+the file: what a class imported from another module returns from ``forward``, what a helper of
+another file builds or does to its arguments, which arguments a function's parameters receive at
+its call sites, which objects a class's constructor receives. Answers are sources and objects in
+the shape the facts already use, each with the :class:`Evidence` (file, line, what) that a message
+names.
+
+Precision: a name resolves only when the code says what it is: one definition in one file; a name
+assigned twice, reached through a third-party call, a ``getattr``, a parameter nobody in the
+project passes, or a method name on an object of unknown class, is unknown, and unknown stops the
+question. Every chain is bounded in depth, and cycles (mutual recursion, circular re-exports)
+end in unknown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+# the same notions of "returns the same module" and "the same values" as the per-file dataflow's
+from torch_audit.lint.facts.dataflow import MODULE_SELF_METHODS, TRANSPARENT_METHODS
+from torch_audit.lint.facts.names import canonical
+from torch_audit.lint.project.layout import Layout
+from torch_audit.lint.project.summary import UNKNOWN, Value
+
+_MAX_DEPTH = 14
+#: at most this many call sites are followed for one parameter
+_MAX_CALL_SITES = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """Where the evidence of a cross-boundary fact is: ``pkg/model.py:13`` and what is there."""
+
+    path: str
+    line: int
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.what} in {self.path}:{self.line}"
+
+
+@dataclasses.dataclass(eq=False)
+class Frame:
+    """A function of the project being evaluated, with what its parameters are bound to."""
+
+    module: str
+    fn: dict
+    cls: str | None = None
+    #: parameter → (argument value, the caller's frame)
+    bindings: dict[str, tuple[Value, "Frame"]] | None = None
+    #: the object ``self`` is, when the method was reached through a known instance
+    self_obj: "Obj | None" = None
+
+    @property
+    def label(self) -> str:
+        name = self.fn.get("name", "?")
+        if name == "<module>":
+            return "module level"
+        return f"{self.cls}.{name}()" if self.cls else f"{name}()"
+
+
+@dataclasses.dataclass(eq=False)
+class Obj:
+    """What an object is.
+
+    kind: ``torch`` (built by a call of an outside name such as ``torch.nn.Conv2d``: ``name`` is
+    its qualified name), ``instance`` (of the project class ``name`` in ``module``), ``class``
+    and ``function`` (a project definition), ``unknown``."""
+
+    kind: str
+    name: str | None = None
+    module: str | None = None
+    args: list = dataclasses.field(default_factory=list)
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    #: the frame the constructor arguments are evaluated in
+    frame: Frame | None = None
+    evidence: Evidence | None = None
+
+    def literal_argument(self, position: int | None, keyword: str) -> tuple[bool, Any]:
+        """(known, value) of a literal constructor argument; (True, default-marker) when absent."""
+        value = self.kwargs.get(keyword)
+        if value is None and position is not None and position < len(self.args):
+            value = self.args[position]
+        if value is None:
+            if "**" in self.kwargs or any(a == ["*"] for a in self.args):
+                return False, None
+            return True, _ABSENT
+        return _literal_of(value, self.frame)
+
+
+_ABSENT = object()
+UNKNOWN_OBJ = Obj("unknown")
+
+
+@dataclasses.dataclass(eq=False)
+class Src:
+    """What produced a value: ``call`` (qualified name or tensor method), ``module`` (a layer
+    object applied: ``obj`` is it), ``literal``, ``unknown``."""
+
+    kind: str
+    qualname: str | None = None
+    method: str | None = None
+    evidence: Evidence | None = None
+    obj: Obj | None = None
+
+
+UNKNOWN_SRC = Src("unknown")
+
+
+@dataclasses.dataclass(eq=False)
+class RemoteEvent:
+    """A training event that a project function performs (directly or through its helpers)."""
+
+    kind: str
+    #: what it acts on, relative to the function: ("param", name, ".rest"), ("self", ".rest"),
+    #: ("global", "name"), or None
+    subject: tuple | None
+    loops: int
+    branches: int
+    grad: bool | None
+    evidence: Evidence
+    record: dict
+
+
+@dataclasses.dataclass(eq=False)
+class CallSite:
+    """A call of a project function (or construction of a project class) somewhere in the
+    project: the call's value and the frame it is made in."""
+
+    call: Value
+    frame: Frame
+    path: str
+    line: int
+    loops: int = 0
+    branches: int = 0
+    grad: bool | None = None
+
+
+class Project:
+    """The summaries of the project's files, linked."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        load: Callable[[Path], dict | None],
+        display: Callable[[Path], str] = str,
+    ) -> None:
+        self.layout = layout
+        self._load = load
+        self._display = display
+        self._summaries: dict[str, dict | None] = {}
+        self._paths: dict[str, Path] = {}
+        self._modules_of: dict[Path, str] = {}
+        self._call_index: dict[tuple[str, str], list[CallSite]] | None = None
+        #: module names whose summaries the current file's analysis read (for the cache)
+        self.reads: set[str] = set()
+
+    # -- files and modules -------------------------------------------------------------------------
+    def add_file(self, path: Path) -> str | None:
+        """Make a file part of the project (summarised now); returns its module name."""
+        path = Path(path).absolute()
+        module = self._modules_of.get(path)
+        if module is None:
+            module = self.layout.module_name(path)
+            if module is None:
+                module = f"<script {path}>"
+            self._modules_of[path] = module
+            self._paths.setdefault(module, path)
+        self.summary(module)
+        return module
+
+    def module_of(self, path: str | Path) -> str | None:
+        return self._modules_of.get(Path(path).absolute())
+
+    def summary(self, module: str) -> dict | None:
+        if module in self._summaries:
+            return self._summaries[module]
+        path = self._paths.get(module) or self.layout.find(module)
+        summary = self._load(path) if path is not None else None
+        if path is not None:
+            self._paths[module] = path
+            self._modules_of.setdefault(path, module)
+        self._summaries[module] = summary
+        return summary
+
+    def freeze(self) -> None:
+        """Index the calls of every file summarised so far. Call sites come from these files
+        only (summaries read later, while a file is linted, add no callers), so that every
+        worker process sees the same callers whatever order it lints its files in."""
+        self._call_index = self._build_call_index()
+
+    def path_of(self, module: str) -> str:
+        path = self._paths.get(module)
+        return self._display(path) if path is not None else module
+
+    def _read(self, module: str) -> dict | None:
+        self.reads.add(module)
+        return self.summary(module)
+
+    # -- names ----------------------------------------------------------------------------------------
+    def absolute(self, module: str, name: str) -> str | None:
+        """A possibly relative dotted name as written in ``module`` → an absolute one."""
+        if not name.startswith("."):
+            return name
+        level = len(name) - len(name.lstrip("."))
+        rest = name[level:]
+        path = self._paths.get(module)
+        is_package = path is not None and path.name == "__init__.py"
+        parts = module.split(".")
+        keep = len(parts) - level + (1 if is_package else 0)
+        if keep <= 0 and not rest:
+            return None
+        base = parts[: max(keep, 0)]
+        return ".".join([*base, rest] if rest else base) or None
+
+    def resolve(self, module: str, dotted: str, depth: int = 0) -> tuple[str, Any, str] | None:
+        """What ``dotted`` (as written in ``module``) is: ``("function", summary, module)``,
+        ``("class", summary, module)``, ``("value", def, module)``, ``("module", None, name)``,
+        ``("external", None, qualname)``, or None when unknown."""
+        if depth > 8:
+            return None
+        summary = self._read(module)
+        if summary is None:
+            return None
+        head, _, rest = dotted.partition(".")
+        found = summary["defs"].get(head)
+        if found is not None:
+            kind = found.get("kind")
+            if kind == "class":
+                if not rest:
+                    return ("class", dict(found, name=head), module)
+                method = found["methods"].get(rest)
+                return ("function", dict(method, cls=head), module) if method is not None else None
+            if rest:
+                return None
+            if kind == "value":
+                return ("value", dict(found, name=head), module)
+            return ("function", dict(found, name=head), module)
+        target = summary["imports"].get(head)
+        if target is not None:
+            absolute = self.absolute(module, target)
+            if absolute is None:
+                return None
+            return self.resolve_qualified(f"{absolute}.{rest}" if rest else absolute, depth + 1)
+        for star in summary["stars"]:
+            absolute = self.absolute(module, star)
+            if absolute is None or self.layout.find(absolute) is None:
+                continue
+            hit = self.resolve(absolute, dotted, depth + 1)
+            if hit is not None:
+                return hit
+        return None
+
+    def resolve_qualified(self, qualname: str, depth: int = 0) -> tuple[str, Any, str] | None:
+        parts = qualname.split(".")
+        for i in range(len(parts), 0, -1):
+            module = ".".join(parts[:i])
+            if self._read_if_project(module) is None:
+                continue
+            rest = ".".join(parts[i:])
+            if not rest:
+                return ("module", None, module)
+            return self.resolve(module, rest, depth + 1)
+        return ("external", None, canonical(qualname))
+
+    def _read_if_project(self, module: str) -> dict | None:
+        if module not in self._summaries and module not in self._paths and self.layout.find(module) is None:
+            return None
+        return self._read(module)
+
+    def is_project_name(self, module: str, qualname: str) -> bool:
+        hit = self.resolve_qualified(self.absolute(module, qualname) or qualname)
+        return hit is not None and hit[0] != "external"
+
+    # -- classes ----------------------------------------------------------------------------------------
+    def class_bases(self, module: str, cls: dict, depth: int = 0) -> list[tuple[str, Any, str] | None]:
+        return [self.resolve(module, b, depth + 1) if b else None for b in cls.get("bases", [])]
+
+    def is_module_class(self, module: str, cls: dict, is_torch_base: Callable[[str], bool], depth: int = 0) -> bool:
+        """Does a project class derive (across files) from a torch module class?"""
+        if depth > 8:
+            return False
+        for base in self.class_bases(module, cls, depth):
+            if base is None:
+                continue
+            kind, found, where = base
+            if kind == "external" and is_torch_base(where):
+                return True
+            if kind == "class" and self.is_module_class(where, found, is_torch_base, depth + 1):
+                return True
+        return False
+
+    def class_method(self, module: str, cls: dict, name: str, depth: int = 0) -> tuple[dict, str, str] | None:
+        """A method of a project class or of its project bases: (method, class name, module)."""
+        if depth > 8:
+            return None
+        method = cls["methods"].get(name)
+        if method is not None:
+            return method, cls["name"], module
+        for base in self.class_bases(module, cls, depth):
+            if base is not None and base[0] == "class":
+                hit = self.class_method(base[2], base[1], name, depth + 1)
+                if hit is not None:
+                    return hit
+        return None
+
+    def class_attr(self, module: str, cls: dict, attr: str, depth: int = 0) -> tuple[list, str, dict] | None:
+        """``self.<attr>`` assignments of a project class or its project bases."""
+        if depth > 8:
+            return None
+        entries = cls.get("attrs", {}).get(attr)
+        if entries:
+            return entries, module, cls
+        for base in self.class_bases(module, cls, depth):
+            if base is not None and base[0] == "class":
+                hit = self.class_attr(base[2], base[1], attr, depth + 1)
+                if hit is not None:
+                    return hit
+        return None
+
+    # -- objects: what a value is -------------------------------------------------------------------------
+    def objects(self, value: Value, frame: Frame, depth: int = 0) -> list[Obj]:
+        if depth > _MAX_DEPTH:
+            return [UNKNOWN_OBJ]
+        tag = value[0]
+        if tag == "call":
+            return self._call_objects(value, frame, depth)
+        if tag == "name":
+            return self._name_objects(frame.module, value[1], depth)
+        if tag == "loc":
+            return self._flat(self.objects(v, frame, depth + 1) for v in self._reaching(frame, value[1], value[2]))
+        if tag == "param":
+            bound = (frame.bindings or {}).get(value[1])
+            if bound is None:
+                return [UNKNOWN_OBJ]
+            arg, caller = bound
+            return self.objects(arg, caller, depth + 1)
+        if tag == "self":
+            return self._self_objects(frame, value[1], depth)
+        if tag == "either":
+            return self._flat(self.objects(v, frame, depth + 1) for v in value[1])
+        return [UNKNOWN_OBJ]
+
+    def _self_objects(self, frame: Frame, attr: str, depth: int) -> list[Obj]:
+        if frame.cls is None:
+            return [UNKNOWN_OBJ]
+        owner = frame.self_obj
+        if owner is not None and owner.kind == "instance":
+            module, cls = owner.module, self._class(owner.module, owner.name)
+        else:
+            module, cls = frame.module, self._class(frame.module, frame.cls)
+        if cls is None or module is None:
+            return [UNKNOWN_OBJ]
+        hit = self.class_attr(module, cls, attr)
+        if hit is None:
+            return [UNKNOWN_OBJ]
+        entries, where, owner_cls = hit
+        if len(entries) != 1:
+            return [UNKNOWN_OBJ]
+        method_name, _line, assigned = entries[0]
+        method = owner_cls["methods"].get(method_name)
+        if method is None:
+            return [UNKNOWN_OBJ]
+        bindings = None
+        if method_name == "__init__" and owner is not None and owner.kind == "instance":
+            bindings = self._bind(method, owner.args, owner.kwargs, owner.frame, skip_self=True)
+        inner = Frame(where, method, owner_cls["name"], bindings, owner)
+        return self.objects(assigned, inner, depth + 1)
+
+    def _name_objects(self, module: str, dotted: str, depth: int) -> list[Obj]:
+        hit = self.resolve(module, dotted)
+        if hit is None:
+            return [UNKNOWN_OBJ]
+        kind, found, where = hit
+        if kind == "value":
+            frame = Frame(where, self._read(where)["body"])  # type: ignore[index]
+            return self.objects(found["value"], frame, depth + 1)
+        if kind == "class":
+            return [Obj("class", found["name"], where, evidence=Evidence(self.path_of(where), found["line"], found["name"]))]
+        if kind == "function":
+            return [Obj("function", _function_key(found), where)]
+        if kind == "external":
+            return [Obj("external", where)]
+        return [UNKNOWN_OBJ]
+
+    def _call_objects(self, value: Value, frame: Frame, depth: int) -> list[Obj]:
+        _, func, args, kwargs, line = value
+        if func[0] == "attr" and func[2] in MODULE_SELF_METHODS:
+            # model.to(device), Net().cuda().eval(): the same module
+            inner = self.objects(func[1], frame, depth + 1)
+            if all(o.kind in ("instance", "torch") for o in inner):
+                return inner
+            return [UNKNOWN_OBJ]
+        out: list[Obj] = []
+        for callee in self.objects(func, frame, depth + 1):
+            if callee.kind == "external" and callee.name:
+                out.append(Obj("torch", callee.name, None, args, kwargs, frame,
+                               Evidence(self.path_of(frame.module), line, frame.label)))
+            elif callee.kind == "class":
+                out.append(Obj("instance", callee.name, callee.module, args, kwargs, frame,
+                               Evidence(self.path_of(frame.module), line, f"{callee.name}(...)")))
+            elif callee.kind == "function":
+                fn = self._function(callee.module, callee.name)
+                if fn is None:
+                    out.append(UNKNOWN_OBJ)
+                    continue
+                inner = Frame(callee.module, fn, fn.get("cls"), self._bind(fn, args, kwargs, frame))
+                returns = fn.get("returns") or []
+                if not returns:
+                    out.append(UNKNOWN_OBJ)
+                for r in returns:
+                    out.extend(self.objects(r, inner, depth + 1))
+            else:
+                out.append(UNKNOWN_OBJ)
+        return out or [UNKNOWN_OBJ]
+
+    # -- sources: what produced a value ---------------------------------------------------------------
+    def sources(self, value: Value, frame: Frame, depth: int = 0, element: Any = None) -> list[Src]:
+        if depth > _MAX_DEPTH:
+            return [UNKNOWN_SRC]
+        tag = value[0]
+        if tag == "lit":
+            return [Src("literal")]
+        if tag == "call":
+            return self._call_sources(value, frame, depth, element)
+        if tag == "loc":
+            return self._flat(self.sources(v, frame, depth + 1, element) for v in self._reaching(frame, value[1], value[2]))
+        if tag == "param":
+            bound = (frame.bindings or {}).get(value[1])
+            if bound is None:
+                return [UNKNOWN_SRC]
+            return self.sources(bound[0], bound[1], depth + 1, element)
+        if tag == "tuple" and isinstance(element, int):
+            items = value[1]
+            if 0 <= element < len(items) and not any(i == ["*"] for i in items[: element + 1]):
+                return self.sources(items[element], frame, depth + 1)
+            return [UNKNOWN_SRC]
+        if tag == "sub":
+            index = value[2]
+            if isinstance(index, int) and element is None:
+                return self.sources(value[1], frame, depth + 1, index)
+            return self.sources(value[1], frame, depth + 1)
+        if tag == "either":
+            return self._flat(self.sources(v, frame, depth + 1, element) for v in value[1])
+        if tag == "binop":
+            return [Src("call", "<arithmetic>")]
+        return [UNKNOWN_SRC]
+
+    def _call_sources(self, value: Value, frame: Frame, depth: int, element: Any) -> list[Src]:
+        _, func, args, kwargs, line = value
+        evidence = Evidence(self.path_of(frame.module), line, frame.label)
+        if func[0] == "attr":
+            method = func[2]
+            if method in TRANSPARENT_METHODS:
+                return self.sources(func[1], frame, depth + 1, element)
+            if method in ("forward", "__call__"):
+                return self.apply_all(self.objects(func[1], frame, depth + 1), args, kwargs, frame, depth, element)
+            receiver = self.objects(func[1], frame, depth + 1)
+            if len(receiver) == 1 and receiver[0].kind == "instance":
+                # a method of a project object
+                return self._method_sources(receiver[0], method, args, kwargs, frame, depth, element)
+            if all(o.kind == "unknown" for o in receiver):
+                return [Src("call", None, method, evidence)]
+            return [UNKNOWN_SRC]
+        if func[0] == "self":
+            objs = self.objects(func, frame, depth + 1)
+            if objs != [UNKNOWN_OBJ]:
+                return self.apply_all(objs, args, kwargs, frame, depth, element)
+            # self.helper(...): a method of the class
+            cls = self._class(frame.module, frame.cls) if frame.cls else None
+            if cls is not None:
+                hit = self.class_method(frame.module, cls, func[1])
+                if hit is not None and not self.class_attr(frame.module, cls, func[1]):
+                    method, cls_name, where = hit
+                    inner = Frame(where, method, cls_name, self._bind(method, args, kwargs, frame, skip_self=True), frame.self_obj)
+                    return self._return_sources(inner, depth, element)
+            return [UNKNOWN_SRC]
+        out: list[Src] = []
+        for callee in self.objects(func, frame, depth + 1):
+            if callee.kind == "external" and callee.name:
+                out.append(Src("call", callee.name, _last(callee.name), evidence))
+            elif callee.kind == "function":
+                fn = self._function(callee.module, callee.name)
+                if fn is None:
+                    out.append(UNKNOWN_SRC)
+                    continue
+                inner = Frame(callee.module, fn, fn.get("cls"), self._bind(fn, args, kwargs, frame))
+                out.extend(self._return_sources(inner, depth, element))
+            elif callee.kind == "class":
+                out.append(Src("call", None, None, evidence, Obj("instance", callee.name, callee.module, args, kwargs, frame, evidence)))
+            elif callee.kind in ("instance", "torch"):
+                out.extend(self.apply(callee, depth + 1, element))
+            else:
+                out.append(UNKNOWN_SRC)
+        return out or [UNKNOWN_SRC]
+
+    def _method_sources(self, obj: Obj, method: str, args, kwargs, frame: Frame, depth: int, element) -> list[Src]:
+        cls = self._class(obj.module, obj.name)
+        if cls is None or obj.module is None:
+            return [UNKNOWN_SRC]
+        hit = self.class_method(obj.module, cls, method)
+        if hit is None:
+            return [UNKNOWN_SRC]
+        fn, cls_name, where = hit
+        inner = Frame(where, fn, cls_name, self._bind(fn, args, kwargs, frame, skip_self=True), obj)
+        return self._return_sources(inner, depth, element)
+
+    def apply_all(self, objs: list[Obj], args, kwargs, frame: Frame, depth: int, element) -> list[Src]:
+        return self._flat(self.apply(o, depth + 1, element) for o in objs)
+
+    def apply(self, obj: Obj, depth: int = 0, element: Any = None) -> list[Src]:
+        """Sources of the output of calling the module object ``obj``."""
+        if depth > _MAX_DEPTH:
+            return [UNKNOWN_SRC]
+        if obj.kind == "torch":
+            if obj.name == "torch.nn.Sequential":
+                layers = [a for a in obj.args]
+                if not layers or any(a == ["*"] for a in layers) or obj.frame is None:
+                    return [UNKNOWN_SRC]
+                return self._flat(self.apply(o, depth + 1, element) for o in self.objects(layers[-1], obj.frame, depth + 1))
+            return [Src("module", obj.name, None, obj.evidence, obj)]
+        if obj.kind == "instance":
+            cls = self._class(obj.module, obj.name)
+            if cls is None or obj.module is None:
+                return [UNKNOWN_SRC]
+            hit = self.class_method(obj.module, cls, "forward")
+            if hit is None:
+                return [UNKNOWN_SRC]
+            fn, cls_name, where = hit
+            return self._return_sources(Frame(where, fn, cls_name, None, obj), depth, element)
+        return [UNKNOWN_SRC]
+
+    def _return_sources(self, frame: Frame, depth: int, element: Any) -> list[Src]:
+        returns = frame.fn.get("returns") or []
+        if not returns:
+            return [UNKNOWN_SRC]
+        out: list[Src] = []
+        for r in returns:
+            for s in self.sources(r, frame, depth + 1, element):
+                if s.evidence is not None and s.evidence.what == frame.label:
+                    pass
+                out.append(s)
+        return out
+
+    # -- binding ----------------------------------------------------------------------------------------
+    def _bind(self, fn: dict, args: list, kwargs: dict, caller: Frame | None, skip_self: bool = False) -> dict | None:
+        if caller is None:
+            return None
+        params = list(fn.get("params", []))
+        if skip_self or fn.get("cls"):
+            params = params[1:] if params and fn.get("kind", "") != "static" else params
+        out: dict[str, tuple[Value, Frame]] = {}
+        for name, arg in zip(params, args):
+            if arg == ["*"]:
+                break
+            out[name] = (arg, caller)
+        for name, arg in kwargs.items():
+            if name in params:
+                out[name] = (arg, caller)
+        for name, default in fn.get("defaults", {}).items():
+            out.setdefault(name, (default, caller))
+        return out
+
+    def _reaching(self, frame: Frame, name: str, line: int) -> list[Value]:
+        """The value of a local variable at ``line``: its last assignment before it (source order)."""
+        entries = frame.fn.get("locals", {}).get(name) or []
+        best = None
+        for entry_line, value in entries:
+            if entry_line < line or (entry_line == line and value[0] != "binop"):
+                if best is None or entry_line >= best[0]:
+                    best = (entry_line, value)
+        if best is None:
+            return [UNKNOWN]
+        return [best[1]]
+
+    # -- lookups ------------------------------------------------------------------------------------------
+    def _class(self, module: str | None, name: str | None) -> dict | None:
+        if module is None or name is None:
+            return None
+        summary = self._read(module)
+        if summary is None:
+            return None
+        found = summary["defs"].get(name)
+        if found is None or found.get("kind") != "class":
+            return None
+        return dict(found, name=name)
+
+    def _function(self, module: str | None, key: str | None) -> dict | None:
+        if module is None or key is None:
+            return None
+        summary = self._read(module)
+        if summary is None:
+            return None
+        cls_name, _, name = key.rpartition(".")
+        if cls_name:
+            cls = self._class(module, cls_name)
+            if cls is None:
+                return None
+            method = cls["methods"].get(name)
+            return dict(method, cls=cls_name) if method is not None else None
+        found = summary["defs"].get(name)
+        if found is None or found.get("kind") == "class" or found.get("kind") == "value":
+            return None
+        return dict(found, name=name)
+
+    @staticmethod
+    def _flat(groups: Iterator[list]) -> list:
+        out: list = []
+        for g in groups:
+            out.extend(g)
+        return out
+
+    # -- callers -----------------------------------------------------------------------------------------
+    def call_sites(self, module: str, key: str) -> list[CallSite]:
+        """Calls of the project function ``key`` (``name`` or ``Class.method``; ``Class`` for
+        its constructions) of ``module``, anywhere in the project's summarised files."""
+        if self._call_index is None:
+            self.freeze()
+        self.reads.add(module)
+        return self._call_index.get((module, key), [])
+
+    def _build_call_index(self) -> dict[tuple[str, str], list[CallSite]]:
+        index: dict[tuple[str, str], list[CallSite]] = {}
+        for module, summary in list(self._summaries.items()):
+            if summary is None:
+                continue
+            frames = [Frame(module, summary["body"])]
+            for name, d in summary["defs"].items():
+                if d.get("kind") == "class":
+                    frames.extend(Frame(module, dict(m, cls=name), name) for m in d["methods"].values())
+                elif d.get("kind") != "value":
+                    frames.append(Frame(module, dict(d, name=name)))
+            for frame in frames:
+                for call, line, loops, branches, grad in frame.fn.get("calls", []):
+                    target = self._call_target(call, frame)
+                    if target is None:
+                        continue
+                    site = CallSite(call, frame, self.path_of(module), line, loops, branches, grad)
+                    index.setdefault(target, []).append(site)
+        return index
+
+    def _call_target(self, call: Value, frame: Frame) -> tuple[str, str] | None:
+        func = call[1]
+        if func[0] == "name":
+            hit = self.resolve(frame.module, func[1])
+            if hit is None:
+                return None
+            kind, found, where = hit
+            if kind == "function":
+                return (where, _function_key(found))
+            if kind == "class":
+                return (where, found["name"])
+            return None
+        if func[0] == "self" and frame.cls is not None:
+            cls = self._class(frame.module, frame.cls)
+            if cls is None or self.class_attr(frame.module, cls, func[1]):
+                return None
+            hit = self.class_method(frame.module, cls, func[1])
+            if hit is None:
+                return None
+            _, cls_name, where = hit
+            return (where, f"{cls_name}.{func[1]}")
+        return None
+
+    def parameter_sources(self, module: str, key: str, param: str, element: Any = None) -> list[tuple[Src, CallSite]]:
+        """The sources of what call sites pass for ``param`` of function ``key``."""
+        out: list[tuple[Src, CallSite]] = []
+        fn = self._function(module, key)
+        if fn is None:
+            return out
+        for site in self.call_sites(module, key)[:_MAX_CALL_SITES]:
+            bound = self._bind(fn, site.call[2], site.call[3], site.frame)
+            if not bound or param not in bound:
+                continue
+            arg, caller = bound[param]
+            for s in self.sources(arg, caller, 1, element):
+                out.append((s, site))
+        return out
+
+    def parameter_objects(self, module: str, key: str, param: str) -> list[tuple[Obj, CallSite]]:
+        """The objects that call sites pass for ``param`` of ``key`` (for ``__init__``, the
+        constructions of the class)."""
+        out: list[tuple[Obj, CallSite]] = []
+        fn = self._function(module, key)
+        if fn is None:
+            return out
+        cls_name, _, name = key.rpartition(".")
+        sites = self.call_sites(module, cls_name if name == "__init__" else key)
+        for site in sites[:_MAX_CALL_SITES]:
+            bound = self._bind(fn, site.call[2], site.call[3], site.frame, skip_self=bool(cls_name))
+            if not bound or param not in bound:
+                continue
+            arg, caller = bound[param]
+            for o in self.objects(arg, caller, 1):
+                out.append((o, site))
+        return out
+
+    # -- events ------------------------------------------------------------------------------------------
+    def function_effects(self, module: str, key: str, depth: int = 3, _seen: frozenset = frozenset()) -> list[RemoteEvent]:
+        """Training events of a project function, its helpers' included (``depth`` levels),
+        with subjects relative to the function's own parameters."""
+        fn = self._function(module, key)
+        if fn is None or (module, key) in _seen:
+            return []
+        seen = _seen | {(module, key)}
+        frame = Frame(module, fn, fn.get("cls"))
+        path = self.path_of(module)
+        items: list[tuple[int, int, RemoteEvent]] = []
+        for order, e in enumerate(fn.get("events", [])):
+            subject = _subject_path(e["s"], fn)
+            items.append((e["l"], order, RemoteEvent(
+                e["k"], subject, e["loops"], e["br"], e.get("grad"), Evidence(path, e["l"], frame.label), e)))
+        if depth > 0:
+            for order, (call, line, loops, branches, grad) in enumerate(fn.get("calls", [])):
+                target = self._call_target(call, frame)
+                if target is None or target[1].rpartition(".")[2] == target[1] and self._class(*target):
+                    continue
+                inner_fn = self._function(*target)
+                if inner_fn is None:
+                    continue
+                for ev in self.function_effects(target[0], target[1], depth - 1, seen):
+                    mapped = _map_subject(ev.subject, inner_fn, call, fn)
+                    items.append((line, 10_000 + order, dataclasses.replace(
+                        ev,
+                        subject=mapped,
+                        loops=ev.loops + loops,
+                        branches=ev.branches + branches,
+                        grad=ev.grad if ev.grad is not None else grad,
+                    )))
+        items.sort(key=lambda t: (t[0], t[1]))
+        return [e for _, _, e in items]
+
+
+def render(value: Value, depth: int = 0) -> str:
+    """Short source-like text of a summary value (``fit(Net(), loader)``), for messages."""
+    tag = value[0]
+    if depth > 3:
+        return "…"
+    if tag in ("name", "param"):
+        return value[1]
+    if tag == "loc":
+        return value[1]
+    if tag == "self":
+        return f"self.{value[1]}"
+    if tag == "lit":
+        return repr(value[1])
+    if tag == "attr":
+        return f"{render(value[1], depth + 1)}.{value[2]}"
+    if tag == "call":
+        parts = [render(a, depth + 1) if a != ["*"] else "*…" for a in value[2]]
+        parts += [f"{k}={render(v, depth + 1)}" for k, v in value[3].items() if k != "**"]
+        inner = ", ".join(parts)
+        if len(inner) > 40:
+            inner = "…"
+        return f"{render(value[1], depth + 1)}({inner})"
+    return "…"
+
+
+def describe_site(site: CallSite) -> str:
+    """``fit(Net(), loader) at train.py:31``."""
+    return f"`{render(site.call)}` in {site.path}:{site.line}"
+
+
+def _function_key(found: dict) -> str:
+    return f"{found['cls']}.{found['name']}" if found.get("cls") else found["name"]
+
+
+def _last(qualname: str) -> str:
+    return qualname.rsplit(".", 1)[-1]
+
+
+def _literal_of(value: Value, frame: Frame | None, depth: int = 0) -> tuple[bool, Any]:
+    if depth > 6:
+        return False, None
+    if value[0] == "lit":
+        return True, value[1]
+    if value[0] == "param" and frame is not None and frame.bindings and value[1] in frame.bindings:
+        arg, caller = frame.bindings[value[1]]
+        return _literal_of(arg, caller, depth + 1)
+    return False, None
+
+
+def _subject_path(value: Value, fn: dict) -> tuple | None:
+    """An event's subject relative to its function: a parameter, ``self`` or a global."""
+    rest: list[str] = []
+    v = value
+    while v[0] == "attr":
+        rest.append(v[2])
+        v = v[1]
+    suffix = "".join(f".{r}" for r in reversed(rest))
+    if v[0] == "param":
+        if fn.get("cls") and fn.get("params") and v[1] == fn["params"][0]:
+            return ("self", suffix)
+        return ("param", v[1], suffix)
+    if v[0] == "self":
+        return ("self", f".{v[1]}{suffix}")
+    if v[0] == "name":
+        return ("global", v[1] + suffix)
+    return None
+
+
+def _map_subject(subject: tuple | None, callee: dict, call: Value, caller: dict) -> tuple | None:
+    """A callee's event subject as the caller names it (through the call's arguments)."""
+    if subject is None:
+        return None
+    if subject[0] == "global":
+        return subject
+    func = call[1]
+    if subject[0] == "self":
+        if func[0] == "self":
+            return subject  # self.helper(): the same self
+        if func[0] == "attr":
+            receiver = _subject_path(func[1], caller)
+            if receiver is None:
+                return None
+            return _append(receiver, subject[1])
+        return None
+    _, name, suffix = subject
+    params = list(callee.get("params", []))
+    if callee.get("cls"):
+        params = params[1:]
+    args, kwargs = call[2], call[3]
+    arg = kwargs.get(name)
+    if arg is None and name in params:
+        i = params.index(name)
+        if i < len(args) and args[i] != ["*"] and not any(a == ["*"] for a in args[:i]):
+            arg = args[i]
+    if arg is None:
+        return None
+    base = _subject_path(arg, caller)
+    return _append(base, suffix) if base is not None else None
+
+
+def _append(path: tuple, suffix: str) -> tuple:
+    if path[0] == "param":
+        return ("param", path[1], path[2] + suffix)
+    return (path[0], path[1] + suffix)
