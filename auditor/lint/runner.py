@@ -120,6 +120,11 @@ def lint_files(
     warnings: list[str] = []
     todo: list[tuple[int, str, bytes, str | None]] = []
     triggers = settings.triggers
+    if cache is not None:
+        refused = cache.check()
+        if refused:
+            warnings.append(refused)
+            cache = None
     for i, path in enumerate(files):
         name = str(path)
         try:
@@ -130,7 +135,7 @@ def lint_files(
         if len(data) <= settings.max_file_bytes and not mentions_trigger(data, triggers):
             results[i] = FileResult(name, skipped=True)
             continue
-        key = cache.key(data) if cache is not None else None
+        key = cache.key(name, data) if cache is not None else None
         if cache is not None and key is not None:
             hit = cache.get(key)
             cached = _from_cache(name, hit) if hit is not None else None
