@@ -30,7 +30,9 @@ class OptimizerCreatedBeforeDeviceMove(StaticRule):
     Preview: in the common case (Adam/SGD/AdamW built and never stepped before the move, on a
     standard CUDA device) the order is harmless since the in-place `.to()`, so the rule reports a
     risk rather than a certain bug. Only moves of the same object (or a sub-module of it) in the
-    same function are followed.
+    same function are followed. A move back to the device after a trip to the CPU (checkpointing:
+    `model.cpu()`, save, `model.to(device)`) is not reported, nor a move of a model that was
+    already moved before its optimizer was built.
 
     ## References
     - [torch.optim: constructing it](https://pytorch.org/docs/stable/optim.html#constructing-it)
@@ -63,6 +65,10 @@ class OptimizerCreatedBeforeDeviceMove(StaticRule):
                 owners = [p.owner for p in opt.params if covers(p.owner, subject)]
                 if not owners:
                     continue
+                if _already_on_device(self.ctx, scope, owners[0], opt.call.stmt.index) or _round_trip(
+                    self.ctx, scope, subject, opt.call.stmt.index, call.stmt.index
+                ):
+                    continue  # back from a CPU round trip (checkpointing): nothing new moves
                 extra = "; Adagrad's state was created on the old device" if opt.name in _EAGER_STATE else ""
                 self.report(
                     call.node,
@@ -73,6 +79,55 @@ class OptimizerCreatedBeforeDeviceMove(StaticRule):
                     extra=extra,
                 )
                 break
+
+
+#: methods that return the module itself: `model.eval().cpu()` moves `model`
+_SELF_RETURNING = frozenset({"eval", "train", "float", "half", "double", "bfloat16", "requires_grad_"})
+
+
+def _base(expr: cst.BaseExpression) -> cst.BaseExpression:
+    while (isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute)
+           and expr.func.attr.value in _SELF_RETURNING | _MOVES | {"cpu"}):
+        expr = expr.func.value
+    return expr
+
+
+def _to_cpu(ctx, call) -> bool:
+    if call.method == "cpu":
+        return True
+    if call.method == "to" and len(call.node.args) == 1:
+        text = ctx.code(call.node.args[0].value).strip("'\"")
+        return text == "cpu" or text.endswith('device("cpu")') or text.endswith("device('cpu')")
+    return False
+
+
+def _already_on_device(ctx, scope, owner: str, before: int) -> bool:
+    """``owner`` was moved to a device before the optimizer was built (``m = Net().to(device)``
+    or ``m.to(device)``): a later move only brings it back after a trip to the CPU."""
+    for call in scope.calls:
+        if call.stmt.index >= before or call.method not in _MOVES or call.receiver is None:
+            continue
+        if call.method == "to" and not _looks_like_device(ctx, call.node):
+            continue
+        if dotted(_base(call.receiver)) == owner:
+            return True
+        node = call.stmt.node
+        small = node.body[0] if isinstance(node, cst.SimpleStatementLine) and len(node.body) == 1 else None
+        if isinstance(small, cst.Assign) and small.value is call.node and any(
+            dotted(t.target) == owner for t in small.targets
+        ):
+            return True
+    return False
+
+
+def _round_trip(ctx, scope, subject: str, after: int, before: int) -> bool:
+    """``subject.cpu()`` (also ``subject.eval().cpu()``) between the optimizer and the move."""
+    for call in scope.calls:
+        if not (after < call.stmt.index < before) or call.receiver is None or not _to_cpu(ctx, call):
+            continue
+        if dotted(_base(call.receiver)) == subject:
+            return True
+    return False
 
 
 def _looks_like_device(ctx, call: cst.Call) -> bool:
