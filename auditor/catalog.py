@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import pkgutil
 import re
 from dataclasses import dataclass, field
@@ -66,7 +67,38 @@ class Catalog:
             codes = {r.code for r in self.rules if r.code.startswith(sel.upper())}
             if codes:
                 return codes
-        raise UnknownSelector(f"unknown rule code, prefix or name {selector!r}")
+        raise UnknownSelector(f"unknown rule code, prefix or name {selector!r}{self.did_you_mean(sel)}")
+
+    def suggestions(self, text: str, n: int = 3) -> list[str]:
+        """Codes or names close to ``text``: ``TA10O`` → TA101..., ``softmax`` → the names that
+        contain it, ``bias-before-batchnorm`` → ``bias-before-norm``."""
+        import difflib
+
+        key = text.strip()
+        if re.fullmatch(r"(?i)ta[0-9oOilI]{1,3}", key):  # a code, perhaps with O for 0, l for 1
+            code = "TA" + key[2:].upper().replace("O", "0").replace("I", "1").replace("L", "1")
+            codes = [r.code for r in self.rules]
+            if code in codes:
+                return [code]
+            # the longest common prefix first (TA100 is nearer TA101 than TA001), then similarity
+            scored = [
+                (-len(os.path.commonprefix([code, c])), -difflib.SequenceMatcher(None, code, c).ratio(), c)
+                for c in codes
+            ]
+            return [c for _, ratio, c in sorted(scored) if -ratio >= 0.75][:n]
+        word = key.lower().replace("_", "-")
+        names = [r.name for r in self.rules]
+        close = difflib.get_close_matches(word, names, n=n, cutoff=0.6)
+        containing = [name for name in names if len(word) >= 3 and word in name and name not in close]
+        return (close + containing)[:n]
+
+    def did_you_mean(self, text: str) -> str:
+        """`` (did you mean 'x' or 'y'?)``, or ``""`` when nothing is close."""
+        found = [repr(s) for s in self.suggestions(text)]
+        if not found:
+            return ""
+        alternatives = found[0] if len(found) == 1 else ", ".join(found[:-1]) + " or " + found[-1]
+        return f" (did you mean {alternatives}?)"
 
     def specificity(self, selector: str) -> int:
         """How narrow a selector is: ``ALL`` < ``TA`` < ``TA1`` < ``TA10`` < a code or a name."""

@@ -29,11 +29,12 @@ def _fail(message: str) -> "click.exceptions.Exit":
     return click.exceptions.Exit(EXIT_ERROR)
 
 
-def write_output(text: str, output_file: str | None) -> None:
-    """Print, or write ``--output-file`` atomically (never half a report on disk)."""
+def write_output(text: str, output_file: str | None, *, color: bool | None = None) -> None:
+    """Print, or write ``--output-file`` atomically (never half a report on disk). ``color=True``
+    keeps ANSI colour that click would strip when stdout is not a terminal (``FORCE_COLOR``)."""
     if output_file is None:
         if text:
-            click.echo(text, nl=False)
+            click.echo(text, nl=False, color=color)
         return
     from torch_audit.atomic import write_text_atomic
 
@@ -90,7 +91,7 @@ def cli() -> None:
     """
 
 
-OUTPUT_FORMATS = ("text", "full", "json", "sarif", "github")
+OUTPUT_FORMATS = ("text", "full", "json", "sarif", "github", "gitlab", "junit")
 
 
 @cli.command()
@@ -102,7 +103,8 @@ OUTPUT_FORMATS = ("text", "full", "json", "sarif", "github")
 @click.option("--extend-select", multiple=True, help="Rules to enable in addition to the selection.")
 @click.option("--preview/--no-preview", default=None, help="Enable preview rules.")
 @click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), default="text", show_default=True,
-              help="text: one line per finding; full: text plus a `help:` line under each finding saying what to do.")
+              help="text: one line per finding; full: each finding with its source line, a caret under it and what to do; "
+                   "json; sarif (code scanning); github (workflow annotations); gitlab (Code Quality report); junit (XML).")
 @click.option("-o", "--output-file", type=click.Path(dir_okay=False, path_type=str), help="Write the report to this file.")
 @click.option("--statistics", is_flag=True, help="Print the number of findings per rule.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings.")
@@ -114,8 +116,11 @@ OUTPUT_FORMATS = ("text", "full", "json", "sarif", "github")
 @click.option("--fix", is_flag=True, help="Apply safe fixes.")
 @click.option("--unsafe-fixes", is_flag=True, help="Also apply (with --fix/--diff) or show unsafe fixes.")
 @click.option("--diff", is_flag=True, help="Print the diff --fix would make; write nothing.")
-@click.option("--show-fixes", is_flag=True, hidden=True)
-@click.option("-v", "--verbose", is_flag=True, help="Print tracebacks of internal errors.")
+@click.option("--force-exclude", is_flag=True, default=None,
+              help="Apply the excludes to files named explicitly too (for pre-commit, which names every file).")
+@click.option("--show-settings", is_flag=True, help="Print the resolved settings, where each came from, and exit.")
+@click.option("--show-files", is_flag=True, help="Print the files that would be linted (and what the excludes skipped), and exit.")
+@click.option("-v", "--verbose", is_flag=True, help="Name the configuration file; print tracebacks of internal errors.")
 @click.option("-q", "--quiet", is_flag=True, help="Print findings only, no summary or notes.")
 def lint(paths: tuple[str, ...], **opts: Any) -> None:
     """Check PATHS (default: the current directory) statically."""
@@ -179,9 +184,11 @@ def rule_command(code_or_name: str, fmt: str) -> None:
     from torch_audit.catalog import load_catalog
     from torch_audit.docs import rule_page
 
-    rule = load_catalog().get(code_or_name)
+    catalog = load_catalog()
+    rule = catalog.get(code_or_name)
     if rule is None:
-        raise _fail(f"unknown rule {code_or_name!r} (see `torch-audit rules`)")
+        hint = catalog.did_you_mean(code_or_name) or " (see `torch-audit rules`)"
+        raise _fail(f"unknown rule {code_or_name!r}{hint}")
     click.echo(rule_page(rule, markdown=fmt == "markdown"), nl=False)
 
 

@@ -1,7 +1,9 @@
-"""``[tool.torch-audit]`` in ``pyproject.toml``.
+"""``[tool.torch-audit]`` in ``pyproject.toml``, or a ``torch-audit.toml`` / ``.torch-audit.toml``.
 
-Found from the first linted path upwards (the nearest ``pyproject.toml`` that has the table), or
-given with ``--config``. Every key is validated: an unknown key, an unknown rule code or name, or a
+Found from the first linted path upwards, as Ruff finds ``ruff.toml``: in each directory a
+``.torch-audit.toml``, then a ``torch-audit.toml`` (their keys are top-level, without a
+``[tool.torch-audit]`` table), then a ``pyproject.toml`` that has the table; the nearest wins.
+Or given with ``--config``. Every key is validated: an unknown key, an unknown rule code or name, or a
 value of the wrong type is a :class:`ConfigError` naming the key and the file.
 
 ```toml
@@ -45,9 +47,12 @@ KEYS = {
     "preview",
     "torch-version",
     "respect-gitignore",
+    "force-exclude",
     "fail-on",
     "options",
 }
+#: The dedicated configuration files, in the order they are looked for in one directory.
+CONFIG_FILES = (".torch-audit.toml", "torch-audit.toml")
 
 
 class ConfigError(Exception):
@@ -67,9 +72,12 @@ class Config:
     preview: bool = False
     torch_version: str | None = None
     respect_gitignore: bool = True
+    force_exclude: bool = False
     fail_on: str = "error"
     #: per-rule options keyed by rule *name*
     options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: the keys the file set (``--show-settings`` says where each value came from)
+    keys_set: frozenset[str] = frozenset()
 
 
 def _tomllib():
@@ -82,11 +90,16 @@ def _tomllib():
 
 
 def find_config(start: Path) -> Path | None:
-    """The nearest ``pyproject.toml`` with a ``[tool.torch-audit]`` table, from ``start`` up."""
+    """The nearest configuration from ``start`` up: in each directory a ``.torch-audit.toml``,
+    a ``torch-audit.toml`` (whatever it holds), then a ``pyproject.toml`` with a
+    ``[tool.torch-audit]`` table."""
     current = start.resolve()
     if current.is_file() or not current.exists():
         current = current.parent
     for directory in (current, *current.parents):
+        for name in CONFIG_FILES:
+            if (directory / name).is_file():
+                return directory / name
         candidate = directory / "pyproject.toml"
         if candidate.is_file():
             tomllib = _tomllib()
@@ -121,9 +134,14 @@ def load_config(path: Path | None, catalog: Catalog) -> Config:
     if path.name == "pyproject.toml":
         table = data.get("tool", {}).get("torch-audit", {})
         prefix = "tool.torch-audit"
-    else:  # a dedicated torch-audit.toml: top-level keys, or a [tool.torch-audit] table
-        table = data.get("tool", {}).get("torch-audit", data)
-        prefix = "tool.torch-audit" if "tool" in data else ""
+    else:  # a dedicated torch-audit.toml: top-level keys, as in Ruff's ruff.toml
+        table = data
+        prefix = ""
+        if "tool" in data:
+            raise ConfigError(
+                f"{where}: tool: unknown key (in {path.name} the keys are top-level, "
+                "without a [tool.torch-audit] table)"
+            )
     return parse_table(table, catalog, where=where, prefix=prefix, root=path.resolve().parent, path=path)
 
 
@@ -136,7 +154,7 @@ def parse_table(
 ) -> Config:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: [{prefix}] must be a table")
-    cfg = Config(path=path, root=root)
+    cfg = Config(path=path, root=root, keys_set=frozenset(table))
 
     def fail(key: str, problem: str) -> ConfigError:
         return ConfigError(f"{where}: {_key(prefix, key)}: {problem}")
@@ -170,7 +188,11 @@ def parse_table(
         cfg.exclude = str_list("exclude")
     if "extend-exclude" in table:
         cfg.extend_exclude = str_list("extend-exclude")
-    for key, attr in (("preview", "preview"), ("respect-gitignore", "respect_gitignore")):
+    for key, attr in (
+        ("preview", "preview"),
+        ("respect-gitignore", "respect_gitignore"),
+        ("force-exclude", "force_exclude"),
+    ):
         if key in table:
             if not isinstance(table[key], bool):
                 raise fail(key, "expected true or false")

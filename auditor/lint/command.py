@@ -77,7 +77,7 @@ def _resolve_selection(paths: list[str], opts: dict[str, Any], catalog):
 
 
 def run_lint(paths: list[str], **opts: Any) -> int:
-    from torch_audit.report import render
+    from torch_audit.report import color_wanted, render
 
     # The static rules are enough to lint; the runtime ones are imported only when the
     # configuration or the command line names one of them (it saves start-up time).
@@ -111,6 +111,18 @@ def run_lint(paths: list[str], **opts: Any) -> int:
     else:
         torch_version = config.torch_version
 
+    if opts.get("verbose"):
+        if config.path is not None:
+            _err(f"torch-audit: using configuration file {config.path}")
+        else:
+            _err(f"torch-audit: no configuration file found from {paths[0]} upwards; using the defaults")
+    if opts.get("show_settings"):
+        from torch_audit.cli import write_output
+        from torch_audit.lint.show import show_settings
+
+        write_output(show_settings(config, opts, rules, torch_version, catalog), None)
+        return EXIT_OK
+
     exclude = list(opts.get("exclude") or ()) or config.exclude
     try:
         found = discover(
@@ -119,6 +131,7 @@ def run_lint(paths: list[str], **opts: Any) -> int:
             extend_exclude=[*config.extend_exclude, *(opts.get("extend_exclude") or ())],
             root=config.root,
             respect_gitignore=config.respect_gitignore,
+            force_exclude=bool(opts.get("force_exclude") or config.force_exclude),
         )
     except PathNotFound as exc:
         _err(f"torch-audit: error: {exc}")
@@ -126,6 +139,14 @@ def run_lint(paths: list[str], **opts: Any) -> int:
     quiet = opts.get("quiet", False)
     for w in found.warnings:
         _err(f"torch-audit: warning: {w}")
+    if opts.get("show_files"):
+        from torch_audit.cli import write_output
+        from torch_audit.lint.show import show_files, skipped_lines
+
+        write_output(show_files(found), None)
+        for line in skipped_lines(found, config, opts):  # stderr: stdout stays a list of files
+            _err(f"torch-audit: {line}")
+        return EXIT_OK
     if not found.files:
         if not quiet:
             _err("torch-audit: note: no Python files found under " + ", ".join(paths))
@@ -189,7 +210,7 @@ def run_lint(paths: list[str], **opts: Any) -> int:
     findings.sort(key=lambda f: f.sort_key)
     fmt = opts.get("output_format") or "text"
     output_file = opts.get("output_file")
-    color = fmt in ("text", "full") and output_file is None and sys.stdout.isatty()
+    color = fmt in ("text", "full") and output_file is None and color_wanted(sys.stdout)
     text = render(
         findings,
         fmt,
@@ -206,7 +227,7 @@ def run_lint(paths: list[str], **opts: Any) -> int:
         text = "".join(line + "\n" for line in text.splitlines() if line and ":" in line.split(" ")[0])
     from torch_audit.cli import write_output
 
-    write_output(text, output_file)
+    write_output(text, output_file, color=color or None)
     if internal_errors:
         if not settings.verbose:
             _err(f"torch-audit: error: {internal_errors} internal error(s); run with --verbose for tracebacks")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from torch_audit.findings import Finding
+from torch_audit.report._common import color_wanted
 from torch_audit.report._github import escape_data, escape_property, render_github
 from torch_audit.report._json import render_json, render_json_statistics
 from torch_audit.report._sarif import render_sarif, sarif_log
@@ -30,6 +31,7 @@ TEXT_FORMATS = ("text", "full")
 
 __all__ = [
     "FORMATS",
+    "color_wanted",
     "TEXT_FORMATS",
     "escape_data",
     "escape_property",

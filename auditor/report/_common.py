@@ -10,6 +10,19 @@ from typing import Any, Iterable
 from torch_audit.findings import Applicability, Finding
 
 
+def color_wanted(stream: Any) -> bool:
+    """ANSI colour for ``stream``: never with ``NO_COLOR``, always with ``FORCE_COLOR`` (any
+    non-empty value, https://no-color.org and https://force-color.org), otherwise on a terminal."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or unusual stream
+        return False
+
+
 def ordered(findings: Iterable[Finding]) -> list[Finding]:
     """Findings in a stable order: by path, position, code, then runtime step and module."""
     return sorted(
