@@ -29,7 +29,9 @@ from torch_audit.runtime.check import RuntimeCheck
 from torch_audit.runtime.errors import AuditFailure, SessionActiveError
 from torch_audit.runtime.index import ModelIndex
 from torch_audit.runtime.settings import INTERNAL_ERROR_CODE
-from torch_audit.runtime.source import class_location, display_path, is_torch_class, user_site
+from torch_audit.runtime.source import (
+    UserSites, class_location, display_path, is_torch_class, user_site,
+)
 
 __all__ = ["AuditSession", "StepContext", "audit", "active_session"]
 
@@ -230,6 +232,8 @@ class AuditSession:
         #: what the report must say besides the findings (e.g. that other ranks were not heard)
         self.notes: list[str] = []
         self._by_key: dict[tuple, Finding] = {}
+        #: the user's step() and construction line of each optimizer (found at its first step)
+        self.user_sites = UserSites()
         self.step = 0
         self.rank = None
         self._entered = False
@@ -661,6 +665,8 @@ class AuditSession:
     def _step_pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if not self._watched(optimizer):
             return
+        if optimizer not in self.optimizers:  # its first step: one walk of the stack
+            self.user_sites.note_step(optimizer, self.optimizer_label(optimizer))
         self.optimizers[optimizer] = True
         count = self._opt_steps.get(optimizer, 0)
         ctx = StepContext(self, optimizer, count, checked=count % self.every == 0)

@@ -142,3 +142,131 @@ def attribute_use_line(cls: type, attr: str) -> tuple[str, int] | None:
         if pattern.search(text):
             return code.co_filename, first + offset
     return None
+
+
+# ----------------------------------------------------------------------------------------------
+# the user's lines: where an optimizer steps and where it was built
+# ----------------------------------------------------------------------------------------------
+
+
+def is_library_path(path: str) -> bool:
+    """Code the user does not edit: torch, torch-audit, installed packages, the standard
+    library's runners."""
+    if _is_internal(path):
+        return True
+    full = os.path.abspath(path)
+    return f"{os.sep}site-packages{os.sep}" in full or f"{os.sep}dist-packages{os.sep}" in full
+
+
+def user_location(path: str | None) -> bool:
+    """Whether a finding may point at ``path`` as the line to change."""
+    return bool(path) and not is_library_path(path)
+
+
+_MAX_FRAMES = 12  # user frames searched outwards for the variable holding an optimizer
+
+
+def _names_of(obj: Any, frame: Any) -> list[str]:
+    """The names under which ``frame`` holds ``obj``: its locals (module frames: its globals),
+    and one level of attributes of ``self``."""
+    names = [k for k, v in frame.f_locals.items() if v is obj]
+    owner = frame.f_locals.get("self")
+    try:
+        attrs = vars(owner) if owner is not None else {}
+    except TypeError:
+        attrs = {}
+    names.extend(f"self.{k}" for k, v in attrs.items() if v is obj)
+    return names
+
+
+def _construction_line(path: str, names: list[str], classes: list[str],
+                       first: int, last: int) -> int | None:
+    """The line of ``path`` that assigns one of ``names`` from a call of one of ``classes``
+    (``optimizer = torch.optim.SGD(`` ...), nearest before ``last`` inside the function that
+    starts at ``first``, else the last such line of the file; None when no line says so."""
+    if not names or not classes:
+        return None
+    target = "|".join(re.escape(n) for n in names)
+    cls = "|".join(re.escape(c) for c in classes)
+    pattern = re.compile(rf"^\s*(?:{target})\s*(?::[^=]*)?=(?!=).*\b(?:{cls})\s*\(")
+    lines = linecache.getlines(path)
+    hits = [i + 1 for i, text in enumerate(lines) if pattern.match(text)]
+    inside = [n for n in hits if first <= n <= last]
+    if inside:
+        return inside[-1]
+    return hits[-1] if hits else None
+
+
+def optimizer_classes(optimizer: Any) -> list[str]:
+    """The class names a construction line may call: the optimizer's class and its bases up
+    to ``Optimizer`` (a user's subclass of AdamW is built by its own name)."""
+    out = []
+    for klass in type(optimizer).__mro__:
+        if klass.__name__ in ("Optimizer", "object"):
+            break
+        out.append(klass.__name__)
+    return out
+
+
+class UserSites:
+    """Where the user's code steps each optimizer and where it built it, found once per
+    optimizer (at its first ``step()``, by one walk of the stack), kept as plain strings and
+    numbers under the optimizer's label: runtime findings point there instead of at a model
+    class that may live in ``site-packages``."""
+
+    def __init__(self) -> None:
+        self.step_sites: dict[str, tuple[str, int]] = {}
+        self.construction_sites: dict[str, tuple[str, int]] = {}
+
+    def note_step(self, optimizer: Any, label: str, skip: int = 2) -> None:
+        if label in self.step_sites:
+            return
+        try:
+            self._walk(optimizer, label, sys._getframe(skip))
+        except Exception:  # a location is never worth breaking a training step
+            pass
+
+    def _walk(self, optimizer: Any, label: str, frame: Any) -> None:
+        classes = optimizer_classes(optimizer)
+        seen = 0
+        while frame is not None and seen < _MAX_FRAMES:
+            path = frame.f_code.co_filename
+            if not is_library_path(path):
+                seen += 1
+                if label not in self.step_sites:
+                    self.step_sites[label] = (path, frame.f_lineno)
+                line = _construction_line(path, _names_of(optimizer, frame), classes,
+                                          frame.f_code.co_firstlineno, frame.f_lineno)
+                if line is not None:
+                    self.construction_sites[label] = (path, line)
+                    return
+            frame = frame.f_back
+
+    def step_site(self, label: str) -> tuple[str, int] | None:
+        """The user's line that called ``step()`` of this optimizer (the training loop)."""
+        return self.step_sites.get(label)
+
+    def construction_site(self, label: str) -> tuple[str, int] | None:
+        """The user's line that built this optimizer, else its step line."""
+        return self.construction_sites.get(label) or self.step_sites.get(label)
+
+
+def optimizer_line(session: Any, label: str, where: str = "step",
+                   module: Any = None) -> dict[str, Any]:
+    """``path``/``line`` keywords for ``RuntimeCheck.report`` that point at the user's line for
+    the optimizer ``label``: its ``step()`` call (``where="step"``) or its construction
+    (``where="construction"``, else its step line). With ``module``, a module class the user
+    wrote wins (nothing is returned: the session points at it). Empty when nothing is known,
+    so that the session's own choice stands."""
+    if module is not None:
+        try:
+            loc = session.module_location(module)
+        except Exception:
+            loc = None
+        if loc and user_location(loc[0]):
+            return {}
+    sites = getattr(session, "user_sites", None)
+    if sites is None:
+        return {}
+    loc = sites.construction_site(label) if where == "construction" else sites.step_site(label)
+    return {"path": loc[0], "line": loc[1]} if loc else {}

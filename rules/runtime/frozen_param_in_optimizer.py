@@ -49,12 +49,14 @@ class FrozenParamInOptimizer(RuntimeCheck):
 
     def on_finish(self) -> None:
         from torch_audit.runtime.util import names_list
+        from torch_audit.runtime.source import optimizer_line  # imports torch
 
         for label, frozen in self._frozen.items():
             if not frozen:
                 continue
             items = [frozen[i] for i in sorted(frozen)]
             self.report(label, step=min(s for _, _, s in items), module=items[0][1],
+                        **optimizer_line(self.session, label, "construction"),
                         count=len(items), optimizer=label,
                         params=names_list([n for n, _, _ in items]))
         self._frozen = {}

@@ -78,7 +78,9 @@ class GradientsNotCleared(RuntimeCheck):
         if not stale:
             return
         from torch_audit.runtime.util import names_list
+        from torch_audit.runtime.source import optimizer_line  # imports torch
 
         names = [ctx.name(ctx.params[i], i) for i in stale]
         self.report(ctx.label, step=ctx.step, module=self.session.index.owner(ctx.params[stale[0]]),
+                    **optimizer_line(self.session, ctx.label),
                     count=len(stale), optimizer=ctx.label, params=names_list(names))

@@ -41,6 +41,7 @@ class NonFiniteGradient(RuntimeCheck):
         if not ctx.checked:
             return
         from torch_audit.runtime.util import names_list
+        from torch_audit.runtime.source import optimizer_line  # imports torch
 
         norms = ctx.grad_norms()
         params, has = ctx.params, ctx.has_grad
@@ -54,6 +55,7 @@ class NonFiniteGradient(RuntimeCheck):
             owner = index.owner(params[bad[0]])
             self.report(
                 ctx.label, step=ctx.step, module=owner, value=values[bad[0]],
+                **optimizer_line(self.session, ctx.label),
                 count=len(bad), optimizer=ctx.label, params=names_list(names),
             )
 

@@ -51,6 +51,7 @@ class NonFiniteParameter(RuntimeCheck):
         from torch_audit.runtime import dist
         from torch_audit.runtime.reduce import finite_sentinels
         from torch_audit.runtime.util import names_list
+        from torch_audit.runtime.source import optimizer_line  # imports torch
 
         tensors, labels = [], []
         state = ctx.optimizer.state if ctx.step % max(1, self.opts["state_every"]) == 0 else {}
@@ -83,6 +84,7 @@ class NonFiniteParameter(RuntimeCheck):
             first = labels[bad[0]][0]
             what = f"{len(bad)} tensor(s): {names_list(parts)} are" if len(bad) > 1 else f"{parts[0]} is"
             self.report(ctx.label, step=ctx.step, module=index.owner(params[first]),
+                        **optimizer_line(self.session, ctx.label),
                         value=values[bad[0]], what=what, optimizer=ctx.label)
 
         self.defer(stacked, check)

@@ -61,6 +61,7 @@ class TrainingInEvalMode(RuntimeCheck):
         if not seen:
             return
         from torch_audit.runtime.util import names_list
+        from torch_audit.runtime.source import optimizer_line  # imports torch
 
         updated = {id(p) for p, h in zip(ctx.params, ctx.has_grad) if h}
         index = self.session.index
@@ -69,4 +70,5 @@ class TrainingInEvalMode(RuntimeCheck):
                 continue
             names = [f"{index.name(m)} ({type(m).__name__})" for m in layers]
             self.report(index.name(root), step=ctx.step, module=root, optimizer=ctx.label,
+                        **optimizer_line(self.session, ctx.label),
                         root=index.name(root), layers=names_list(names))

@@ -50,6 +50,7 @@ class UnusedParameter(RuntimeCheck):
 
     def on_finish(self) -> None:
         from torch_audit.runtime.util import names_list
+        from torch_audit.runtime.source import optimizer_line  # imports torch
 
         groups: dict[tuple, list] = {}
         for (label, i), (name, owner, step) in sorted(self._never.items(), key=lambda kv: kv[0][1]):
@@ -60,6 +61,7 @@ class UnusedParameter(RuntimeCheck):
             owner, label = items[0][1], items[0][3]
             mname = self.session.index.name(owner) if owner is not None else "<unknown module>"
             self.report(f"{label}:{mname}", step=min(s for _, _, s, _ in items), module=owner,
+                        **optimizer_line(self.session, label, "construction", module=owner),
                         message=self.message.format(
                             count=len(items), module=mname, optimizer=label,
                             params=names_list([n for n, _, _, _ in items])))
