@@ -1,3 +1,5 @@
+import re
+
 import libcst as cst
 
 from torch_audit.findings import Severity
@@ -29,8 +31,11 @@ class FunctionalDropoutIgnoresEval(StaticRule):
 
     ## Known problems
     Monte Carlo dropout keeps dropout on at inference on purpose; say so with
-    `training=True`, which is not reported. A probability that is literally `0` is not reported
-    either.
+    `training=True`, which is not reported. Also not reported: a probability that is literally
+    `0`; a call under an `if` that tests a switch of its own (`if dropout_switch:`,
+    `if self.mc_dropout:`, `if training:`); and dropout that is on at inference by design and
+    said so (a Tacotron-style `Prenet`, or a class whose docstring or comments say its dropout
+    is always applied, even in evaluation).
 
     ## References
     - [torch.nn.functional.dropout](https://pytorch.org/docs/stable/generated/torch.nn.functional.dropout.html)
@@ -66,7 +71,37 @@ class FunctionalDropoutIgnoresEval(StaticRule):
                 continue
             if _is_static(method):
                 continue
+            if self._switched(call) or self._always_on(cls):
+                continue
             self.report(call.node, func=self.ctx.code(call.node.func), where=f"{cls.name}.{method.name}")
+
+
+    def _switched(self, call) -> bool:
+        """Under an ``if`` that tests a switch (``if dropout_switch:``, ``if self.mc_dropout:``,
+        ``if training:``): the code decides when dropout runs, by its own flag."""
+        for branch in call.stmt.branches:
+            test = getattr(branch, "test", None)
+            if test is not None and _SWITCH.search(self.ctx.code(test)):
+                return True
+        return False
+
+    def _always_on(self, cls) -> bool:
+        """Dropout that is on at inference by design, and said so: a Tacotron-style ``Prenet``,
+        or a class whose text states that its dropout is always applied."""
+        if "prenet" in cls.name.lower():
+            return True
+        return bool(_ALWAYS_ON.search(self.ctx.code(cls.node)))
+
+
+#: a test that switches dropout on or off at run time
+_SWITCH = re.compile(r"switch|training|\btrain\b|mc_|monte|uncertain|stochastic|determinis|sample", re.I)
+#: a statement that the dropout is deliberately always active
+_ALWAYS_ON = re.compile(
+    r"alway?s\s+(appl\w*\s+)?dropout|dropout\s+(is\s+)?(always|even\s+(in|during|at)\s+(eval|inference|test))"
+    r"|(appl\w*|keep\w*|use\w*)\s+dropout\s+(even\s+)?(in|during|at)\s+(eval|inference|test)"
+    r"|even\s+in\s+evaluation",
+    re.I,
+)
 
 
 def _is_zero(expr: cst.BaseExpression) -> bool:
