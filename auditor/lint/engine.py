@@ -38,6 +38,8 @@ class LintSettings:
     verbose: bool = False
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     report_unused_suppressions: bool = False
+    #: link the files into a project (see :mod:`torch_audit.lint.project`); False: each file alone
+    whole_program: bool = True
     #: the whole-program model the files' facts consult (not part of the fingerprint: a cached
     #: result records which summaries it read, see :mod:`torch_audit.lint.project`)
     project: Any = dataclasses.field(default=None, repr=False, compare=False)
@@ -60,6 +62,7 @@ class LintSettings:
             str(self.torch_version),
             str(self.max_file_bytes),
             str(self.report_unused_suppressions),
+            str(self.whole_program),
         ]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
@@ -94,12 +97,16 @@ class FileResult:
     skipped: bool = False
     #: the result may be cached (not an I/O failure)
     cacheable: bool = True
+    #: the other modules whose summaries the analysis read → their digests: a cached result is
+    #: valid only while they are unchanged
+    deps: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_cache(self) -> dict[str, Any]:
         return {
             "findings": [f.to_cache() for f in self.findings],
             "notes": self.notes,
             "skipped": self.skipped,
+            "deps": self.deps,
         }
 
     @classmethod
@@ -108,7 +115,10 @@ class FileResult:
         for item in data["findings"]:
             f = Finding.from_dict({**item, "path": path})
             findings.append(f)
-        return cls(path, findings, list(data.get("notes", [])), skipped=data.get("skipped", False))
+        deps = data.get("deps") or {}
+        if not isinstance(deps, dict) or not all(isinstance(v, str) for v in deps.values()):
+            raise ValueError("not a cache entry of ours")
+        return cls(path, findings, list(data.get("notes", [])), skipped=data.get("skipped", False), deps=deps)
 
 
 def _engine_rule(name: str) -> type[StaticRule]:
@@ -278,6 +288,9 @@ def _lint_text(path: str, source: str, settings: LintSettings, result: FileResul
     # interpreter knows, such as PEP 695 generics on Python 3.11: lint it)
 
     ctx = FileContext(path, source, module, settings)
+    project = ctx.project
+    if project is not None:
+        project.reads.clear()
     failed: dict[str, BaseException] = {}
     rules = [r for r in settings.rules if not getattr(r, "engine", False)]
     instances = [r(ctx, settings.options.get(r.name)) for r in rules]
@@ -362,6 +375,9 @@ def _lint_text(path: str, source: str, settings: LintSettings, result: FileResul
             )
     result.findings.extend(findings)
     result.findings.sort(key=lambda f: f.sort_key)
+    if project is not None:
+        own = project.module_of(path)
+        result.deps = {m: project.digest(m) for m in sorted(project.reads) if m != own}
     return result
 
 

@@ -125,6 +125,10 @@ def lint_files(
         if refused:
             warnings.append(refused)
             cache = None
+    #: every Python source read: the whole-program model is built from them
+    python_sources: dict[Path, bytes] = {}
+    #: cache hits whose analysis read other files' summaries: valid while those are unchanged
+    dependent_hits: dict[int, tuple[str, bytes, str | None]] = {}
     for i, path in enumerate(files):
         name = str(path)
         try:
@@ -132,6 +136,8 @@ def lint_files(
         except OSError as exc:
             warnings.append(f"{name}: cannot read: {exc.strerror or exc}")
             continue
+        if path.suffix in (".py", ".pyi"):
+            python_sources[path] = data
         if len(data) <= settings.max_file_bytes and not mentions_trigger(data, triggers):
             results[i] = FileResult(name, skipped=True)
             continue
@@ -141,8 +147,20 @@ def lint_files(
             cached = _from_cache(name, hit) if hit is not None else None
             if cached is not None:
                 results[i] = cached
+                if cached.deps:
+                    dependent_hits[i] = (name, data, key)
                 continue
         todo.append((i, name, data, key))
+
+    if settings.whole_program and settings.project is None and python_sources:
+        from torch_audit.lint.project import build_project
+
+        settings.project = build_project(list(python_sources), cache=cache, contents=python_sources)
+    if settings.project is not None:
+        for i, (name, data, key) in dependent_hits.items():
+            if any(settings.project.digest(m) != d for m, d in results[i].deps.items()):
+                del results[i]  # a module it read changed: lint it again
+                todo.append((i, name, data, key))
 
     done = len(results)
     if on_progress:

@@ -137,6 +137,9 @@ class BiasBeforeNorm(StaticRule):
                 if len(sources) != 1 or sources[0].kind != "module":
                     continue
                 layer = sources[0].node
+                if layer is None or sources[0].remote is not None:
+                    self._helper_built(cls, sub, sources[0], arg.value, forward, c, uses)
+                    continue
                 producer = next((s for s in subs.values() if s.ctor is layer), None)
                 if (
                     producer is not None
@@ -147,6 +150,47 @@ class BiasBeforeNorm(StaticRule):
                     and _single_use(arg.value, forward, c.stmt.index)
                 ):
                     report(layer, f"self.{producer.attr}", f"self.{sub.attr}")
+
+
+    def _helper_built(self, cls, sub, source, arg, forward, call, uses) -> None:
+        """``self.conv1 = conv3x3(c, c)``: a helper (of this file or another) builds the layer.
+
+        Reported at the helper call in ``__init__``, naming the helper and where it is; no fix
+        (the bias is set inside the helper, which other layers may share)."""
+        obj = source.remote
+        if obj is None or getattr(obj, "kind", None) != "torch" or obj.name not in BIASED_LAYERS:
+            return
+        attr = _applied_attr(arg, forward, call.stmt.index)
+        producer = cls.submodules.get(attr) if attr else None
+        if (
+            producer is None
+            or uses.get(producer.attr, 0) != 1
+            or not _used_only_in_forward(cls, producer.attr)
+            or not _single_use(arg, forward, call.stmt.index)
+        ):
+            return
+        known, value = obj.literal_argument(BIASED_LAYERS[obj.name], "bias", default=True)
+        if not known or value is not True:
+            return
+        layer = f"self.{producer.attr}"
+        message = (
+            f"`{layer}` has a bias (an nn.{obj.name.rsplit('.', 1)[-1]} built in {source.evidence}), "
+            f"but its output goes straight into `self.{sub.attr}`, which cancels it"
+        )
+        self.report(producer.ctor, message=message, layer=layer, norm=f"self.{sub.attr}")
+
+
+def _applied_attr(expr: cst.BaseExpression, forward, at: int) -> str | None:
+    """The ``self.<attr>`` layer whose output ``expr`` is: ``self.conv(x)``, or a variable
+    assigned from it."""
+    if isinstance(expr, cst.Name):
+        defining = forward.reaching(expr.value, at)
+        if defining is None or defining.kind != "assign":
+            return None
+        expr = defining.value
+    if isinstance(expr, cst.Call):
+        return _self_attr(expr.func, forward)
+    return None
 
 
 def _self_attr(func: cst.BaseExpression, scope) -> str | None:

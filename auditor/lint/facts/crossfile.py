@@ -39,7 +39,9 @@ class CrossFile:
         self.project: Project | None = getattr(ctx, "project", None)
         self.module: str | None = self.project.module_of(ctx.path) if self.project is not None else None
         if self.project is not None and self.module is None:
-            self.project = None  # a file the project does not know (stdin, a notebook)
+            # a file the project did not discover (a notebook's code): it sees the project's
+            # modules, and nobody calls into it
+            self.module = self.project.add_script(ctx.path, ctx.source)
 
     @property
     def active(self) -> bool:
@@ -53,7 +55,7 @@ class CrossFile:
         absolute = self.project.absolute(self.module, qualname)  # type: ignore[arg-type]
         if absolute is None:
             return None
-        hit = self.project.resolve_qualified(absolute)
+        hit = self.project.resolve_qualified(absolute, self.module)  # type: ignore[arg-type]
         if hit is None or hit[0] in ("external", "module"):
             return None
         return hit

@@ -69,6 +69,10 @@ class Event:
     #: ``subject`` as the function that owns the events names it: a helper's parameter is
     #: replaced by the argument passed at the helper call (None when that is not a dotted name)
     caller_subject: str | None = None
+    #: for an event of a helper in another file: where it is
+    #: (:class:`torch_audit.lint.project.model.Evidence`); ``stmt`` is then a
+    #: :class:`RemoteStatement` and ``node`` the local helper call
+    remote: object | None = None
 
     def __post_init__(self) -> None:
         if self.via is not None and not self.chain:
@@ -157,6 +161,30 @@ class Event:
             arg = call.arg(0, "optimizer")
             return dotted(arg.value) if arg is not None else None
         return self.subject
+
+
+@dataclasses.dataclass(eq=False)
+class RemoteStatement:
+    """Where an event of another file's helper happens, as far as the local questions go: how
+    many loops and branches surround it there (and on the way to it), and its grad mode."""
+
+    index: int
+    loops: tuple = ()
+    branches: tuple = ()
+    withs: tuple = ()
+    tries: tuple = ()
+    scope: None = None
+    node: None = None
+
+    @property
+    def loop(self) -> None:
+        return None
+
+    def inside(self, loop: Loop) -> bool:
+        return False
+
+
+_GRAD_WITH = {False: (("torch.no_grad", None),), True: (("torch.enable_grad", None),)}
 
 
 class TrainingFacts:
@@ -284,7 +312,10 @@ class TrainingFacts:
         merged = list(own)
         for call in scope.calls:
             helper = self.helper_of(call)
-            if helper is None or helper is scope:
+            if helper is None:
+                merged.extend(self._remote_events(call, depth))
+                continue
+            if helper is scope:
                 continue
             for e in self.function_events(helper, depth - 1):
                 merged.append(
@@ -297,6 +328,43 @@ class TrainingFacts:
                 )
         merged.sort(key=lambda e: e.index)
         return merged
+
+    def _remote_events(self, call: Call, depth: int) -> list[Event]:
+        """Events of a helper defined in another file (through the project's summaries)."""
+        cross = self.ctx.crossfile
+        if not cross.active:
+            return []
+        remote = cross.helper_events(call, depth - 1)
+        if not remote:
+            return []
+        from torch_audit.lint.facts.crossfile import subject_text
+        from torch_audit.lint.project.model import render
+
+        hit = cross.resolve(call.qualname)
+        params = hit[1].get("params", []) if hit is not None else []
+        is_method = bool(hit is not None and hit[1].get("cls"))
+        out = []
+        for e in remote:
+            stmt = RemoteStatement(
+                call.stmt.index,
+                loops=(None,) * e.loops,
+                branches=(None,) * e.branches,
+                withs=_GRAD_WITH.get(e.grad, ()),  # type: ignore[arg-type]
+            )
+            subject = render(e.record["s"]) if e.record.get("s") else None
+            out.append(
+                Event(
+                    e.kind,
+                    call.node,
+                    stmt,  # type: ignore[arg-type]
+                    subject,
+                    via=call,
+                    chain=(call,),
+                    caller_subject=subject_text(e.subject, params, call, is_method),
+                    remote=e.evidence,
+                )
+            )
+        return out
 
     def loop_events(self, loop: Loop, depth: int = 1) -> list[Event]:
         """Events whose statement (or helper call) is inside ``loop``, in order."""
@@ -312,6 +380,12 @@ class TrainingFacts:
 
     def describe(self, event: Event) -> str:
         """``optimizer.step() at line 12`` (``, through train_step() at line 30`` for a helper)."""
+        if event.remote is not None:
+            method = {"sched_step": "step", "clip": "clip_grad_norm_", "unscale": "unscale_"}.get(event.kind, event.kind)
+            what = f"`{event.subject}.{method}()`" if event.subject else f"`{method}()`"
+            helper = dotted(event.via.node.func) if event.via is not None else None
+            line = self.ctx.position(event.site_node).start.line
+            return f"{what} in {event.remote} ({helper or 'a helper'}() called at line {line})"
         if event.call is not None:
             whole = " ".join(self.ctx.code(event.call.node).split())
             if len(whole) <= 50:

@@ -115,31 +115,29 @@ def build_project(
     queue: list[str] = []
     for path in paths:
         if path.suffix in (".py", ".pyi"):
-            module = project.add_file(path)
-            if module is not None:
-                queue.append(module)
+            queue.append(project.add_file(path))
     # the local modules they import, transitively (read and summarised, never reported on)
     seen = set(queue)
     extra = 0
     while queue and extra < MAX_IMPORTED_FILES:
-        module = queue.pop()
-        summary = project.summary(module)
+        key = queue.pop()
+        summary = project.summary(key)
         if summary is None:
             continue
-        targets = list(summary["imports"].values()) + list(summary["stars"])
-        for target in targets:
-            absolute = project.absolute(module, target)
+        for target in [*summary["imports"].values(), *summary["stars"]]:
+            absolute = project.absolute(key, target)
             if absolute is None:
                 continue
             parts = absolute.split(".")
             for i in range(len(parts), 0, -1):
-                candidate = ".".join(parts[:i])
-                if candidate in seen:
-                    break
-                if layout.find(candidate) is not None:
-                    seen.add(candidate)
-                    queue.append(candidate)
+                found = project.find(".".join(parts[:i]), key)
+                if found is None:
+                    continue
+                if found not in seen:
+                    seen.add(found)
+                    queue.append(found)
+                    project.summary(found)
                     extra += 1
-                    break
+                break
     project.freeze()
     return project

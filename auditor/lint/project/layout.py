@@ -77,10 +77,15 @@ class Layout:
         key = module if near is None else f"{near}|{module}"
         if key in self._found:
             return self._found[key]
-        roots = list(self.roots)
-        if near is not None:
-            roots.insert(0, near)
         rel = Path(*module.split("."))
+        if near is not None:
+            # the importing file's own root comes first on sys.path (a script's directory, or
+            # the directory holding its top-level package): a hit there wins
+            for candidate in (near / rel.with_suffix(".py"), near / rel / "__init__.py"):
+                if _is_file(candidate):
+                    self._found[key] = _absolute(candidate)
+                    return self._found[key]
+        roots = [r for r in self.roots if r != near]
         hits: set[Path] = set()
         head, _, rest = module.partition(".")
         if head in self.aliases:

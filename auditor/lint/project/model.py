@@ -80,19 +80,18 @@ class Obj:
     frame: Frame | None = None
     evidence: Evidence | None = None
 
-    def literal_argument(self, position: int | None, keyword: str) -> tuple[bool, Any]:
-        """(known, value) of a literal constructor argument; (True, default-marker) when absent."""
+    def literal_argument(self, position: int | None, keyword: str, default: Any = None) -> tuple[bool, Any]:
+        """(known, value) of a literal constructor argument (``default`` when it is not passed);
+        (False, None) when it is passed as something not known to be a literal."""
         value = self.kwargs.get(keyword)
         if value is None and position is not None and position < len(self.args):
             value = self.args[position]
         if value is None:
             if "**" in self.kwargs or any(a == ["*"] for a in self.args):
                 return False, None
-            return True, _ABSENT
+            return True, default
         return _literal_of(value, self.frame)
 
-
-_ABSENT = object()
 UNKNOWN_OBJ = Obj("unknown")
 
 
@@ -152,40 +151,34 @@ class Project:
         self.layout = layout
         self._load = load
         self._display = display
+        # A module is known by its file's absolute path (its *key*): two projects linted together
+        # may both have a top-level `layers.py`, and each script imports its own.
         self._summaries: dict[str, dict | None] = {}
-        self._paths: dict[str, Path] = {}
-        self._modules_of: dict[Path, str] = {}
+        #: key → dotted module name (for relative imports), None for a script outside packages
+        self._names: dict[str, str | None] = {}
         self._call_index: dict[tuple[str, str], list[CallSite]] | None = None
-        #: module names whose summaries the current file's analysis read (for the cache)
+        self._digests: dict[str, str] = {}
+        #: keys of the modules whose summaries the current file's analysis read (for the cache)
         self.reads: set[str] = set()
 
     # -- files and modules -------------------------------------------------------------------------
-    def add_file(self, path: Path) -> str | None:
-        """Make a file part of the project (summarised now); returns its module name."""
-        path = Path(path).absolute()
-        module = self._modules_of.get(path)
-        if module is None:
-            module = self.layout.module_name(path)
-            if module is None:
-                module = f"<script {path}>"
-            self._modules_of[path] = module
-            self._paths.setdefault(module, path)
-        self.summary(module)
-        return module
+    def add_file(self, path: Path) -> str:
+        """Make a file part of the project (summarised now); returns its key."""
+        key = str(Path(path).absolute())
+        if key not in self._names:
+            self._names[key] = self.layout.module_name(Path(key))
+        self.summary(key)
+        return key
 
     def module_of(self, path: str | Path) -> str | None:
-        return self._modules_of.get(Path(path).absolute())
+        """The key of a file of the project, or None."""
+        key = str(Path(path).absolute())
+        return key if key in self._names else None
 
-    def summary(self, module: str) -> dict | None:
-        if module in self._summaries:
-            return self._summaries[module]
-        path = self._paths.get(module) or self.layout.find(module)
-        summary = self._load(path) if path is not None else None
-        if path is not None:
-            self._paths[module] = path
-            self._modules_of.setdefault(path, module)
-        self._summaries[module] = summary
-        return summary
+    def summary(self, key: str) -> dict | None:
+        if key not in self._summaries:
+            self._summaries[key] = self._load(Path(key))
+        return self._summaries[key]
 
     def freeze(self) -> None:
         """Index the calls of every file summarised so far. Call sites come from these files
@@ -193,37 +186,71 @@ class Project:
         worker process sees the same callers whatever order it lints its files in."""
         self._call_index = self._build_call_index()
 
-    def path_of(self, module: str) -> str:
-        path = self._paths.get(module)
-        return self._display(path) if path is not None else module
+    def digest(self, key: str) -> str:
+        """A hash of a module's summary: what cached results of its dependents are checked
+        against."""
+        digest = self._digests.get(key)
+        if digest is None:
+            from torch_audit.lint.project import summary_digest
 
-    def _read(self, module: str) -> dict | None:
-        self.reads.add(module)
-        return self.summary(module)
+            digest = summary_digest(self.summary(key))
+            self._digests[key] = digest
+        return digest
+
+    def add_script(self, path: str | Path, source: str) -> str:
+        """Make a file the project did not discover (a notebook's code) part of it."""
+        from torch_audit.lint.project.summary import summarize_source
+
+        key = str(Path(path).absolute())
+        if key not in self._names:
+            self._names[key] = None
+            self._summaries[key] = summarize_source(source)
+        return key
+
+    def path_of(self, key: str) -> str:
+        return self._display(Path(key))
+
+    def _read(self, key: str) -> dict | None:
+        self.reads.add(key)
+        return self.summary(key)
 
     # -- names ----------------------------------------------------------------------------------------
-    def absolute(self, module: str, name: str) -> str | None:
-        """A possibly relative dotted name as written in ``module`` → an absolute one."""
+    def absolute(self, key: str, name: str) -> str | None:
+        """A possibly relative dotted name as written in the module ``key`` → an absolute one."""
         if not name.startswith("."):
             return name
+        module = self._names.get(key)
+        if module is None:
+            return None  # a relative import outside a package fails in Python too
         level = len(name) - len(name.lstrip("."))
         rest = name[level:]
-        path = self._paths.get(module)
-        is_package = path is not None and path.name == "__init__.py"
+        is_package = key.endswith("__init__.py")
         parts = module.split(".")
         keep = len(parts) - level + (1 if is_package else 0)
-        if keep <= 0 and not rest:
+        if keep <= 0:
             return None
-        base = parts[: max(keep, 0)]
-        return ".".join([*base, rest] if rest else base) or None
+        base = parts[:keep]
+        return ".".join([*base, rest] if rest else base)
 
-    def resolve(self, module: str, dotted: str, depth: int = 0) -> tuple[str, Any, str] | None:
-        """What ``dotted`` (as written in ``module``) is: ``("function", summary, module)``,
-        ``("class", summary, module)``, ``("value", def, module)``, ``("module", None, name)``,
+    def find(self, module: str, near: str) -> str | None:
+        """The key of the project module ``module`` as imported from the file ``near``."""
+        from torch_audit.lint.project.layout import package_root
+
+        path = self.layout.find(module, package_root(Path(near).parent))
+        if path is None:
+            return None
+        key = str(path)
+        if key not in self._names:
+            self._names[key] = self.layout.module_name(path) or module
+        return key
+
+    def resolve(self, key: str, dotted: str, depth: int = 0) -> tuple[str, Any, str] | None:
+        """What ``dotted`` (as written in the module ``key``) is: ``("function", summary,
+        key)``, ``("class", summary, key)``, ``("value", def, key)``, ``("module", None, key)``,
         ``("external", None, qualname)``, or None when unknown."""
         if depth > 8:
             return None
-        summary = self._read(module)
+        summary = self._read(key)
         if summary is None:
             return None
         head, _, rest = dotted.partition(".")
@@ -232,49 +259,44 @@ class Project:
             kind = found.get("kind")
             if kind == "class":
                 if not rest:
-                    return ("class", dict(found, name=head), module)
+                    return ("class", dict(found, name=head), key)
                 method = found["methods"].get(rest)
-                return ("function", dict(method, cls=head), module) if method is not None else None
+                return ("function", dict(method, cls=head), key) if method is not None else None
             if rest:
                 return None
             if kind == "value":
-                return ("value", dict(found, name=head), module)
-            return ("function", dict(found, name=head), module)
+                return ("value", dict(found, name=head), key)
+            return ("function", dict(found, name=head), key)
         target = summary["imports"].get(head)
         if target is not None:
-            absolute = self.absolute(module, target)
+            absolute = self.absolute(key, target)
             if absolute is None:
                 return None
-            return self.resolve_qualified(f"{absolute}.{rest}" if rest else absolute, depth + 1)
+            return self.resolve_qualified(f"{absolute}.{rest}" if rest else absolute, key, depth + 1)
         for star in summary["stars"]:
-            absolute = self.absolute(module, star)
-            if absolute is None or self.layout.find(absolute) is None:
+            absolute = self.absolute(key, star)
+            star_key = self.find(absolute, key) if absolute else None
+            if star_key is None:
                 continue
-            hit = self.resolve(absolute, dotted, depth + 1)
+            hit = self.resolve(star_key, dotted, depth + 1)
             if hit is not None:
                 return hit
         return None
 
-    def resolve_qualified(self, qualname: str, depth: int = 0) -> tuple[str, Any, str] | None:
+    def resolve_qualified(self, qualname: str, near: str, depth: int = 0) -> tuple[str, Any, str] | None:
+        """An absolute dotted name imported in the file ``near``: the longest prefix that is a
+        project module, then names inside it; ``external`` when no prefix is."""
         parts = qualname.split(".")
         for i in range(len(parts), 0, -1):
-            module = ".".join(parts[:i])
-            if self._read_if_project(module) is None:
+            key = self.find(".".join(parts[:i]), near)
+            if key is None:
                 continue
             rest = ".".join(parts[i:])
             if not rest:
-                return ("module", None, module)
-            return self.resolve(module, rest, depth + 1)
+                return ("module", None, key)
+            return self.resolve(key, rest, depth + 1)
         return ("external", None, canonical(qualname))
 
-    def _read_if_project(self, module: str) -> dict | None:
-        if module not in self._summaries and module not in self._paths and self.layout.find(module) is None:
-            return None
-        return self._read(module)
-
-    def is_project_name(self, module: str, qualname: str) -> bool:
-        hit = self.resolve_qualified(self.absolute(module, qualname) or qualname)
-        return hit is not None and hit[0] != "external"
 
     # -- classes ----------------------------------------------------------------------------------------
     def class_bases(self, module: str, cls: dict, depth: int = 0) -> list[tuple[str, Any, str] | None]:
