@@ -1,4 +1,5 @@
-"""deprecated-torch-argument: the message's advice and the fix load the same weights.
+"""Advice in messages (issue 16): deprecated-torch-argument recommends the weights its fix writes;
+unused-submodule speaks of parameters only for layers that have them.
 
 `pretrained=True` loads the builder's first (legacy) weights; `weights="DEFAULT"` may load newer,
 different ones. A message recommending DEFAULT next to a fix writing IMAGENET1K_V1 would tell the
@@ -40,3 +41,28 @@ def test_true_without_a_known_legacy_value_does_not_recommend_default():
     message = detection[0].message
     assert "Weights.DEFAULT" not in message and "IMAGENET1K_V1" not in message
     assert "may be newer, different weights" in message
+
+
+UNUSED = b"""\
+import torch.nn as nn
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.MaxPool2d(2)
+        self.loss = nn.MSELoss()
+        self.proj = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(x)
+"""
+
+
+def test_unused_submodule_speaks_of_parameters_only_for_layers_that_have_them():
+    rule = load_catalog().get("TA206")
+    found = {f.line: f.message for f in lint_source("t.py", UNUSED, LintSettings(rules=[rule])).findings}
+    assert set(found) == {7, 8, 9}
+    assert "parameters" not in found[7] and "parameters" not in found[8]  # MaxPool2d, MSELoss
+    assert "its parameters never get a gradient" in found[9]  # Linear
