@@ -1,6 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
+from torch_audit.lint.facts.index import argument
 from torch_audit.lint.facts.names import dotted
 from torch_audit.lint.facts.tensors import PARAMETER, tensors
 from torch_audit.rule import StaticRule
@@ -28,7 +29,9 @@ class ParamUpdateWithoutNoGrad(StaticRule):
     of `m.named_parameters()`, `group["params"]` of `optimizer.param_groups`, and
     `nn.Parameter` attributes. An update in a function with any decorator, or in a helper whose
     callers in the file all run it under `no_grad`, is not reported. Updates through `p.data`
-    are deliberately outside this rule.
+    are deliberately outside this rule. Parameters that never require grad are not reported:
+    `nn.Parameter(..., requires_grad=False)`, a parameter whose every `requires_grad` switch
+    in the file turns it off, and updates under `if not p.requires_grad:`.
 
     ## References
     - [torch.no_grad](https://pytorch.org/docs/stable/generated/torch.no_grad.html)
@@ -44,6 +47,7 @@ class ParamUpdateWithoutNoGrad(StaticRule):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._pending: list = []
+        self._switches: list[tuple[str, bool | None]] | None = None
 
     def visit_AugAssign(self, node: cst.AugAssign) -> None:
         op = _AUG_OPS.get(type(node.operator).__name__)
@@ -73,9 +77,28 @@ class ParamUpdateWithoutNoGrad(StaticRule):
         for node, target, op, stmt, scope in self._pending:
             if tensors(self.ctx).kind(target, scope, stmt.index) != PARAMETER:
                 continue
+            if self._never_requires_grad(target, scope, stmt.index) or _under_no_grad_test(stmt, target):
+                continue
             if self.ctx.grad_enabled(stmt) is None and not self._grad_surely_on(scope):
                 continue
             self.report(node, param=dotted(target) or self.ctx.code(target), op=op)
+
+    def _never_requires_grad(self, target: cst.BaseExpression, scope, at: int) -> bool:
+        """``nn.Parameter(..., requires_grad=False)``, or a parameter switched off with
+        ``.requires_grad_(False)`` / ``.requires_grad = False`` and never switched back: a
+        tensor autograd never records, updated in place legitimately."""
+        src = self.ctx.dataflow.constructor_source(target, scope, at)
+        if src is not None and src.qualname in _PARAMETER_CLASSES and isinstance(src.node, cst.Call):
+            flag = argument(src.node, 1, "requires_grad")
+            if flag is not None and isinstance(flag.value, cst.Name) and flag.value.value == "False":
+                return True
+        name = dotted(target)
+        if name is None:
+            return False
+        if self._switches is None:
+            self._switches = _grad_switches(self.ctx.module)
+        switches = [value for subject, value in self._switches if subject == name]
+        return bool(switches) and all(v is False for v in switches)
 
     def _grad_surely_on(self, scope) -> bool:
         """No decorator anywhere up the function chain, and not every caller uses no_grad."""
@@ -92,3 +115,50 @@ class ParamUpdateWithoutNoGrad(StaticRule):
         if callers and all(self.ctx.grad_enabled(c.stmt) is False for c in callers):
             return False
         return True
+
+
+_PARAMETER_CLASSES = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
+
+
+def _grad_switches(module: cst.Module) -> list[tuple[str, bool | None]]:
+    """Every ``x.requires_grad_(flag)`` and ``x.requires_grad = flag`` of the file:
+    (``x`` as written, the literal flag or None)."""
+    out: list[tuple[str, bool | None]] = []
+    stack: list[cst.CSTNode] = [module]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "requires_grad_":
+            subject = dotted(node.func.value)
+            flag = argument(node, 0, "requires_grad")
+            if subject is not None:
+                out.append((subject, True if flag is None else _literal_bool(flag.value)))
+        elif isinstance(node, cst.Assign):
+            for t in node.targets:
+                if isinstance(t.target, cst.Attribute) and t.target.attr.value == "requires_grad":
+                    subject = dotted(t.target.value)
+                    if subject is not None:
+                        out.append((subject, _literal_bool(node.value)))
+        stack.extend(node.children)
+    return out
+
+
+def _literal_bool(expr: cst.BaseExpression) -> bool | None:
+    if isinstance(expr, cst.Name) and expr.value in ("True", "False"):
+        return expr.value == "True"
+    return None
+
+
+def _under_no_grad_test(stmt, target: cst.BaseExpression) -> bool:
+    """``if not p.requires_grad: p.add_(...)``: the update runs only for tensors without grad."""
+    name = dotted(target)
+    for branch in stmt.branches:
+        test = getattr(branch, "test", None)
+        if (
+            isinstance(test, cst.UnaryOperation)
+            and isinstance(test.operator, cst.Not)
+            and isinstance(test.expression, cst.Attribute)
+            and test.expression.attr.value == "requires_grad"
+            and dotted(test.expression.value) == name
+        ):
+            return True
+    return False
