@@ -29,6 +29,71 @@ _worker_sources: list[tuple[str, bytes, str | None]] = []
 _worker_cache: Cache | None = None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the parent where Ctrl-C raises KeyboardInterrupt, so that it gets the
+    same clean-up (cancel, reap the workers); the command exits with :attr:`exit_code`."""
+
+    exit_code = 128 + 15
+    message = "terminated"
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+class _SigtermRaises:
+    """While linting, SIGTERM raises :class:`Terminated` in the main thread (elsewhere, e.g. a
+    language server linting in a thread, the signal keeps its handler)."""
+
+    def __enter__(self) -> None:
+        import signal
+        import threading
+
+        self.previous = None
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
+            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+                self.previous = signal.signal(signal.SIGTERM, _raise_terminated)
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker must not outlive its parent: one killed with SIGKILL leaves its workers blocked
+    forever on a pipe write nobody reads. On Linux the kernel sends SIGTERM when the parent
+    dies (PR_SET_PDEATHSIG); elsewhere a thread watches the parent's pid."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # forked with the parent's handler
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no libc symbol
+            _watch_parent(parent)
+    else:  # pragma: no cover - not Linux
+        _watch_parent(parent)
+    if os.getppid() != parent:  # the parent died before the death signal was armed
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:  # pragma: no cover - not Linux
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="torch-audit-parent-watch", daemon=True).start()
+
+
 def default_jobs() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -37,7 +102,7 @@ def default_jobs() -> int:
 
 
 def _init_worker(
-    settings: LintSettings, sources: list[tuple[str, bytes, str | None]], cache: Cache | None
+    settings: LintSettings, sources: list[tuple[str, bytes, str | None]], cache: Cache | None, parent: int
 ) -> None:
     global _worker_settings, _worker_sources, _worker_cache
     _worker_settings, _worker_sources, _worker_cache = settings, sources, cache
@@ -45,6 +110,7 @@ def _init_worker(
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
 
 
 def _lint_task(indices: list[int]) -> list[FileResult]:
@@ -115,7 +181,21 @@ def lint_files(
     cache: Cache | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[list[FileResult], list[str]]:
-    """Lint ``files``; returns their results (in input order) and I/O warnings."""
+    """Lint ``files``; returns their results (in input order) and I/O warnings.
+
+    SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) meanwhile."""
+    with _SigtermRaises():
+        return _lint_files(files, settings, jobs=jobs, cache=cache, on_progress=on_progress)
+
+
+def _lint_files(
+    files: Iterable[Path],
+    settings: LintSettings,
+    *,
+    jobs: int,
+    cache: Cache | None,
+    on_progress: Callable[[int], None] | None,
+) -> tuple[list[FileResult], list[str]]:
     results: dict[int, FileResult] = {}
     warnings: list[str] = []
     todo: list[tuple[int, str, bytes, str | None]] = []
@@ -205,13 +285,24 @@ def _lint_in_pool(
     todo = sorted(todo, key=lambda item: -len(item[2]))
     sources = [(name, data, key) for _, name, data, key in todo]
     pool = ProcessPoolExecutor(
-        max_workers=jobs, mp_context=_context(), initializer=_init_worker, initargs=(settings, sources, cache)
+        max_workers=jobs,
+        mp_context=_context(),
+        initializer=_init_worker,
+        initargs=(settings, sources, cache, os.getpid()),
     )
     try:
         tasks = {pool.submit(_lint_task, task): task for task in _tasks([len(d) for _, d, _ in sources])}
         for future in as_completed(tasks):
             for position, result in zip(tasks[future], future.result()):
                 finished(todo[position][0], result)
+    except Terminated:
+        # Asked to stop now: the files in progress are not worth waiting for (Ctrl-C, below,
+        # lets them finish, which also lets their cache entries be written).
+        import multiprocessing
+
+        for worker in multiprocessing.active_children():
+            worker.terminate()
+        raise
     finally:
         # On an error or Ctrl-C, drop the tasks no worker has started instead of finishing them.
         pool.shutdown(wait=True, cancel_futures=True)
