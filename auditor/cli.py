@@ -54,7 +54,7 @@ class _Group(click.Group):
     """Commands load lazily: `run` imports the runtime (and torch) only when it is used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return ["lint", "run", "rules", "rule"]
+        return ["lint", "run", "rules", "rule", "server"]
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
@@ -120,17 +120,51 @@ OUTPUT_FORMATS = ("text", "full", "json", "sarif", "github", "gitlab", "junit")
               help="Apply the excludes to files named explicitly too (for pre-commit, which names every file).")
 @click.option("--show-settings", is_flag=True, help="Print the resolved settings, where each came from, and exit.")
 @click.option("--show-files", is_flag=True, help="Print the files that would be linted (and what the excludes skipped), and exit.")
+@click.option("--fail-on", type=click.Choice(["info", "warning", "error"]), default=None,
+              help="Exit 1 only for findings at or above this severity (default: info, any finding); the others are still shown.")
+@click.option("--add-noqa", is_flag=True, help="Add a `# torch-audit: ignore[CODE]` comment to every current finding.")
+@click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path),
+              help="Report only the findings this baseline file does not record.")
+@click.option("--write-baseline", type=click.Path(dir_okay=False, path_type=Path),
+              help="Record the current findings in this baseline file (JSON) and exit 0.")
+@click.option("--stdin-filename", type=str, default=None,
+              help="Read the source from standard input (PATHS absent or `-`) and lint it as this file: its "
+                   "configuration, per-file-ignores and excludes apply; --fix prints the fixed source.")
 @click.option("-v", "--verbose", is_flag=True, help="Name the configuration file; print tracebacks of internal errors.")
 @click.option("-q", "--quiet", is_flag=True, help="Print findings only, no summary or notes.")
 def lint(paths: tuple[str, ...], **opts: Any) -> None:
     """Check PATHS (default: the current directory) statically."""
+    _check_adoption_options(opts)
     from torch_audit.lint import gc_paused
 
     with gc_paused():  # imports libcst
         from torch_audit.lint.command import run_lint
 
-    code = run_lint(list(paths) or ["."], **opts)
+    code = run_lint(_stdin_paths(list(paths), opts) or ["."], **opts)
     sys.exit(code)
+
+
+def _stdin_paths(paths: list[str], opts: dict[str, Any]) -> list[str]:
+    """Standard input is read, as Ruff does, when PATHS is `-`, or absent with --stdin-filename;
+    its name (`-` without --stdin-filename) then stands for the paths."""
+    if paths not in ([], ["-"]) or (not paths and opts.get("stdin_filename") is None):
+        opts["stdin_filename"] = None  # files named: they are linted, standard input is not read
+        return paths
+    if opts.get("stdin_filename") is None:
+        opts["stdin_filename"] = "-"
+    if opts.get("add_noqa"):
+        raise _fail("--add-noqa needs files to edit, not standard input")
+    return [opts["stdin_filename"]]
+
+
+def _check_adoption_options(opts: dict[str, Any]) -> None:
+    """--add-noqa, --baseline and --write-baseline each change what a run does: one at a time,
+    and not with --fix/--diff (which would rewrite the lines they key on)."""
+    chosen = [name for name, key in (("--add-noqa", "add_noqa"), ("--baseline", "baseline"),
+              ("--write-baseline", "write_baseline"), ("--fix", "fix"), ("--diff", "diff")) if opts.get(key)]
+    adoption = [c for c in chosen if c not in ("--fix", "--diff")]
+    if adoption and len(chosen) > 1:
+        raise _fail(f"{chosen[0]} cannot be combined with {chosen[1]}")
 
 
 @cli.command("rules")
@@ -190,6 +224,17 @@ def rule_command(code_or_name: str, fmt: str) -> None:
         hint = catalog.did_you_mean(code_or_name) or " (see `torch-audit rules`)"
         raise _fail(f"unknown rule {code_or_name!r}{hint}")
     click.echo(rule_page(rule, markdown=fmt == "markdown"), nl=False)
+
+
+@cli.command("server")
+def server_command() -> None:
+    """Run the Language Server (LSP) on standard input/output, for editors."""
+    try:
+        from torch_audit.lsp import main as serve
+    except ImportError as exc:
+        raise _fail(f"the language server needs pygls ({exc}); install the server extra: "
+                    "pip install 'torch-audit[server]'") from None
+    serve()
 
 
 def main(argv: list[str] | None = None, prog_name: str = "torch-audit") -> None:

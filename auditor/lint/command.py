@@ -76,6 +76,23 @@ def _resolve_selection(paths: list[str], opts: dict[str, Any], catalog):
     return config, rules, per_file_ignored(config, catalog)
 
 
+def _pfi_codes(pfi: list[tuple[pathspec.PathSpec, set[str]]], path: str, root: Path) -> frozenset[str]:
+    """The codes per-file-ignores drop for ``path``."""
+    if not pfi:
+        return frozenset()
+    rel = _relative(path, root)
+    return frozenset(code for spec, codes in pfi if spec.match_file(rel) for code in codes)
+
+
+def fails(findings: list[Finding], fail_on: str | None) -> bool:
+    """Whether ``findings`` fail the run: one at or above ``--fail-on`` (by default ``info``,
+    so that any finding fails)."""
+    from torch_audit.findings import Severity
+
+    threshold = Severity.parse(fail_on or "info").rank
+    return any(f.severity.rank >= threshold for f in findings)
+
+
 def run_lint(paths: list[str], **opts: Any) -> int:
     from torch_audit.report import color_wanted, render
 
@@ -122,6 +139,12 @@ def run_lint(paths: list[str], **opts: Any) -> int:
 
         write_output(show_settings(config, opts, rules, torch_version, catalog), None)
         return EXIT_OK
+
+    if opts.get("stdin_filename") is not None:
+        from torch_audit.lint.stdin import run_stdin
+
+        return run_stdin(opts["stdin_filename"], opts, config=config, catalog=catalog, rules=rules, pfi=pfi,
+                         torch_version=torch_version)
 
     exclude = list(opts.get("exclude") or ()) or config.exclude
     try:
@@ -172,11 +195,11 @@ def run_lint(paths: list[str], **opts: Any) -> int:
         results, read_warnings = lint_files(
             found.files, settings, jobs=jobs, cache=cache, on_progress=progress
         )
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (the runner's Terminated)
+    except KeyboardInterrupt:
         if progress:
             progress.close()
-        _err(f"torch-audit: {getattr(exc, 'message', 'interrupted')}")
-        return getattr(exc, "exit_code", 130)
+        _err("torch-audit: interrupted")
+        return 130
     if progress:
         progress.close()
     for w in read_warnings:
@@ -201,6 +224,17 @@ def run_lint(paths: list[str], **opts: Any) -> int:
                     ignored |= codes
             kept = [f for f in kept if f.code not in ignored]
         findings.extend(kept)
+
+    if opts.get("add_noqa"):
+        from torch_audit.lint.add_noqa import add_noqa_command
+
+        return add_noqa_command(results, settings, opts, ignored_for=lambda p: _pfi_codes(pfi, p, config.root))
+    if opts.get("write_baseline") or opts.get("baseline"):
+        from torch_audit.lint.baseline import apply_baseline_options
+
+        findings, done = apply_baseline_options(findings, opts, root=config.root, relative=_relative)
+        if done is not None:
+            return done
 
     if opts.get("fix") or opts.get("diff"):
         from torch_audit.lint.fixer import apply_fixes_command
@@ -232,6 +266,6 @@ def run_lint(paths: list[str], **opts: Any) -> int:
         if not settings.verbose:
             _err(f"torch-audit: error: {internal_errors} internal error(s); run with --verbose for tracebacks")
         return EXIT_ERROR
-    if findings and not opts.get("exit_zero"):
+    if not opts.get("exit_zero") and fails(findings, opts.get("fail_on")):
         return EXIT_FINDINGS
     return EXIT_OK

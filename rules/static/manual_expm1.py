@@ -2,7 +2,7 @@ import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
 from torch_audit.lint import fixes
-from torch_audit.lint.facts.numerics import EXP, is_one, torch_call
+from torch_audit.lint.facts.numerics import EXP, cannot_be_small, is_one, torch_call
 from torch_audit.rule import StaticRule
 
 
@@ -15,7 +15,10 @@ class ManualExpm1(StaticRule):
     in float32, `torch.exp(1e-8) - 1` is exactly 0 while `torch.expm1(1e-8)` is 1e-8.
 
     ## Known problems
-    `math.exp` and `np.exp` are not reported (their arguments are not tensors).
+    `math.exp` and `np.exp` are not reported (their arguments are not tensors), nor is
+    `torch.exp(x) - 1` where `x` visibly cannot be small: integer-valued (`torch.round(...)`,
+    `.long()`, a cast of these), a literal, clamped to at least 0.1, or a constant of at least
+    0.1 plus something non-negative.
 
     ## Fix safety
     `torch.exp(x) - 1` becomes `torch.expm1(x)` and `x.exp() - 1` becomes `x.expm1()` (the same
@@ -38,7 +41,7 @@ class ManualExpm1(StaticRule):
         if not isinstance(node.operator, cst.Subtract) or not is_one(node.right):
             return
         operand = torch_call(self.ctx, node.left, EXP, "exp")
-        if operand is None:
+        if operand is None or cannot_be_small(self.ctx, operand):
             return
         text = " ".join(self.ctx.code(node).split())
         self.report(

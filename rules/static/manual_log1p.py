@@ -2,7 +2,7 @@ import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
 from torch_audit.lint import fixes
-from torch_audit.lint.facts.numerics import EXP, LOG, is_one, torch_call
+from torch_audit.lint.facts.numerics import EXP, LOG, cannot_be_small, is_one, torch_call
 from torch_audit.rule import StaticRule
 
 
@@ -21,9 +21,11 @@ class ManualLog1p(StaticRule):
 
     ## Known problems
     `torch.log` only accepts tensors, so `x` is a tensor; NumPy and `math` calls are not
-    reported, nor is `1 + x` where `x` is visibly integral (`torch.floor(...)`, `.long()`), which
-    is exact. `torch.log(1 + x)` where `x` is never small loses nothing, but `log1p` costs the
-    same.
+    reported, nor is `1 + x` where `x` visibly cannot be small: integer-valued
+    (`torch.floor(...)`, `.round()`, `.long()`, `len(...)`, a cast of these), which is exact; a
+    literal; clamped to at least 0.1 (`x.clamp(min=1)`); or a constant of at least 0.1 plus
+    something non-negative (`2 + x.abs()`). Other arguments that are never small in practice
+    are reported: `log1p` costs the same.
 
     ## Fix safety
     `torch.log(1 + x)` becomes `torch.log1p(x)`, `torch.log(1 - x)` becomes `torch.log1p(-x)`,
@@ -53,8 +55,8 @@ class ManualLog1p(StaticRule):
         op = operand.operator
         if isinstance(op, cst.Add) and (is_one(operand.left) or is_one(operand.right)):
             other = operand.right if is_one(operand.left) else operand.left
-            if self._integral(other):
-                return  # 1 + an integer is exact: log1p gains nothing
+            if cannot_be_small(self.ctx, other):
+                return  # 1 + an integer is exact, 1 + a value that is never small loses nothing
             inner = torch_call(self.ctx, other, EXP, "exp")
             fix = None
             if inner is not None:
@@ -63,6 +65,8 @@ class ManualLog1p(StaticRule):
                 replacement = f"torch.log1p({self.ctx.code(other)})"
                 fix = self._fix(node, operand, other, negate=False)
         elif isinstance(op, cst.Subtract) and is_one(operand.left):
+            if cannot_be_small(self.ctx, operand.right):
+                return
             replacement = f"torch.log1p(-{_paren(self.ctx.code(operand.right), operand.right)})"
             fix = self._fix(node, operand, operand.right, negate=True)
         else:
@@ -93,22 +97,6 @@ class ManualLog1p(StaticRule):
             Applicability.SAFE,
             (fixes.replace(self.ctx, operand, text, parens=True), fixes.replace(self.ctx, func.attr, "log1p")),
         )
-
-    def _integral(self, expr: cst.BaseExpression) -> bool:
-        if not isinstance(expr, cst.Call):
-            return isinstance(expr, cst.Integer)
-        q = self.ctx.qualname(expr.func)
-        if q is None and isinstance(expr.func, cst.Name) and self.ctx.scope.lookup_scope(expr.func.value) is None:
-            q = expr.func.value
-        if q in INTEGRAL_FUNCTIONS:
-            return True
-        return q is None and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in INTEGRAL_METHODS
-
-
-INTEGRAL_FUNCTIONS = frozenset(
-    {"torch.floor", "torch.ceil", "torch.round", "torch.trunc", "torch.arange", "torch.bincount", "len"}
-)
-INTEGRAL_METHODS = frozenset({"floor", "ceil", "round", "trunc", "long", "int", "sum_to_size", "numel"})
 
 
 def _paren(text: str, expr: cst.BaseExpression) -> str:
