@@ -195,11 +195,11 @@ def run_lint(paths: list[str], **opts: Any) -> int:
         results, read_warnings = lint_files(
             found.files, settings, jobs=jobs, cache=cache, on_progress=progress
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (the runner's Terminated)
         if progress:
             progress.close()
-        _err("torch-audit: interrupted")
-        return 130
+        _err(f"torch-audit: {getattr(exc, 'message', 'interrupted')}")
+        return getattr(exc, "exit_code", 130)
     if progress:
         progress.close()
     for w in read_warnings:
