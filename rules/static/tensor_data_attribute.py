@@ -1,6 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
+from torch_audit.lint.facts.tensors import tensors
 from torch_audit.rule import StaticRule
 
 #: methods that show the receiver of `.data` is a tensor
@@ -30,8 +31,12 @@ class TensorDataAttribute(StaticRule):
     in-place updates) do the same work with autograd's checks intact.
 
     ## Known problems
-    Opt-in: `.data` is also a common attribute of datasets and containers; the rule only looks
-    at receivers that show they are tensors, and still sees only syntax.
+    Opt-in: `.data` is also a common attribute of datasets, configurations, named tuples and
+    `PackedSequence`s; the rule needs evidence that the receiver is a tensor: a parameter
+    (`model.parameters()`, `.weight`, `.bias`, `.grad`), a tensor the file builds or a parameter
+    annotated `torch.Tensor`, or a tensor built by torch assigned to an attribute's `.data`.
+    A method called on `.data` is no evidence (`packed.data.zero_()` only shows that the field
+    is a tensor). `self.data`, `args.data`, `cfg.task.data` are never reported.
 
     ## References
     - [torch.Tensor.detach](https://pytorch.org/docs/stable/generated/torch.Tensor.detach.html)
@@ -51,14 +56,23 @@ class TensorDataAttribute(StaticRule):
         stack = self.ctx.stack
         parent = stack[-2] if len(stack) > 1 else None
         receiver = node.value
-        written = isinstance(parent, cst.AssignTarget) and parent.target is node
-        method = None
-        if isinstance(parent, cst.Attribute) and parent.value is node and len(stack) > 2:
-            grand = stack[-3]
-            if isinstance(grand, cst.Call) and grand.func is parent and parent.attr.value in TENSOR_METHODS:
-                method = parent.attr.value
-        if not (written or method or self._tensor(receiver)):
+        if _never_a_tensor(receiver):
             return
+        written = isinstance(parent, cst.AssignTarget) and parent.target is node
+        chain = _chained_methods(stack)
+        # evidence about the receiver, not about `.data`: `packed.data.zero_()` shows that
+        # PackedSequence's field is a tensor, not that `packed` is one
+        evidence = self._tensor(receiver)
+        if written and not evidence:
+            assign = stack[-3] if len(stack) > 2 else None
+            evidence = (
+                isinstance(assign, cst.Assign)
+                and isinstance(receiver, (cst.Attribute, cst.Subscript))
+                and self._torch_value(assign.value)
+            )
+        if not evidence:
+            return  # `self.data = dataset`, `args.data`, a namedtuple field: not a tensor
+        method = chain[0] if chain else None
         in_place = written or (method is not None and method.endswith("_"))
         self.report(
             node,
@@ -66,12 +80,26 @@ class TensorDataAttribute(StaticRule):
             instead="an update under torch.no_grad()" if in_place else f"{_short(self.ctx.code(receiver))}.detach()",
         )
 
+    def _torch_value(self, value: cst.BaseExpression) -> bool:
+        """A tensor built by torch: ``torch.zeros_like(...)``, ``torch.tensor(...)``."""
+        if isinstance(value, cst.Call):
+            q = self.ctx.qualname(value.func)
+            return q is not None and q.startswith(TENSOR_FACTORIES) and q.rsplit(".", 1)[-1][:1].islower()
+        return False
+
     def _tensor(self, receiver: cst.BaseExpression) -> bool:
-        if isinstance(receiver, cst.Attribute):
-            return receiver.attr.value in TENSOR_ATTRIBUTES
+        if isinstance(receiver, cst.Attribute) and receiver.attr.value in TENSOR_ATTRIBUTES:
+            return True
+        scope = self.ctx.scope
+        stmt = self.ctx.statement
+        if isinstance(receiver, (cst.Name, cst.Attribute)) and scope is not None and stmt is not None:
+            try:
+                if tensors(self.ctx).is_tensor(receiver, scope, stmt.index):
+                    return True
+            except RecursionError:  # pragma: no cover - defensive
+                return False
         if not isinstance(receiver, cst.Name):
             return False
-        scope = self.ctx.scope
         for a in scope.assignments.get(receiver.value, []):
             value = a.value
             if a.kind == "for" and isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute):
@@ -84,6 +112,28 @@ class TensorDataAttribute(StaticRule):
                 if q is not None and q.startswith(TENSOR_FACTORIES) and q.rsplit(".", 1)[-1][:1].islower():
                     return True
         return False
+
+
+def _never_a_tensor(receiver: cst.BaseExpression) -> bool:
+    """``self.data``/``cls.data``: an attribute of an object (a dataset, a module), not of a
+    tensor (``self`` is a tensor only in a Tensor subclass)."""
+    return isinstance(receiver, cst.Name) and receiver.value in ("self", "cls")
+
+
+def _chained_methods(stack: list[cst.CSTNode]) -> list[str]:
+    """The methods called on the ``.data`` at the top of ``stack`` and on their results:
+    ``x.data.cpu().numpy()`` → ``["cpu", "numpy"]``."""
+    out: list[str] = []
+    i = len(stack) - 1
+    node = stack[i]
+    while i >= 2:
+        attr, call = stack[i - 1], stack[i - 2]
+        if not (isinstance(attr, cst.Attribute) and attr.value is node and isinstance(call, cst.Call) and call.func is attr):
+            break
+        out.append(attr.attr.value)
+        node = call
+        i -= 2
+    return out
 
 
 def _short(text: str) -> str:
