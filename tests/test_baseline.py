@@ -50,12 +50,15 @@ def test_a_baseline_hides_recorded_findings_and_shows_new_ones(tmp_path):
     assert "1 finding(s) recorded in base.json not shown" in result.output
 
     # a new finding of another rule, and of the same rule on another line, are reported
-    (tmp_path / "pkg" / "a.py").write_text(HEADER + STEP + "\n\n" + WARN + "\n\n" + STEP.replace("step", "step2").replace("probs", "p"))
+    (tmp_path / "pkg" / "a.py").write_text(HEADER + WARN + "\n\n" + STEP.replace("step", "step2").replace("probs", "p") + "\n\n" + STEP)
     result = lint("--baseline", "base.json", ".", cwd=tmp_path)
     assert result.exit_code == 1
-    assert "pkg/a.py:10:5: TA106" in result.stdout
-    assert "pkg/a.py:16:12: TA101" in result.stdout
-    assert "pkg/a.py:7:12" not in result.stdout
+    assert "pkg/a.py:5:5: TA106" in result.stdout
+    assert "pkg/a.py:10:12: TA101" in result.stdout
+    assert "pkg/a.py:15:12" not in result.stdout  # the recorded one, moved down
+    # editing a neighbouring line counts as a change of the finding's context: reported again
+    (tmp_path / "pkg" / "a.py").write_text(HEADER + STEP + "z = 1\n")
+    assert "pkg/a.py:7:12: TA101" in lint("--baseline", "base.json", ".", cwd=tmp_path).stdout
 
 
 def test_moving_code_does_not_resurrect_baselined_findings(tmp_path):
@@ -73,13 +76,16 @@ def test_moving_code_does_not_resurrect_baselined_findings(tmp_path):
 
 
 def test_identical_findings_are_counted(tmp_path):
+    # copies of one block: each finding has the same line and neighbours (the sentinel after
+    # the last copy reads like the next copy's first line)
     path = tmp_path / "a.py"
-    path.write_text(HEADER + STEP + "\n\n" + STEP)
+    sentinel = "def step(model, x, y):\n    pass\n"
+    path.write_text(HEADER + (STEP + "\n\n") * 2 + sentinel)
     assert lint("--write-baseline", "base.json", "a.py", cwd=tmp_path).exit_code == 0
     [entry] = json.loads((tmp_path / "base.json").read_text())["findings"]
     assert entry["count"] == 2
     assert lint("--baseline", "base.json", "a.py", cwd=tmp_path).exit_code == 0
-    path.write_text(HEADER + STEP + "\n\n" + STEP + "\n\n" + STEP)
+    path.write_text(HEADER + (STEP + "\n\n") * 3 + sentinel)
     result = lint("--baseline", "base.json", "a.py", cwd=tmp_path)
     assert result.exit_code == 1
     assert result.stdout.count("TA101") == 1
@@ -140,3 +146,14 @@ def test_fails_thresholds():
     info = Finding("TA634", "tensor-data-attribute", Severity.INFO, "m")
     assert fails([info], None) and fails([info], "info")
     assert not fails([info], "warning") and not fails([], None)
+
+
+def test_fail_on_applies_to_what_fix_leaves(tmp_path):
+    # a safe fix for the log of a softmax, a warning that has no fix
+    body = "def f(x):\n    return torch.log(torch.softmax(x, dim=1))\n\n\n" + WARN
+    (tmp_path / "w.py").write_text(HEADER + body)
+    result = lint("--fix", "--fail-on", "error", "w.py", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "torch.log_softmax(x, dim=1)" in (tmp_path / "w.py").read_text()
+    assert "TA106" in result.stdout
+    assert lint("--fix", "w.py", cwd=tmp_path).exit_code == 1

@@ -173,14 +173,34 @@ def test_workspace_configuration_applies(tmp_path):
     run(tmp_path, scenario)
 
 
+def test_fix_all_applies_the_safe_fixes(tmp_path):
+    source = "import torch\n\n\ndef f(x):\n    return torch.log(torch.softmax(x, dim=1))\n"
+
+    async def scenario(editor: Editor) -> None:
+        uri = editor.open(tmp_path / "a.py", source)
+        [diag] = await editor.diagnostics(uri)
+        actions = await editor.client.text_document_code_action_async(types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0)),
+            context=types.CodeActionContext(diagnostics=[], only=["source.fixAll"])))
+        [action] = actions
+        assert action.kind == "source.fixAll.torch-audit"
+        assert apply(source, action.edit.changes[uri]) == source.replace(
+            "torch.log(torch.softmax(x, dim=1))", "torch.log_softmax(x, dim=1)")
+
+    run(tmp_path, scenario)
+
+
 def test_the_server_does_not_import_torch(tmp_path):
     code = textwrap.dedent(f"""\
         import sys
         from pathlib import Path
         from torch_audit.lsp import Linter, build_server
         build_server()
+        from torch_audit.lsp import _rule_help
         findings, _ = Linter().lint(Path({str(tmp_path / 'a.py')!r}), {BAD!r})
         assert [f.code for f in findings] == ["TA101"], findings
+        assert "Why is this bad?" in _rule_help(None, "", findings[0])
         assert "torch" not in sys.modules, "torch was imported"
         print("ok")
         """)

@@ -592,6 +592,8 @@ def apply_fixes_command(
         if not settings.verbose and errors:
             err(f"torch-audit: error: {errors} internal error(s); run with --verbose for tracebacks")
         return EXIT_ERROR
-    if left and not opts.get("exit_zero"):
+    from torch_audit.lint.command import fails
+
+    if not opts.get("exit_zero") and fails(left, opts.get("fail_on")):  # --fail-on
         return EXIT_FINDINGS
     return EXIT_OK
