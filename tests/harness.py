@@ -40,11 +40,16 @@ def expected_markers(path: Path) -> set[tuple[int, str]]:
 
 
 def lint_fixture(path: Path, rules, options=None):
-    """Lint with ``rules``; other rules' findings matter to suppressions, so the harness passes
-    the rule under test together with every default rule."""
+    """Lint with ``rules``, as ``torch-audit lint <path>`` would: the file is its own project
+    (with the local modules it imports), so calls between its functions are linked. Other
+    rules' findings matter to suppressions, so the harness passes the rule under test together
+    with every default rule."""
+    from torch_audit.lint.project import build_project
+
     settings = LintSettings(
         rules=list(rules),
         options=options or {},
         report_unused_suppressions=any(r.name == "unused-suppression" for r in rules),
+        project=build_project([path]) if path.suffix == ".py" else None,
     )
     return lint_source(str(path), path.read_bytes(), settings)

@@ -33,17 +33,38 @@ class MissingEvalForInference(StaticRule):
     code = "TA301"
     name = "missing-eval-for-inference"
     severity = Severity.ERROR
-    message = "`{model}` runs inference in `{function}()` {how} but is never put in eval mode: Dropout stays active and BatchNorm uses batch statistics"
+    message = "`{model}` runs inference in {function} {how} but is never put in eval mode: {layers}"
     fix_title = "Call `model.eval()` before evaluating (and `model.train()` before training again)"
 
     def leave_Module(self, node: cst.Module) -> None:
         inference = self.ctx.inference
         for fn in inference.functions:
             for use in fn.model_uses:
-                if not inference.mode_dependent(use):
-                    continue
+                if inference.mode_dependent(use) is not True:
+                    continue  # no layer that behaves differently in eval mode, or not known
                 if inference.evaluates_in_eval_mode(fn, use):
                     break
                 how = "under no_grad" if fn.reason == "no_grad" else "(by its name)"
-                self.report(use.call.node, model=use.subject, function=fn.scope.name, how=how)
+                where = "module-level code" if fn.scope.kind == "module" else f"`{fn.scope.name}()`"
+                self.report(use.call.node, model=use.subject, function=where, how=how, layers=_layers(use))
                 break  # one finding per function
+
+
+def _layers(use) -> str:
+    """What is known of the model: it has layers whose behaviour differs in eval mode."""
+    from torch_audit.lint.facts.names import dotted
+
+    ctor = use.ctor
+    name = None
+    if ctor is not None:
+        remote = getattr(ctor.remote, "name", None)
+        node_name = dotted(ctor.node.func) if isinstance(ctor.node, cst.Call) else None
+        name = remote or ctor.name or node_name or ctor.qualname
+    text = "its Dropout/BatchNorm layers keep their training behaviour"
+    if name:
+        text = f"it is a `{name.rsplit('.', 1)[-1]}`, whose Dropout/BatchNorm layers keep their training behaviour"
+    if ctor is not None and ctor.via is not None:
+        from torch_audit.lint.project.model import describe_site
+
+        text += f" (passed at {describe_site(ctor.via)})"
+    return text

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import libcst as cst
 
 from torch_audit.lint.facts.api import MODE_DEPENDENT_LAYERS, MODE_FREE_PREFIXES
-from torch_audit.lint.facts.dataflow import Source
-from torch_audit.lint.facts.index import Call, Scope
+from torch_audit.lint.facts.dataflow import MODULE_SELF_METHODS, Source
+from torch_audit.lint.facts.index import GRAD_CONTEXTS, Call, Scope
 from torch_audit.lint.facts.names import dotted
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,6 +45,7 @@ _LOADS_WEIGHTS = frozenset({"load_state_dict", "from_pretrained", "load", "load_
 #: constructors of models that load already prepared for inference, or are not nn.Modules
 _NOT_TRAINABLE_PREFIXES = ("torch.jit.", "torch.export.", "onnxruntime.", "tensorrt.")
 MODEL_FACTORY_PREFIXES = ("torchvision.models.", "timm.create_model", "timm.models.")
+_GRAD_CONTEXT_NAMES = frozenset(GRAD_CONTEXTS) | {"torch.set_grad_enabled", "torch.autocast", "torch.cuda.amp.autocast"}
 
 
 @dataclasses.dataclass(eq=False)
@@ -72,6 +73,9 @@ class InferenceFacts:
     @functools.cached_property
     def functions(self) -> list[InferenceFunction]:
         out = []
+        module_level = self._module_level()
+        if module_level is not None:
+            out.append(module_level)
         for scope in self.ctx.module_scope.walk():
             if scope.kind != "function" or not self._eligible(scope):
                 continue
@@ -90,6 +94,23 @@ class InferenceFacts:
             elif INFERENCE_NAME.search(scope.name):
                 out.append(InferenceFunction(scope, "name", uses))
         return out
+
+    def _module_level(self) -> InferenceFunction | None:
+        """Scripts and notebooks evaluate at the top level: uses under ``no_grad`` after the
+        last training step of the module's own code."""
+        scope = self.ctx.module_scope
+        if self._needs_gradients(scope):
+            return None
+        events = self.ctx.training.function_events(scope)
+        last_training = max((e.index for e in events if e.kind in ("backward", "step")), default=-1)
+        uses = [
+            u
+            for u in self.model_uses(scope)
+            if u.call.stmt.index > last_training
+            and self.ctx.grad_enabled(u.call.stmt) is False
+            and not self._initialising(scope, u)
+        ]
+        return InferenceFunction(scope, "no_grad", uses) if uses else None
 
     def _eligible(self, scope: Scope) -> bool:
         s: Scope | None = scope.parent
@@ -150,16 +171,20 @@ class InferenceFacts:
             )
             if _result_unused(call):
                 continue  # run for its side effects (hooks, warm-up, capture), not to predict
-            last = subject.rsplit(".", 1)[-1]
-            if known_model or (ctor is None and MODEL_NAME.search(last)):
+            if known_model or (ctor is not None and ctor.remote is not None and self.ctx.crossfile.obj_is_module(ctor.remote)):
+                # only objects known to be modules: a getter (`get_model()`), a Kalman filter's
+                # `model` or a detector wrapper named like a network are not
                 uses.append(ModelUse(call, subject, ctor))
         return uses
 
-    def mode_dependent(self, use: ModelUse) -> bool:
-        """Does the model contain Dropout/BatchNorm-like layers (or is its type unknown)?"""
+    def mode_dependent(self, use: ModelUse) -> bool | None:
+        """Does the model contain layers whose behaviour differs in eval mode (Dropout,
+        BatchNorm and the like)? True, False, or None when its content is not fully known."""
         ctor = use.ctor
+        if ctor is not None and ctor.remote is not None:
+            return self.ctx.crossfile.mode_dependent(ctor.remote, self._remote_ctor_mode_dependent)
         if ctor is None or not isinstance(ctor.node, cst.Call):
-            return True
+            return None
         q = ctor.qualname
         if q is not None:
             if q.startswith(_NOT_TRAINABLE_PREFIXES):
@@ -168,13 +193,24 @@ class InferenceFacts:
         name = ctor.name or dotted(ctor.node.func)
         cls = self.ctx.modules.local_class(name)
         if cls is None:
-            return True
+            return None
         return self._class_mode_dependent(cls, set())
 
-    def _ctor_mode_dependent(self, call: cst.Call, q: str | None, scope: Scope, seen: set) -> bool:
+    @staticmethod
+    def _remote_ctor_mode_dependent(q: str | None, obj) -> bool | None:
+        """A torch layer built in another file (only its name is known there)."""
+        if not q:
+            return None
+        if q in MODE_DEPENDENT_LAYERS or "Dropout" in q or "BatchNorm" in q:
+            return True
+        if q.startswith(MODE_FREE_PREFIXES) or q.endswith("Loss"):
+            return False
+        return None
+
+    def _ctor_mode_dependent(self, call: cst.Call, q: str | None, scope: Scope, seen: set) -> bool | None:
         if q is None:
             cls = self.ctx.modules.local_class(dotted(call.func))
-            return True if cls is None else self._class_mode_dependent(cls, seen)
+            return None if cls is None else self._class_mode_dependent(cls, seen)
         if q in MODE_DEPENDENT_LAYERS or "Dropout" in q or "BatchNorm" in q:
             return True
         if q in ("torch.nn.RNN", "torch.nn.LSTM", "torch.nn.GRU", "torch.nn.MultiheadAttention"):
@@ -188,17 +224,25 @@ class InferenceFacts:
                     elements = [e.value for e in inner.elements]
                 else:
                     elements = [inner]
+                unknown = False
                 for el in elements:
                     if not isinstance(el, cst.Call):
+                        return None
+                    verdict = self._ctor_mode_dependent(el, scope.qualname(el.func), scope, seen)
+                    if verdict:
                         return True
-                    if self._ctor_mode_dependent(el, scope.qualname(el.func), scope, seen):
-                        return True
+                    unknown = unknown or verdict is None
+            return None if unknown else False
+        if q.startswith(MODE_FREE_PREFIXES) or (q.startswith("torch.nn.") and q.endswith("Loss")):
             return False
-        if q.startswith(MODE_FREE_PREFIXES):
-            return False
-        return True  # another library's model: unknown
+        if q.startswith(MODEL_FACTORY_PREFIXES):
+            return True  # torchvision/timm classifiers: Dropout or BatchNorm in every one of them
+        hit = self.ctx.crossfile.resolve(q)
+        if hit is not None and hit[0] == "class":
+            return self.ctx.crossfile.mode_dependent(self.ctx.crossfile.instance(hit, call), self._remote_ctor_mode_dependent)
+        return None  # another library's model: unknown
 
-    def _class_mode_dependent(self, cls: "ModuleClass", seen: set) -> bool:
+    def _class_mode_dependent(self, cls: "ModuleClass", seen: set) -> bool | None:
         if cls.name in seen:
             return False
         seen.add(cls.name)
@@ -213,9 +257,12 @@ class InferenceFacts:
                 return True
         if cls.lightning:
             return True
+        unknown = False
         for sub in cls.submodules.values():
-            if self._ctor_mode_dependent(sub.ctor, sub.qualname, sub.scope, seen):
+            verdict = self._ctor_mode_dependent(sub.ctor, sub.qualname, sub.scope, seen)
+            if verdict:
                 return True
+            unknown = unknown or verdict is None
         init = cls.init
         if init is not None:
             # modules built in loops or helpers and stored through other means
@@ -226,14 +273,19 @@ class InferenceFacts:
         # what the class inherits: another local module class, or a torch layer
         for raw in (dotted(b.value) for b in cls.node.bases):
             parent = self.ctx.modules.local_class(raw)
-            if parent is not None and self._class_mode_dependent(parent, seen):
-                return True
+            if parent is not None:
+                verdict = self._class_mode_dependent(parent, seen)
+                if verdict:
+                    return True
+                unknown = unknown or verdict is None
         for base in cls.bases:
             if base is None or base == "torch.nn.Module" or base.startswith(MODE_FREE_PREFIXES):
                 continue
+            if base in MODE_DEPENDENT_LAYERS:
+                return True
             if self.ctx.modules.local_class(base) is None:
-                return True  # a torch container or another library's module: unknown content
-        return False
+                unknown = True  # a torch container or another library's module: unknown content
+        return None if unknown else False
 
     # -- evidence of eval() --------------------------------------------------------------------
     @functools.cached_property
@@ -245,7 +297,15 @@ class InferenceFacts:
         for call in self.ctx.indexer.all_calls:
             if training.classify(call) != "eval":
                 continue
-            text = dotted(call.receiver) if call.receiver is not None else None
+            receiver = call.receiver
+            # model.cuda().eval(), model.to(device).eval(): the same module
+            while (
+                isinstance(receiver, cst.Call)
+                and isinstance(receiver.func, cst.Attribute)
+                and receiver.func.attr.value in MODULE_SELF_METHODS
+            ):
+                receiver = receiver.func.value
+            text = dotted(receiver) if receiver is not None else None
             if text:
                 subjects.add(text.rsplit(".", 1)[-1])
             stmt = call.stmt.node
@@ -259,10 +319,33 @@ class InferenceFacts:
         return subjects
 
     def evaluates_in_eval_mode(self, fn: InferenceFunction, use: ModelUse, depth: int = 3) -> bool:
-        """Is there evidence that the model is in eval mode when ``fn`` runs it?"""
+        """Is there evidence that the model is (or may be) in eval mode when ``fn`` runs it?"""
         if use.subject.rsplit(".", 1)[-1] in self.eval_subjects:
             return True
-        return self._eval_in_or_above(fn.scope, depth, set())
+        if self._mode_set_by_context(use):
+            return True
+        if self._eval_in_or_above(fn.scope, depth, set()):
+            return True
+        # callers in other files (or the file's own callers, through the project)
+        for site in self.ctx.crossfile.callers(fn.scope):
+            caller = site.frame
+            key = f"{caller.cls}.{caller.fn.get('name')}" if caller.cls else caller.fn.get("name")
+            project = self.ctx.crossfile.project
+            if key and any(e.kind == "eval" for e in project.function_effects(caller.module, key, 2)):
+                return True
+            if key == "<module>" and any(e["k"] == "eval" for e in caller.fn.get("events", [])):
+                return True
+        return False
+
+    def _mode_set_by_context(self, use: ModelUse) -> bool:
+        """``with eval_mode(model):``: a context manager given the model may set its mode; one
+        of the project that calls ``eval()`` on it does."""
+        for name, expr in use.call.stmt.withs:
+            if not isinstance(expr, cst.Call) or name in _GRAD_CONTEXT_NAMES:
+                continue
+            if any(dotted(a.value) == use.subject for a in expr.args):
+                return True
+        return False
 
     def _eval_in_or_above(self, scope: Scope, depth: int, seen: set) -> bool:
         if id(scope) in seen:
