@@ -179,3 +179,19 @@ def test_two_findings_on_one_line_give_one_sorted_directive():
     other = Finding("TA106", "softmax-without-dim", Severity.WARNING, "m", "p.py", 2, 1, statement_lines=(2, 3))
     new, added, missed = add_suppressions(source, [other, _finding(2, (2, 3))])
     assert (new, added, missed) == ("a = 1\nb = (2,  # torch-audit: ignore[TA101, TA106]\n  3)\n", 2, [])
+
+
+def test_cached_findings_keep_their_statement_lines(tmp_path):
+    # the second run reads the findings from the cache: the placement must not change
+    body = HEADER + "def step(model, x, y):\n    probs = torch.softmax(model(x), dim=1)\n" \
+        "    other = F.cross_entropy(probs, \\\n        y)\n    return other\n"
+    (tmp_path / "a.py").write_text(body)
+    runner = CliRunner()
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert runner.invoke(cli, ["lint", "--jobs", "1", "a.py"]).exit_code == 1
+        assert runner.invoke(cli, ["lint", "--jobs", "1", "--add-noqa", "a.py"]).exit_code == 0
+    finally:
+        os.chdir(old)
+    assert "        y)  # torch-audit: ignore[TA101]\n" in (tmp_path / "a.py").read_text()

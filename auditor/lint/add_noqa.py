@@ -138,16 +138,20 @@ class FileOutcome:
     internal_errors: int = 0
 
 
-def _python_bytes(path: str, data: bytes, settings: Any, ignored: frozenset[str]) -> FileOutcome:
+def _python_bytes(
+    path: str, data: bytes, settings: Any, ignored: frozenset[str], findings: list[Finding] | None = None
+) -> FileOutcome:
     import codecs
 
     from torch_audit.lint.engine import decode, lint_source
     from torch_audit.lint.fixer import syntax_problem
 
     out = FileOutcome(path)
-    result = lint_source(path, data, settings, notebook=False)
-    out.internal_errors = result.internal_errors
-    findings = [f for f in result.findings if f.code not in ignored]
+    if findings is None:
+        result = lint_source(path, data, settings, notebook=False)
+        out.internal_errors = result.internal_errors
+        findings = result.findings
+    findings = [f for f in findings if f.code not in ignored]
     try:
         text, encoding = decode(data)
     except ValueError:
@@ -199,8 +203,14 @@ def _notebook_bytes(path: str, data: bytes, settings: Any, ignored: frozenset[st
     return out
 
 
-def add_noqa_path(path: str, settings: Any, ignored: frozenset[str] = frozenset()) -> FileOutcome:
-    """Read a file and compute its new bytes (``new`` is None when nothing changes)."""
+def add_noqa_path(
+    path: str, settings: Any, ignored: frozenset[str] = frozenset(), findings: list[Finding] | None = None
+) -> FileOutcome:
+    """Read a file and compute its new bytes (``new`` is None when nothing changes).
+
+    ``findings``: the lint run's findings of a Python file (they carry the statement lines, also
+    from the cache, and any whole-program facts); without them the file is linted again.
+    Notebooks are always linted again, as their virtual module."""
     from torch_audit.lint.notebook import is_notebook
 
     try:
@@ -212,7 +222,7 @@ def add_noqa_path(path: str, settings: Any, ignored: frozenset[str] = frozenset(
     if is_notebook(path):
         outcome = _notebook_bytes(path, data, settings, ignored)
     else:
-        outcome = _python_bytes(path, data, settings, ignored)
+        outcome = _python_bytes(path, data, settings, ignored, findings)
     if outcome.new == data:
         outcome.new = None
     outcome.original = data
@@ -235,7 +245,7 @@ def add_noqa_command(
         ignored = ignored_for(result.path)
         if not any(suppressible(f) and f.code not in ignored for f in result.findings):
             continue
-        outcome = add_noqa_path(result.path, settings, ignored)
+        outcome = add_noqa_path(result.path, settings, ignored, result.findings)
         errors += outcome.internal_errors
         missed += outcome.missed
         for note in outcome.notes:
