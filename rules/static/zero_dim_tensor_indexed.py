@@ -1,0 +1,173 @@
+import libcst as cst
+
+from torch_audit.findings import Applicability, Fix, Severity
+from torch_audit.lint import fixes
+from torch_audit.lint.facts.index import argument
+from torch_audit.rule import StaticRule
+
+#: reductions that give a 0-dim tensor when called with no dimension
+REDUCTIONS = frozenset({"sum", "mean", "prod", "norm", "max", "min", "std", "var", "median", "amax", "amin"})
+#: ``torch.nn.functional`` losses (reduction="mean" by default: a 0-dim result)
+FUNCTIONAL_LOSSES = frozenset(
+    {
+        "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
+        "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div", "poisson_nll_loss",
+        "gaussian_nll_loss", "soft_margin_loss", "multilabel_soft_margin_loss", "multi_margin_loss",
+        "multilabel_margin_loss", "hinge_embedding_loss", "cosine_embedding_loss",
+        "margin_ranking_loss", "triplet_margin_loss", "ctc_loss",
+    }
+)
+_MAX_DEPTH = 6
+
+
+class ZeroDimTensorIndexed(StaticRule):
+    """## What it does
+    Finds `loss.data[0]` and `loss[0]` on a tensor that is known to be 0-dim: the result of a
+    loss (`F.cross_entropy(...)`, `criterion(...)` with `criterion = nn.MSELoss()`) with its
+    default reduction, or of `.sum()`/`.mean()`/`torch.sum(x)` without a dimension.
+
+    ## Why is this bad?
+    Before PyTorch 0.4 a loss was a 1-element tensor and `loss.data[0]` read its value. Since
+    0.4 it is 0-dim, and indexing it raises `IndexError: invalid index of a 0-dim tensor. Use
+    tensor.item()`: code copied from old tutorials crashes at its first logging step. TorchFix
+    does not know this one.
+
+    ## Known problems
+    Only tensors whose 0-dim shape the code shows are reported: a loss called with
+    `reduction="none"` (or `reduce=`, `size_average=`), a reduction over a dimension, or a value
+    that went through anything else is not.
+
+    ## Fix safety
+    `x.data[0]` becomes `x.item()`: it returned a Python number before 0.4 and fails today, so
+    the fix is safe. `x[0]` becomes `x.item()` as an unsafe fix: the old `x[0]` was a tensor,
+    and code after it may rely on that.
+
+    ## References
+    - [PyTorch 0.4 migration guide: accessing the value of a 0-dim tensor](https://pytorch.org/blog/pytorch-0_4_0-migration-guide/#zero-dimensional-scalar-tensors)
+    - [torch.Tensor.item](https://pytorch.org/docs/stable/generated/torch.Tensor.item.html)
+    """
+
+    code = "TA608"
+    name = "zero-dim-tensor-indexed"
+    severity = Severity.ERROR
+    message = "`{expr}` indexes a 0-dim tensor ({why}): IndexError since PyTorch 0.4"
+    fix_title = "Use `{name}.item()`"
+    fixable = "sometimes"
+
+    def visit_Subscript(self, node: cst.Subscript) -> None:
+        if len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
+            return
+        index = node.slice[0].slice.value
+        if not isinstance(index, cst.Integer):
+            return
+        value = node.value
+        through_data = isinstance(value, cst.Attribute) and value.attr.value == "data"
+        tensor = value.value if through_data else value
+        stmt, scope = self.ctx.statement, self.ctx.scope
+        if stmt is None or scope is None:
+            return
+        if self._assigned_to(node):
+            return  # `loss[0] = ...`: a write, a different error
+        why = self._zero_dim(tensor, scope, stmt.index, 0)
+        if why is None:
+            return
+        name = self.ctx.code(tensor)
+        self.report(
+            node,
+            expr=_short(self.ctx.code(node)),
+            why=why,
+            name=_short(name),
+            fix=self._fix(node, tensor, safe=through_data),
+        )
+
+    def _assigned_to(self, node: cst.Subscript) -> bool:
+        stack = self.ctx.stack
+        parent = stack[-2] if len(stack) > 1 else None
+        return isinstance(parent, (cst.AssignTarget, cst.AugAssign)) and getattr(parent, "target", None) is node
+
+    def _zero_dim(self, expr: cst.BaseExpression, scope, at: int, depth: int) -> str | None:
+        """Why ``expr`` is known to be a 0-dim tensor, else None."""
+        if depth > _MAX_DEPTH:
+            return None
+        if isinstance(expr, cst.Name):
+            a = self.ctx.dataflow.reaching(expr.value, scope, at)
+            owner = scope.lookup_scope(expr.value) or scope
+            defs = [d for d in owner.assignments.get(expr.value, []) if d.kind != "import"]
+            if a is None or a.kind != "assign" or a.value is None or a.stmt is None:
+                return None
+            if len(defs) > 1:
+                # re-bound (a loop, a branch): every definition must be 0-dim
+                if not all(d.kind == "assign" and d.stmt is not None and d.value is not None for d in defs):
+                    return None
+                if any(self._zero_dim(d.value, d.stmt.scope, d.index, depth + 1) is None for d in defs):
+                    return None
+            return self._zero_dim(a.value, a.stmt.scope, a.index, depth + 1)
+        if isinstance(expr, cst.BinaryOperation) and isinstance(
+            expr.operator, (cst.Add, cst.Subtract, cst.Multiply, cst.Divide)
+        ):
+            left = self._zero_dim(expr.left, scope, at, depth + 1) if not _literal(expr.left) else "a number"
+            right = self._zero_dim(expr.right, scope, at, depth + 1) if not _literal(expr.right) else "a number"
+            if left is None or right is None:
+                return None
+            return left if left != "a number" else (right if right != "a number" else None)
+        if not isinstance(expr, cst.Call):
+            return None
+        q = self.ctx.qualname(expr.func, scope)
+        if q is not None:
+            head, _, last = q.rpartition(".")
+            if head == "torch.nn.functional" and last in FUNCTIONAL_LOSSES:
+                return "a loss with reduction='mean'" if _default_reduction(expr, positional=3) else None
+            if head == "torch" and last in REDUCTIONS and len(expr.args) == 1 and expr.args[0].keyword is None:
+                return f"torch.{last}() over all elements"
+            return None
+        func = expr.func
+        if isinstance(func, cst.Attribute) and func.attr.value in REDUCTIONS and not expr.args:
+            return f".{func.attr.value}() over all elements"
+        if isinstance(func, (cst.Name, cst.Attribute)):
+            src = self.ctx.dataflow.constructor_source(func, scope, at)
+            if src is not None and isinstance(src.node, cst.Call) and src.qualname:
+                head, _, last = src.qualname.rpartition(".")
+                if head == "torch.nn" and last.endswith("Loss") and _default_reduction(src.node, positional=1):
+                    return f"a {last} with reduction='mean'"
+        if isinstance(func, cst.Call):
+            q = self.ctx.qualname(func.func, scope)
+            if q and q.startswith("torch.nn.") and q.endswith("Loss") and _default_reduction(func, positional=1):
+                return f"a {q.rsplit('.', 1)[-1]} with reduction='mean'"
+        return None
+
+    def _fix(self, node: cst.Subscript, tensor: cst.BaseExpression, safe: bool) -> Fix | None:
+        if fixes.comments_in(node, keep=[tensor]):
+            return None
+        text = fixes.source_of(self.ctx, tensor)
+        if not isinstance(tensor, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) and not tensor.lpar:
+            text = f"({text})"
+        applicability = Applicability.SAFE if safe else Applicability.UNSAFE
+        return Fix("Use .item()", applicability, (fixes.replace(self.ctx, node, f"{text}.item()"),))
+
+
+def _default_reduction(call: cst.Call, positional: int) -> bool:
+    """No ``reduction=`` other than "mean"/"sum", no legacy ``reduce=``/``size_average=``, and
+    at most ``positional`` positional arguments (more may be a positional ``reduction``)."""
+    if sum(1 for a in call.args if a.keyword is None) > positional:
+        return False
+    for arg in call.args:
+        if arg.star:
+            return False
+        if arg.keyword is None:
+            continue
+        key = arg.keyword.value
+        if key in ("reduce", "size_average"):
+            return False
+        if key == "reduction":
+            value = arg.value
+            return isinstance(value, cst.SimpleString) and value.evaluated_value in ("mean", "sum")
+    return True
+
+
+def _literal(expr: cst.BaseExpression) -> bool:
+    return isinstance(expr, (cst.Integer, cst.Float))
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= 50 else text[:47] + "..."
