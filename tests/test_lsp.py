@@ -191,6 +191,20 @@ def test_fix_all_applies_the_safe_fixes(tmp_path):
     run(tmp_path, scenario)
 
 
+def test_positions_are_utf16_code_units(tmp_path):
+    # the default LSP position encoding: an emoji before a finding counts two units
+    source = 'import torch\nimport torch.nn.functional as F\n\nlabel = "\U0001F600"; y = F.softmax(torch.ones(3))\n'
+
+    async def scenario(editor: Editor) -> None:
+        uri = editor.open(tmp_path / "u.py", source)
+        [diag] = await editor.diagnostics(uri)
+        line = source.splitlines()[3]
+        assert diag.code == "TA106"
+        assert diag.range.start.character == line.index("F.softmax") + 1  # one code point, two units
+
+    run(tmp_path, scenario)
+
+
 def test_the_server_does_not_import_torch(tmp_path):
     code = textwrap.dedent(f"""\
         import sys
