@@ -78,3 +78,10 @@ def _affine(module: nn.Module, eps: float | None) -> tuple[torch.Tensor, ...] | 
     weight = getattr(module, "weight", None)
     bias = getattr(module, "bias", None)
     return tuple(p for p in (weight, bias) if isinstance(p, torch.Tensor))
+
+
+#: The same predicate under a second name, for blame rather than for skipping reads:
+#: nonfinite-activation asks it whether a module could have *made* a non-finite output from a
+#: finite input (if not, the code that fed it is to blame). The tests disable skipping by
+#: replacing ``parameters_to_read``; the blame must stay the same when they do.
+finite_preserving_parameters = parameters_to_read

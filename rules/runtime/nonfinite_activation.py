@@ -10,9 +10,14 @@ from torch_audit.runtime.check import RuntimeCheck
 
 class NonFiniteActivation(RuntimeCheck):
     """## What it does
-    Names the first module (qualified name, class, and the line of the user's `forward` that
-    calls it, or for a user-defined module its class) whose forward output went non-finite, in
-    the step where it happened.
+    Names the first module (qualified name, class, and the line that called it, or for a
+    user-defined module its class) whose forward output went non-finite, in the step where it
+    happened. When that module cannot make a non-finite value from a finite input (dropout,
+    ReLU and the other finite-preserving layers below, with finite parameters), the value was
+    made by the code that ran between the last module output read finite and this call (a
+    division or a `log` in the enclosing `forward`): the finding says so, names both modules
+    and points at the call that received it. The line is the actual call, also for a module
+    called several times in one `forward`.
 
     The check is a cheap always-on sentinel: during a training forward pass it reduces each
     module output to one float32 sum as the output is produced (NaN and ±inf propagate through a
@@ -36,8 +41,9 @@ class NonFiniteActivation(RuntimeCheck):
     ## Known problems
     Only forward passes with gradients enabled that reach a `backward()` are watched (inference
     under `no_grad` is not). An output is read when its module returns: a value made
-    non-finite in place afterwards (`y.div_(0)` between two layers) is attributed to the next
-    module that returns it or a tensor computed from it. Modules inside a `torch.compile`d region
+    non-finite in place afterwards (`y.div_(0)` between two layers) is found at the next
+    module that returns it or a tensor computed from it, and blamed on the code between the two
+    when that module is finite-preserving; otherwise that module is named. Modules inside a `torch.compile`d region
     do not run Python hooks and are not seen individually. The sums run in float32 (a float16
     sum would overflow at 65504), so only finite activations that add up past about 3e38 are
     reported; a layer skipped as finite-preserving could still overflow float32 by scaling
@@ -79,6 +85,21 @@ class NonFiniteActivation(RuntimeCheck):
         from torch_audit.runtime.transparent import parameters_to_read
 
         self._parameters_to_read = parameters_to_read
+        from torch_audit.runtime.transparent import finite_preserving_parameters
+
+        self._finite_preserving = finite_preserving_parameters
+        import os
+        import sys
+
+        import torch_audit
+
+        self._getframe = sys._getframe
+        self._torch_dir = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+        self._module_py = torch.nn.modules.module.__file__
+        self._own_dirs = tuple(os.path.dirname(os.path.abspath(p)) for p in
+                               (torch_audit.__file__, torch_audit.rules.__file__))
+        self._hook_codes: set = set()  # the session's hooks and Module.__call__
+        self._caller_codes: set = set()  # functions that call modules
         self._ref = weakref.ref
         self._records: list = []
         self._sentinels: list = []
@@ -140,19 +161,46 @@ class NonFiniteActivation(RuntimeCheck):
             return
         seen = self._seen
         indices = []
+        dtype = None  # of a single output: whether the module could have made it non-finite
+        covered = False
         for t in outputs:
             if not isinstance(t, torch.Tensor) or not t.is_floating_point() or not t.numel():
                 continue
             entry = seen.get(id(t))
             if entry is not None and entry[0]() is t and entry[1] == t._version:
                 continue  # read already (a container returning its child's output, an Identity)
-            if len(outputs) == 1 and self._covered_by_input(module, args, t, indices):
-                seen[id(t)] = (self._ref(t), t._version)
-                continue
+            if len(outputs) == 1:
+                dtype = t.dtype
+                if self._covered_by_input(module, args, t, indices):
+                    seen[id(t)] = (self._ref(t), t._version)
+                    covered = True
+                    continue
             indices.append(self._read(t))
             seen[id(t)] = (self._ref(t), t._version)
-        if indices:
-            self._records.append((module, indices, self._root_site))
+        if indices or covered:
+            self._records.append((module, indices, self._caller_site(), dtype))
+
+    def _caller_site(self):
+        """``(path, line)`` of the frame that called the module now returning: the line of
+        this very call (a module used twice has two). A few frame hops past the session's hook
+        and ``Module.__call__``, each a set lookup of the frame's code object."""
+        frame = self._getframe(2)
+        skip, callers = self._hook_codes, self._caller_codes
+        while frame is not None:
+            code = frame.f_code
+            if code in callers:
+                return code.co_filename, frame.f_lineno
+            if code in skip:
+                frame = frame.f_back
+                continue
+            path = code.co_filename
+            if path == self._module_py or path.startswith(self._own_dirs):
+                skip.add(code)
+                frame = frame.f_back
+                continue
+            callers.add(code)
+            return path, frame.f_lineno
+        return None
 
     def _read(self, t) -> int:
         """One float32 sum of ``t``, taken now, while the output is still in the cache: NaN and
@@ -210,19 +258,83 @@ class NonFiniteActivation(RuntimeCheck):
         for step, meta, flags in batches:
             self.defer(flags, lambda values, m=meta, s=step: self._locate(values, m, s))
 
+    def _blameless(self, module, dtype) -> bool:
+        """Whether ``module``, which returned one tensor of ``dtype``, cannot have made a
+        non-finite output from a finite input (a finite-preserving layer whose parameters are
+        finite now)."""
+        from types import SimpleNamespace
+
+        try:  # the predicate looks at the output's dtype only (float16 can overflow)
+            params = self._finite_preserving(module, SimpleNamespace(dtype=dtype))
+        except Exception:
+            return False
+        if params is None:
+            return False
+        try:
+            return all(bool(self._torch.isfinite(p).all()) for p in params)  # findings only
+        except Exception:
+            return False
+
+    def _shown_site(self, module, site):
+        """The call line to show: the actual caller, unless it is torch's own code (the
+        ``forward`` of an ``nn.Sequential``): then the line of the nearest user-defined module
+        that uses it, or where the model was called."""
+        if site is None or site[0].startswith(self._torch_dir):
+            return self.session.call_site(module) or self._root_site
+        return site
+
+    def _blame_between(self, meta: list, k: int, step: int) -> None:
+        """The module of ``meta[k]`` received a non-finite input it cannot have made: the code
+        that ran between the last module output read finite (``meta[k - 1]``) and this call,
+        in the enclosing module's ``forward``, made it."""
+        from torch_audit.runtime.util import site_str
+
+        index = self.session.index
+        module, _, site, _ = meta[k]
+        site = self._shown_site(module, site)
+        name, cls = index.name(module), type(module).__name__
+        parent = index.parent(module)
+        owner = index.name(parent) if parent is not None else name
+
+        def where(s, other=None) -> str:
+            if s is None:
+                return "an unknown line"
+            if other is not None and s[0] == other[0]:
+                return f"line {s[1]}"
+            return site_str(s)
+
+        prev_site = None
+        if k > 0:
+            prev, _, prev_site, _ = meta[k - 1]
+            prev_site = self._shown_site(prev, prev_site)
+            before = (f"between {index.name(prev)} ({type(prev).__name__}, finite output at "
+                      f"{where(prev_site, site)})")
+        else:
+            before = "before any module output (the model's input, or code before the first module)"
+        path, line = site if site else (None, None)
+        self.report(f"between:{name}", step=step, module=owner, path=path, line=line,
+                    value="non-finite",
+                    message=(f"first non-finite value made by the code {before} and "
+                             f"{name} ({cls}, called at {where(site, prev_site)}), which cannot make one "
+                             f"from finite input: look at the operations in between"))
+
     def _locate(self, values: list[float], meta: list, step: int) -> None:
         from torch_audit.runtime.source import is_torch_class
 
-        for module, idx, root_site in meta:
+        for k, (module, idx, site, dtype) in enumerate(meta):
             if all(math.isfinite(values[i]) for i in idx):
                 continue
             if self.opts["precise"]:
                 self._armed = True
+            if dtype is not None and self._blameless(module, dtype):
+                self._blame_between(meta, k, step)
+                return
             name = self.session.index.name(module)
             cls = type(module).__name__
-            site = None
-            if is_torch_class(type(module)):
-                site = self.session.call_site(module) or root_site
+            if not is_torch_class(type(module)):
+                site = None  # a user's module: its class is the place to look
+            else:
+                site = self._shown_site(module, site)
             path, line = site if site else (None, None)
             if path is None:
                 loc = self.session.module_location(module)

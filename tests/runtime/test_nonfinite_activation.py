@@ -116,15 +116,73 @@ def test_batchnorm_in_eval_mode_with_poisoned_running_statistics_is_named(reads)
     assert _first_nonfinite(_conv_bn(eval_bn=True), torch.randn(2, 3, 8, 8)) == ["1"]
 
 
-def test_a_functional_nan_between_modules_is_named_at_the_next_module(reads):
+def _findings(model: nn.Module, x: torch.Tensor):
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    with torch_audit.audit(model, select=["nonfinite-activation"], config=False) as session:
+        opt.zero_grad()
+        model(x).float().sum().backward()
+        opt.step()
+    return session.findings
+
+
+def _line(cls: type, text: str) -> int:
+    import inspect
+
+    lines, first = inspect.getsourcelines(cls.forward)
+    return first + next(i for i, line in enumerate(lines) if text in line)
+
+
+def test_a_functional_nan_between_modules_is_blamed_on_the_code_between_them(reads):
+    # issue 19 item 4: Dropout cannot make a NaN from finite input; the log in the parent's
+    # forward, between `lin` (finite) and `drop`, did
     torch.manual_seed(0)
-    assert _first_nonfinite(LogThenDropout(), torch.randn(8, 4)) == ["drop"]
+    [finding] = _findings(LogThenDropout(), torch.randn(8, 4))
+    assert finding.module == "LogThenDropout"  # the module whose forward holds that code
+    assert "between lin" in finding.message and "drop" in finding.message, finding.message
+    assert "Dropout" in finding.message
+    assert finding.path.endswith("test_nonfinite_activation.py")
+    assert finding.line == _line(LogThenDropout, "return self.drop(torch.log(")
+
+
+class SharedActivation(nn.Module):
+    """One ReLU module called twice; the NaN comes between the two calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        h = self.act(self.lin(x))
+        h = torch.log(h - 10.0)
+        return self.act(h)
+
+
+def test_a_shared_module_is_named_at_the_call_that_received_the_nan(reads):
+    torch.manual_seed(0)
+    [finding] = _findings(SharedActivation(), torch.randn(8, 4))
+    assert finding.line == _line(SharedActivation, "return self.act(h)"), finding
+    # the last finite output was act's first call, on its own line
+    assert f"line {_line(SharedActivation, 'h = self.act(self.lin(x))')}" in finding.message
+
+
+def test_a_module_that_makes_the_nan_itself_is_still_named(reads):
+    # Log is a user module: it can make non-finite values from finite input
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), Log(), nn.Dropout(0.1), nn.Linear(4, 1))
+    with torch.no_grad():
+        model[0].weight.fill_(-1.0)
+        model[0].bias.zero_()
+    [finding] = _findings(model, torch.rand(8, 4))
+    assert finding.module == "2" and "between" not in finding.message
 
 
 @pytest.mark.parametrize("inplace", [False, True])
 def test_an_output_changed_in_place_after_its_module_returned_is_read_again(reads, inplace):
+    # the ReLU received the NaN; it was made by the `y.div_(0.0)` between `bn` and `act`
     torch.manual_seed(0)
-    assert _first_nonfinite(InPlaceAfterReturn(inplace), torch.randn(8, 4)) == ["act"]
+    [finding] = _findings(InPlaceAfterReturn(inplace), torch.randn(8, 4))
+    assert finding.module == "InPlaceAfterReturn"
+    assert "between bn" in finding.message and "act" in finding.message, finding.message
 
 
 def test_float16_outputs_are_read_even_after_a_transparent_module(reads):
