@@ -44,7 +44,9 @@ class BiasBeforeNorm(StaticRule):
     """## What it does
     Finds a `Linear` or convolution layer with a bias (the default) whose output goes straight
     into a BatchNorm (or an InstanceNorm with `affine=True`): adjacent in an `nn.Sequential`, or
-    in `forward` (`self.bn(self.conv(x))`, also through variables).
+    in `forward` (`self.bn(self.conv(x))`, also through variables), also when the layer is built
+    by a helper of another module (`self.conv1 = conv3x3(c, c)` with `conv3x3` in `layers.py`
+    returning a biased `nn.Conv2d`; reported at the helper call, naming the helper).
 
     ## Why is this bad?
     The norm subtracts the per-channel mean, which removes any constant the previous layer
@@ -54,7 +56,8 @@ class BiasBeforeNorm(StaticRule):
     ## Known problems
     `LayerNorm` and `GroupNorm` normalise over other axes, so a bias before them is not
     redundant and is not reported. A layer whose output is also used elsewhere (not only by the
-    norm) is not reported.
+    norm) is not reported, nor a helper-built layer whose `bias` is not a literal the helper or
+    its call shows. A helper-built layer gets no fix: its bias is set inside the helper.
 
     ## Fix safety
     The fix passes `bias=False` to the layer (or turns its `bias=True` into `bias=False`). It is

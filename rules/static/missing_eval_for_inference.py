@@ -7,9 +7,11 @@ from torch_audit.rule import StaticRule
 class MissingEvalForInference(StaticRule):
     """## What it does
     Finds a function that evaluates or predicts with a model (under `torch.no_grad()` or
-    `torch.inference_mode()`, or named like `evaluate`, `validate`, `predict`, `infer`, `test`) when
-    the model has Dropout or BatchNorm-like layers (or its type is unknown) and neither the
-    function, nor a function in the file that calls it, puts the model in eval mode.
+    `torch.inference_mode()`, or named like `evaluate`, `validate`, `predict`, `infer`, `test`; or
+    module-level code under `no_grad` after the last training step) when the model is known to
+    have Dropout or BatchNorm-like layers (its class, its submodules, classes of other modules,
+    and for a parameter the models its call sites pass) and neither the function, nor a caller
+    anywhere in the project, puts it in eval mode.
 
     ## Why is this bad?
     In training mode, Dropout keeps zeroing activations at random and BatchNorm normalises with
@@ -18,12 +20,13 @@ class MissingEvalForInference(StaticRule):
     running statistics drift with every evaluation. Nothing fails: the numbers are just wrong.
 
     ## Known problems
-    Only one file is read. When the model is put in eval mode in another module (for example by
-    the function that loads it), add a suppression or call `model.eval()` where you evaluate.
+    A model whose content is not fully known (a getter's result, a third-party model, a
+    parameter nobody in the project passes) is not reported: the rule reports what it knows.
     Methods of `nn.Module` subclasses, Lightning's `validation_step`/`test_step` and methods of
     classes built on other frameworks are skipped: the framework or the caller sets the mode.
-    Any `.eval()` (or `.train(...)`) call in the function or its callers is taken as evidence
-    that the author manages the mode.
+    Any `.eval()` (or `.train(...)`) call in the function or its callers, an `eval()` on an
+    object of the same name elsewhere in the file, and a context manager given the model
+    (`with eval_mode(model):`) are taken as evidence that the author manages the mode.
 
     ## References
     - [torch.nn.Module.eval](https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.eval)

@@ -29,8 +29,8 @@ class MissingNoGradForInference(StaticRule):
     out-of-memory errors at validation time) and runs slower.
 
     ## Known problems
-    Only one file is read: a function that is always called under `no_grad` from another module
-    is reported (wrapping it in `@torch.no_grad()` is harmless). Code that needs input gradients
+    Callers in other modules are not consulted: a function that is always called under `no_grad`
+    from another module is reported (wrapping it in `@torch.no_grad()` is harmless). Code that needs input gradients
     (saliency maps, adversarial attacks, gradient penalties), Lightning's
     `validation_step`/`test_step`/`predict_step` and pytest `test_*` functions are skipped, as is
     a model put in eval mode only to freeze BatchNorm while training.

@@ -9,7 +9,8 @@ class MissingZeroGrad(StaticRule):
     """## What it does
     Finds a loop that calls `backward()` and an optimizer's `step()` in every iteration but never
     clears the gradients inside the loop: no `optimizer.zero_grad()`, `model.zero_grad()`,
-    `p.grad = None` or `p.grad.zero_()`, directly or through helper functions of the same file.
+    `p.grad = None` or `p.grad.zero_()`, directly or through helper functions (of this file or,
+    through the project's summaries, of other modules).
     A `zero_grad()` that runs once before the loop does not count.
 
     ## Why is this bad?
@@ -19,8 +20,8 @@ class MissingZeroGrad(StaticRule):
     model, with no error.
 
     ## Known problems
-    Only one file is read; helpers are followed two calls deep for `backward()` and `step()`, four
-    for the clearing. Gradient accumulation that
+    Helpers are followed two calls deep for `backward()` and `step()`, four for the clearing
+    (helpers of other modules as far as the project's summaries say). Gradient accumulation that
     clears after a conditional step is, correctly, not reported: any clearing inside the loop
     silences the rule. Loops whose optimizer is created inside the loop, and steps with a
     closure (`optimizer.step(closure)`, as LBFGS needs), are skipped.

@@ -1,16 +1,18 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.api import is_log_softmax, is_softmax, loss_calls
+from torch_audit.lint.facts.api import exp_of_log_softmax, is_log_softmax, is_softmax, loss_calls
 from torch_audit.lint.facts.layers import LOGIT_LAYERS, describe_source
 from torch_audit.rule import StaticRule
 
 
 class NllLossWithoutLogSoftmax(StaticRule):
     """## What it does
-    Finds `nn.NLLLoss` or `F.nll_loss` fed a plain softmax, or the raw output of a `Linear` or
-    convolution layer (logits), instead of log-probabilities: in the same function, through
-    variables and `self.` attributes, from a `forward` or an `nn.Sequential` of the same file.
+    Finds `nn.NLLLoss` or `F.nll_loss` fed a plain softmax, the exponential of a `log_softmax`, or
+    the raw output of a `Linear` or convolution layer (logits), instead of log-probabilities: in
+    the same function, through variables and `self.` attributes, from a `forward` or an
+    `nn.Sequential`, in this file or in other modules of the project (through imports,
+    re-exports, helpers and the call sites that pass the model).
 
     ## Why is this bad?
     `nll_loss` does no normalisation: it only picks `-input[target]`. On probabilities the loss
@@ -19,7 +21,7 @@ class NllLossWithoutLogSoftmax(StaticRule):
     raises an error.
 
     ## Known problems
-    Only flows visible in one file are followed. A value that comes from `log_softmax`
+    Third-party models are not followed. A value that comes from `log_softmax`
     (`F.log_softmax`, `.log_softmax()`, `nn.LogSoftmax`) on any path, or from `torch.log` of
     probabilities, is not reported.
 
@@ -45,6 +47,10 @@ class NllLossWithoutLogSoftmax(StaticRule):
                 if is_softmax(source):
                     where = describe_source(self.ctx, source, lc.call.scope, "nn.Softmax")
                     self.report(lc.call.node, loss=loss, what="the output of a softmax", where=where)
+                    break
+                if exp_of_log_softmax(self.ctx, source) is not None:
+                    where = describe_source(self.ctx, source, lc.call.scope, "torch.exp")
+                    self.report(lc.call.node, loss=loss, what="probabilities, the exp of a log_softmax", where=where)
                     break
                 if source.kind == "module" and source.qualname in LOGIT_LAYERS:
                     layer = "nn." + source.qualname.rsplit(".", 1)[-1]

@@ -12,7 +12,8 @@ class SigmoidBeforeBceWithLogits(StaticRule):
     Finds a sigmoid whose output reaches `nn.BCEWithLogitsLoss` or
     `F.binary_cross_entropy_with_logits`: in the same function, through variables and `self.`
     attributes, from a `forward` that returns a sigmoid, or from an `nn.Sequential` that ends in
-    `nn.Sigmoid`, within one file.
+    `nn.Sigmoid`, in this file or in other modules of the project (imports, helpers, and the
+    call sites that pass the model).
 
     ## Why is this bad?
     `BCEWithLogitsLoss` applies the sigmoid itself. Fed probabilities, it computes
@@ -20,7 +21,7 @@ class SigmoidBeforeBceWithLogits(StaticRule):
     gradients are small, and the model trains badly without any error or warning.
 
     ## Known problems
-    Only flows visible in one file are followed. A sigmoid applied to the *target* or computed
+    Third-party models are not followed. A sigmoid applied to the *target* or computed
     for metrics beside the logits is, correctly, not reported.
 
     ## Fix safety

@@ -10,8 +10,10 @@ from torch_audit.rule import StaticRule
 class SigmoidWithBceLoss(StaticRule):
     """## What it does
     Finds `nn.BCELoss` or `F.binary_cross_entropy` computed on the output of a sigmoid
-    (`torch.sigmoid`, `.sigmoid()`, `nn.Sigmoid`, a `forward` or an `nn.Sequential` of the same
-    file that ends in one).
+    (`torch.sigmoid`, `.sigmoid()`, `nn.Sigmoid`, a `forward` or an `nn.Sequential` that ends in
+    one), also when the model is defined in another module of the project or reaches the loss as
+    a parameter or a `self.` attribute set from a constructor argument (a GAN trainer given its
+    discriminator).
 
     ## Why is this bad?
     A sigmoid followed by `log` loses precision: for large logits the sigmoid rounds to exactly

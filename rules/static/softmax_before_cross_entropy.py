@@ -2,7 +2,7 @@ import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
 from torch_audit.lint import fixes
-from torch_audit.lint.facts.api import SOFTMAX_FUNCTIONS, is_softmax, loss_calls
+from torch_audit.lint.facts.api import SOFTMAX_FUNCTIONS, is_probabilities, loss_calls
 from torch_audit.lint.facts.layers import describe_source
 from torch_audit.rule import StaticRule
 
@@ -11,8 +11,11 @@ class SoftmaxBeforeCrossEntropy(StaticRule):
     """## What it does
     Finds a softmax whose output reaches `nn.CrossEntropyLoss` or `F.cross_entropy`: in the same
     function, through variables, tuple unpacking and `self.` attributes, from a `forward` that
-    returns a softmax, or from an `nn.Sequential` that ends in `nn.Softmax`, across the model/loss
-    boundary within one file.
+    returns a softmax, or from an `nn.Sequential` that ends in `nn.Softmax`; also the exponential of
+    a `log_softmax` (probabilities made by hand). The model may live in another module of the
+    project (imported, re-exported by a package's `__init__.py`), be built by a helper, or reach
+    the loss as a function parameter or a `self.` attribute set from a constructor argument: the
+    message then names the file and the call site the finding rests on.
 
     ## Why is this bad?
     Cross-entropy expects raw logits and applies `log_softmax` itself. Fed probabilities, it
@@ -20,7 +23,9 @@ class SoftmaxBeforeCrossEntropy(StaticRule):
     shrink, and training converges slowly to a worse model, without any error or warning.
 
     ## Known problems
-    Only flows visible in one file are followed. Probabilities computed for metrics or returned
+    Objects from third-party code, and parameters no call site of the linted project passes, are
+    not followed (`torch-audit lint` on one file still reads the local modules it imports, but not
+    its callers). Probabilities computed for metrics or returned
     beside the logits are, correctly, not reported; `log_softmax` into cross-entropy is harmless
     and not reported either (though `nll_loss` is the idiomatic partner of `log_softmax`).
 
@@ -47,7 +52,7 @@ class SoftmaxBeforeCrossEntropy(StaticRule):
         df = self.ctx.dataflow
         for lc in loss_calls(self.ctx, "cross_entropy"):
             for source in df.sources(lc.input, lc.call.scope, lc.call.stmt.index):
-                if is_softmax(source):
+                if is_probabilities(self.ctx, source):
                     self.report(
                         lc.call.node,
                         loss="F.cross_entropy" if lc.functional else "CrossEntropyLoss",

@@ -7,7 +7,8 @@ from torch_audit.rule import StaticRule
 class TrainModeNotRestored(StaticRule):
     """## What it does
     Finds a training loop whose body puts a model in eval mode (`model.eval()`, directly or
-    through a validation helper of the same file) and does not put it back with `model.train()`
+    through a validation helper of this file or another module, such as `evaluate(model, ...)`
+    imported from `evaluation.py`) and does not put it back with `model.train()`
     before the loop's next training step (`backward()` or `optimizer.step()`), although the
     function does call `model.train()` elsewhere (typically once, before the loop).
 

@@ -84,6 +84,36 @@ def is_softmax(source: Source) -> bool:
     return source.kind == "module" and source.qualname == "torch.nn.Softmax"
 
 
+EXP_FUNCTIONS = frozenset({"torch.exp", "torch.Tensor.exp", "torch.special.exp"})
+
+
+def exp_of_log_softmax(ctx: "FileContext", source: Source) -> Source | None:
+    """``torch.exp(log_probs)`` (or ``log_probs.exp()``) where ``log_probs`` is a log_softmax:
+    probabilities made by hand. Returns the log_softmax's source."""
+    node = source.node
+    if source.kind != "call" or not isinstance(node, cst.Call):
+        return None
+    if source.qualname in EXP_FUNCTIONS:
+        arg = argument(node, 0, "input")
+        value = arg.value if arg is not None else None
+    elif source.qualname is None and source.method == "exp" and isinstance(node.func, cst.Attribute):
+        value = node.func.value
+    else:
+        return None
+    call = ctx.call(node)
+    if value is None or call is None:
+        return None
+    for inner in ctx.dataflow.sources(value, call.scope, call.stmt.index):
+        if is_log_softmax(inner):
+            return inner
+    return None
+
+
+def is_probabilities(ctx: "FileContext", source: Source) -> bool:
+    """A softmax, or the exponential of a log_softmax."""
+    return is_softmax(source) or exp_of_log_softmax(ctx, source) is not None
+
+
 def is_log_softmax(source: Source) -> bool:
     if source.kind == "call":
         if source.qualname in LOG_SOFTMAX_FUNCTIONS:
@@ -101,7 +131,9 @@ def is_sigmoid(source: Source) -> bool:
 
 
 def _is_method_call(node: cst.CSTNode | None) -> bool:
-    return isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
+    # a source found in another file has no node here; the project reports a method only for
+    # `x.softmax(...)`-style calls
+    return node is None or (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute))
 
 
 @dataclasses.dataclass

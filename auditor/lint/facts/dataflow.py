@@ -349,6 +349,10 @@ class Dataflow:
                     return
             yield from self._apply_sources(func, expr, scope, at, element, depth, seen)
             return
+        if isinstance(func, cst.Call):
+            # Net()(x), nn.CrossEntropyLoss()(...): a module built and applied at once
+            yield from self._apply_sources(func, expr, scope, at, element, depth, seen)
+            return
         yield UNKNOWN
 
     def _apply_sources(self, obj, call_node, scope: Scope, at: int, element: Element, depth: int, seen: set):
