@@ -138,7 +138,11 @@ def _diagnostic(doc: Any, f: Finding) -> types.Diagnostic:
 def _lint_and_publish(ls: AuditServer, uri: str) -> None:
     doc = ls.workspace.get_text_document(uri)
     path = to_fs_path(uri)
-    if path is None or (doc.language_id not in (None, "", "python") and not path.endswith((".py", ".pyi"))):
+    # file: documents of Python; a notebook's JSON is not Python source (its cells come through
+    # the LSP notebook protocol, which this server does not implement)
+    if path is None or path.lower().endswith(".ipynb"):
+        return
+    if doc.language_id not in (None, "", "python") and not path.endswith((".py", ".pyi")):
         return
     from torch_audit.config import ConfigError
 

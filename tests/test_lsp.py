@@ -205,6 +205,16 @@ def test_positions_are_utf16_code_units(tmp_path):
     run(tmp_path, scenario)
 
 
+def test_notebook_json_is_not_linted_as_python(tmp_path):
+    async def scenario(editor: Editor) -> None:
+        editor.open(tmp_path / "n.ipynb", '{"cells": [], "metadata": {}, "nbformat": 4}')
+        uri = editor.open(tmp_path / "a.py", BAD)
+        first = await asyncio.wait_for(editor.published.get(), TIMEOUT)
+        assert first.uri == uri  # nothing was published for the notebook (no syntax error)
+
+    run(tmp_path, scenario)
+
+
 def test_the_server_does_not_import_torch(tmp_path):
     code = textwrap.dedent(f"""\
         import sys
