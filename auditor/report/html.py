@@ -419,7 +419,9 @@ def render_html(
     """The whole report as one HTML document (a string)."""
     from torch_audit.report._common import ordered
 
-    findings = ordered(findings)
+    from torch_audit.runtime.causes import root_cause_first
+
+    findings = root_cause_first(ordered(findings))  # a chain of non-finite findings: its root first
     root = os.fspath(root)
     counts = Counter(f.severity for f in findings)
     badges = "".join(

@@ -534,7 +534,9 @@ def audit_script(
     except BaseException as exc:  # noqa: B036 - the script's own exception, reported as python does
         outcome.exception = exc
         outcome.status = 1
-    outcome.findings = list(session.findings)
+    from torch_audit.runtime.causes import root_cause_first
+
+    outcome.findings = root_cause_first(list(session.findings))
     outcome.steps = monitor.steps
     outcome.optimizer_steps = dict(monitor.steps_by_optimizer)
     outcome.history = monitor.history
@@ -739,7 +741,10 @@ def _preface(target: str, outcome: RunOutcome) -> str:
         how = " (stopped by --fail-fast)"
     elif outcome.system_exit is not None and outcome.status != 0:
         how = f" (the script exited with status {outcome.status})"
-    notes = "".join(f"\ntorch-audit: note: {note}." for note in outcome.notes)
+    from torch_audit.runtime.causes import root_cause_notes
+
+    notes = "".join(f"\ntorch-audit: note: {note}."
+                    for note in [*outcome.notes, *root_cause_notes(outcome.findings)])
     return f"torch-audit: audited {what} of {target}{how}.{notes}"
 
 
