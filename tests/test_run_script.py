@@ -74,7 +74,8 @@ def test_script_sees_what_python_gives_it():
     assert seen["argv"] == ["whoami.py", "a", "--select", "x"]
     assert seen["path0"] == str(RUN) and seen["cwd"] == str(RUN)
     assert seen["main_is_me"] and seen["spec_is_none"]
-    assert "audited 0 optimizer steps" in audited.stderr and SUMMARY_OK in audited.stderr
+    assert "audited 0 optimizer steps" in audited.stderr
+    assert "no torch.optim optimizer stepped" in audited.stderr and SUMMARY_OK not in audited.stderr
 
 
 def test_module_sees_what_python_m_gives_it():
@@ -341,3 +342,31 @@ def test_output_paths_are_resolved_before_the_script_chdirs(tmp_path):
     assert "<svg" in (tmp_path / "rep.html").read_text()
     assert not (tmp_path / "elsewhere" / "out.json").exists()
     assert not (tmp_path / "elsewhere" / "rep.html").exists()
+
+
+# -- issue 19 item 5: say what did not run, never "All checks passed!" after nothing was checked
+
+
+def test_a_hand_written_update_is_not_called_all_checks_passed():
+    result = invoke(str(RUN / "manual_sgd.py"))
+    assert result.exit_code == 0
+    assert SUMMARY_OK not in result.output
+    assert "no torch.optim optimizer stepped" in result.output
+    assert "No findings, but the checks at optimizer.step() did not run" in result.output
+
+
+def test_a_script_that_crashed_before_its_first_step_says_so():
+    result = invoke(str(RUN / "crash_early.py"))
+    assert result.exit_code == 1
+    assert SUMMARY_OK not in result.output
+    assert "the script raised FileNotFoundError before the first optimizer step" in result.output
+
+
+def test_max_steps_without_an_optimizer_says_it_never_fired(tmp_path):
+    out = tmp_path / "r.json"
+    result = invoke("--max-steps", "2", "--output-format", "json", "-o", str(out),
+                    str(RUN / "manual_sgd.py"))
+    assert result.exit_code == 0
+    assert json.loads(out.read_text()) == []
+    # also for a machine format: the note goes to stderr
+    assert "--max-steps 2 never fired: it counts torch.optim optimizer steps" in result.output

@@ -45,6 +45,8 @@ EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 OUTPUT_FORMATS = ("text", "full", "json", "sarif", "github")
 #: formats a program parses as a whole: never mixed into the script's stdout
 MACHINE_FORMATS = ("json", "sarif")
+#: formats whose report starts with the "audited N steps" preface and its notes
+TEXT_LIKE = ("text", "full")
 
 __all__ = ["run", "RunOutcome", "StepMonitor", "MaxStepsReached", "audit_script", "History", "StepSeries"]
 
@@ -689,6 +691,7 @@ def emit_report(
     output_file: str | None,
     root: Path,
     preface: str = "",
+    unchecked: bool = False,
 ) -> None:
     """Text goes to stderr (stdout belongs to the script), github annotations to stdout, or any
     format to ``--output-file`` (written atomically; ``-`` is stdout, after the script's own
@@ -699,7 +702,10 @@ def emit_report(
     if fmt in TEXT_FORMATS:
         stream = sys.stderr
         color = output_file is None and _color(stream)
-        text = render(findings, fmt, color=color, show_fix_hint=False)
+        if unchecked and not findings:  # not "All checks passed!": the notes say what did not run
+            text = "No findings, but the checks at optimizer.step() did not run (see the notes above).\n"
+        else:
+            text = render(findings, fmt, color=color, show_fix_hint=False)
         if preface:
             text = preface + "\n" + text
     else:
@@ -728,7 +734,26 @@ def describe_steps(outcome: RunOutcome) -> str:
     return f"{len(counts)} optimizers ({each})"
 
 
-def _preface(target: str, outcome: RunOutcome) -> str:
+def not_checked(outcome: RunOutcome, max_steps: int | None = None) -> list[str]:
+    """What did not run, so that a report never says "All checks passed!" after nothing was
+    checked: the checks at ``optimizer.step()`` need a ``torch.optim`` optimizer to step, and
+    ``--max-steps`` counts those steps."""
+    if outcome.steps:
+        return []
+    out = []
+    if outcome.exception is not None:
+        out.append(f"the script raised {type(outcome.exception).__name__} before the first "
+                   "optimizer step: the checks at optimizer.step() did not run")
+    elif outcome.interrupted is None and outcome.audit_failure is None:
+        out.append("no torch.optim optimizer stepped: the checks at optimizer.step() (gradients, "
+                   "parameters, updates, unused and frozen parameters) did not run; a "
+                   "hand-written update (p -= lr * p.grad) is not an optimizer step")
+    if max_steps is not None and not outcome.stopped_at_max_steps:
+        out.append(f"--max-steps {max_steps} never fired: it counts torch.optim optimizer steps")
+    return out
+
+
+def _preface(target: str, outcome: RunOutcome, max_steps: int | None = None) -> str:
     what = describe_steps(outcome)
     how = ""
     if outcome.stopped_at_max_steps:
@@ -744,7 +769,8 @@ def _preface(target: str, outcome: RunOutcome) -> str:
     from torch_audit.runtime.causes import root_cause_notes
 
     notes = "".join(f"\ntorch-audit: note: {note}."
-                    for note in [*outcome.notes, *root_cause_notes(outcome.findings)])
+                    for note in [*outcome.notes, *root_cause_notes(outcome.findings),
+                                 *not_checked(outcome, max_steps)])
     return f"torch-audit: audited {what} of {target}{how}.{notes}"
 
 
@@ -939,20 +965,26 @@ def _run(target: str, args: list[str], as_module: bool, opts: dict[str, Any]) ->
         raise UsageError(str(exc)) from None
 
     if outcome.rank in (None, 0):
+        unchecked = not_checked(outcome, opts.get("max_steps"))
         emit_report(
             outcome.findings,
             fmt=fmt,
             output_file=opts.get("output_file"),
             root=settings.root,
-            preface=_preface(target if not as_module else f"-m {target}", outcome),
+            preface=_preface(target if not as_module else f"-m {target}", outcome, opts.get("max_steps")),
+            unchecked=bool(unchecked),
         )
+        if unchecked and fmt not in TEXT_LIKE:  # the text preface carries them otherwise
+            for note in unchecked:
+                click.echo(f"torch-audit: note: {note}.", err=True)
         if opts.get("html_file"):
             from torch_audit.report.html import render_html
 
             title = f"torch-audit run {target}"
             _write_file(opts["html_file"], render_html(outcome.findings, history=outcome.history,
                                                        title=title, root=settings.root,
-                                                       meta=_html_meta(target, args, outcome)))
+                                                       meta=_html_meta(target, args, outcome,
+                                                                      opts.get("max_steps"))))
     status = final_status(outcome, fail_on=settings.fail_on, exit_zero=bool(opts.get("exit_zero")))
 
     if outcome.exception is not None:
@@ -967,7 +999,8 @@ def _run(target: str, args: list[str], as_module: bool, opts: dict[str, Any]) ->
     return status
 
 
-def _html_meta(target: str, args: list[str], outcome: RunOutcome) -> dict[str, str]:
+def _html_meta(target: str, args: list[str], outcome: RunOutcome,
+               max_steps: int | None = None) -> dict[str, str]:
     ended = "finished"
     if outcome.stopped_at_max_steps:
         ended = "stopped by --max-steps"
@@ -977,9 +1010,12 @@ def _html_meta(target: str, args: list[str], outcome: RunOutcome) -> dict[str, s
         ended = f"raised {type(outcome.exception).__name__}"
     elif outcome.status:
         ended = f"exited with status {outcome.status}"
-    return {
+    meta = {
         "command": " ".join(["torch-audit run", target, *args]),
         "audited": describe_steps(outcome),
         "script": ended,
         "torch": torch.__version__,
     }
+    for n, note in enumerate(not_checked(outcome, max_steps), 1):
+        meta[f"not checked ({n})" if n > 1 else "not checked"] = note
+    return meta
