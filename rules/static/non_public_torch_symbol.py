@@ -16,6 +16,8 @@ def private_part(qualname: str | None) -> str | None:
     parts = qualname.split(".")
     if parts[0] not in PACKAGES:
         return None
+    if parts[:2] == ["torch", "ops"]:
+        return None  # torch.ops.<namespace>: a library's own operator namespace (torch.ops._torchaudio)
     for part in parts[1:]:
         if part.startswith("_") and not (part.startswith("__") and part.endswith("__")):
             if part.startswith(PUBLIC_UNDERSCORE):
@@ -38,7 +40,8 @@ class NonPublicTorchSymbol(StaticRule):
 
     ## Known problems
     Opt-in: some tasks have no public API (custom ops, compiler internals), and libraries built
-    on torch use its internals deliberately.
+    on torch use its internals deliberately. Operator namespaces under `torch.ops` are not
+    torch's (`torch.ops._torchaudio` is torchaudio's own) and are not reported.
 
     ## References
     - [PyTorch public API definition](https://github.com/pytorch/pytorch/wiki/Public-API-definition-and-documentation)
