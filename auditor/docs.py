@@ -1,4 +1,5 @@
-"""Rule documentation: the page of ``torch-audit rule CODE`` and the README's rule table.
+"""Rule documentation: the page of ``torch-audit rule CODE``, the README's rule table and the
+per-rule pages of ``docs/rules/`` (each rule's SARIF ``helpUri``).
 
 A rule's Example and Use instead sections are its fixtures (``fixtures/<kind>/<slug>/bad.py``
 and ``good.py``), so every example in the docs is also a test.
@@ -91,9 +92,54 @@ def readme_with_table(readme: str, catalog: Catalog) -> str:
     return readme[:start] + "\n" + rules_table(catalog.rules) + readme[end:]
 
 
+RULE_PAGES_INDEX = "README.md"
+
+
+def rule_pages(catalog: Catalog) -> dict[str, str]:
+    """``docs/rules/``: ``<name>.md`` per rule (its ``torch-audit rule --format markdown`` page)
+    and an index, ``README.md``, linking them."""
+    pages = {f"{r.name}.md": rule_page(r, markdown=True) for r in catalog.rules}
+    index = [
+        "# Rules",
+        "",
+        "Generated from the rule catalogue by `python -m torch_audit.docs --update-rule-pages docs/rules`;",
+        "`torch-audit rule CODE` prints the same page. Never edit these files by hand.",
+        "",
+        "| Code | Name | Kind | Severity |",
+        "| --- | --- | --- | --- |",
+        *(f"| {r.code} | [`{r.name}`]({r.name}.md) | {r.kind} | {r.severity.value} |" for r in catalog.rules),
+    ]
+    pages[RULE_PAGES_INDEX] = "\n".join(index) + "\n"
+    return pages
+
+
+def update_rule_pages(directory, catalog: Catalog) -> list[str]:
+    """Write :func:`rule_pages` into ``directory`` and delete the pages of rules that are gone;
+    returns the names of the files changed."""
+    from pathlib import Path
+
+    from torch_audit.atomic import write_text_atomic
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    pages = rule_pages(catalog)
+    changed = []
+    for name, text in pages.items():
+        path = directory / name
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            write_text_atomic(path, text)
+            changed.append(name)
+    for stale in sorted(directory.glob("*.md")):
+        if stale.name not in pages:
+            stale.unlink()
+            changed.append(stale.name)
+    return changed
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m torch_audit.docs --update-readme README.md`` rewrites the generated table;
-    ``--check`` exits 1 when it is stale."""
+    ``--check`` exits 1 when it is stale; ``--update-rule-pages docs/rules`` rewrites the
+    per-rule pages."""
     import argparse
     from pathlib import Path
 
@@ -102,8 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m torch_audit.docs")
     parser.add_argument("--update-readme", metavar="README", type=Path)
     parser.add_argument("--check", metavar="README", type=Path)
+    parser.add_argument("--update-rule-pages", metavar="DIR", type=Path)
     args = parser.parse_args(argv)
     catalog = load_catalog()
+    if args.update_rule_pages is not None:
+        for name in update_rule_pages(args.update_rule_pages, catalog):
+            print(f"updated {args.update_rule_pages / name}")
+        if args.update_readme is None and args.check is None:
+            return 0
     target = args.update_readme or args.check
     if target is None:
         print(rules_table(catalog.rules), end="")

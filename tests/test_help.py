@@ -211,22 +211,26 @@ def test_full_shows_a_help_line_under_each_finding_that_has_one(in_tmp):
         _finding(line=9, column=1),
         _finding(path="", module="enc", step=2, help="Lower the learning rate\nor clip"),
     ]
+    # pkg/train.py does not exist here: no source frame, the help alone (frames: tests/test_formats.py)
     assert render(findings, "full").splitlines() == [
         "TA101 msg (module: enc, step: 2)",
-        "  help: Lower the learning rate",
-        "        or clip",
+        "  = help: Lower the learning rate",
+        "          or clip",
+        "",
         "pkg/train.py:3:20: TA101 msg",
-        "  help: Pass the logits",
+        "  = help: Pass the logits",
+        "",
         "pkg/train.py:9:1: TA101 msg",
+        "",
         "Found 3 findings (3 errors, 0 warnings, 0 info).",
     ]
     coloured = render(findings[:1], "full", color=True).splitlines()
-    assert coloured[1] == "  \x1b[1m\x1b[36mhelp\x1b[0m: Pass the logits"
+    assert coloured[1] == "  = \x1b[1m\x1b[36mhelp\x1b[0m: Pass the logits"
     assert render([], "full") == render([], "text") == "All checks passed!\n"
 
 
 def test_without_summary_only_the_findings_remain(in_tmp):
-    assert render([_finding(help="h")], "full", summary=False) == "pkg/train.py:3:20: TA101 msg\n  help: h\n"
+    assert render([_finding(help="h")], "full", summary=False) == "pkg/train.py:3:20: TA101 msg\n  = help: h\n\n"
     assert render([_finding(help="h")], "text", summary=False) == "pkg/train.py:3:20: TA101 msg\n"
     assert render([], "text", summary=False) == ""
 
@@ -316,10 +320,18 @@ def test_cli_text_is_unchanged_and_full_adds_help(tmp_path):
     text = _lint_cli(tmp_path).stdout.splitlines()
     assert text[0] == finding_line and not any("help" in line for line in text)
     full = _lint_cli(tmp_path, "--output-format", "full").stdout.splitlines()
-    assert full[:2] == [finding_line, "  help: Call the module itself: `model(...)`"]
-    assert full[2:] == text[1:]  # the same summary
+    assert full[:7] == [
+        finding_line,
+        "  |",
+        "4 | y = model.forward(x)",
+        "  |           ^^^^^^^ TA310",
+        "  |",
+        "  = help: Call the module itself: `model(...)`",
+        "",
+    ]
+    assert full[7:] == text[1:]  # the same summary
     quiet = _lint_cli(tmp_path, "--output-format", "full", "-q")
-    assert quiet.stdout.splitlines() == full[:2] and quiet.exit_code == 1
+    assert quiet.stdout.splitlines() == full[:7] and quiet.exit_code == 1
     assert _lint_cli(tmp_path, "-q").stdout.splitlines() == [finding_line]
     data = json.loads(_lint_cli(tmp_path, "--output-format", "json").stdout)
     assert data[0]["help"] == "Call the module itself: `model(...)`"
@@ -337,7 +349,9 @@ def test_cli_full_after_fix_shows_what_remains_with_help(tmp_path):
         )
     finally:
         os.chdir(old)
-    assert result.stdout.splitlines() == [
-        "n.py:32:9: TA311 `self.scale.cuda()` returns a new tensor that is discarded; self.scale itself is not converted",
-        "  help: Assign the result: `self.scale = self.scale.cuda()`",
-    ]
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        "n.py:32:9: TA311 `self.scale.cuda()` returns a new tensor that is discarded; self.scale itself is not converted"
+    )
+    assert lines[2].startswith("32 |") and "self.scale.cuda()" in lines[2]
+    assert lines[-2:] == ["  = help: Assign the result: `self.scale = self.scale.cuda()`", ""]

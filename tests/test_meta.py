@@ -164,3 +164,16 @@ def test_pre_commit_hook_manifest():
     text = (ROOT / ".pre-commit-hooks.yaml").read_text()
     assert "id: torch-audit" in text and "entry: torch-audit lint" in text
     assert "language: python" in text
+
+
+def test_rule_pages_are_checked_in_and_current():
+    """docs/rules/<name>.md is each rule's SARIF helpUri: one page per rule, no page of a rule
+    that is gone, each the catalogue's current text."""
+    from torch_audit.docs import rule_pages
+
+    expected = rule_pages(load_catalog())
+    directory = ROOT / "docs" / "rules"
+    present = {p.name for p in directory.glob("*.md")}
+    assert present == set(expected), "stale rule pages: python -m torch_audit.docs --update-rule-pages docs/rules"
+    stale = [name for name, text in expected.items() if (directory / name).read_text(encoding="utf-8") != text]
+    assert stale == [], "stale rule pages: python -m torch_audit.docs --update-rule-pages docs/rules"

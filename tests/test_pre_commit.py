@@ -14,6 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 BAD = "import torch\nimport torch.nn.functional as F\n\n\ndef f(m, x, y):\n    return F.cross_entropy(torch.softmax(m(x), 1), y)\n"
 GOOD = "import torch\n\nx = torch.zeros(3)\n"
 
+
+def notebook(source: str) -> str:
+    import json
+
+    cell = {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+            "source": source.splitlines(keepends=True)}
+    return json.dumps({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
 
@@ -76,3 +84,23 @@ def test_pre_commit_hook(project, hook_repo, pre_commit_home):
     bad = run_pre_commit(project, hook_repo, pre_commit_home)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "TA101" in bad.stdout
+
+
+@pytest.mark.slow
+def test_pre_commit_hook_honours_configured_excludes_and_checks_notebooks(project, hook_repo, pre_commit_home):
+    """pre-commit names every staged file; the hook's --force-exclude keeps the configured
+    excludes in force, and `jupyter` in types_or hands it notebooks."""
+    (project / "torch-audit.toml").write_text('extend-exclude = ["legacy/"]\n')
+    (project / "legacy").mkdir()
+    (project / "legacy" / "old.py").write_text(BAD)
+    _git(project, "add", "torch-audit.toml", "legacy/old.py")
+    excluded = run_pre_commit(project, hook_repo, pre_commit_home)
+    assert excluded.returncode == 0, excluded.stdout + excluded.stderr
+    assert "TA101" not in excluded.stdout
+
+    (project / "nb.ipynb").write_text(notebook(BAD))
+    _git(project, "add", "nb.ipynb")
+    bad = run_pre_commit(project, hook_repo, pre_commit_home)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "nb.ipynb:cell 1:" in bad.stdout and "TA101" in bad.stdout
+    assert "legacy/old.py" not in bad.stdout

@@ -98,7 +98,7 @@ def sarif_validator():
 
 
 def test_formats_and_unknown_format():
-    assert FORMATS == ("text", "full", "json", "sarif", "github")
+    assert FORMATS == ("text", "full", "json", "sarif", "github", "gitlab", "junit")
     with pytest.raises(ValueError, match="unknown output format 'xml'"):
         render([], "xml")
 

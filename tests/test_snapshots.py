@@ -20,7 +20,7 @@ SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 SELECT = "TA101,TA201,TA301"
 
 
-@pytest.mark.parametrize("fmt", ["text", "full", "json", "sarif", "github"])
+@pytest.mark.parametrize("fmt", ["text", "full", "json", "sarif", "github", "gitlab", "junit"])
 def test_output_format_snapshot(fmt):
     out = subprocess.run(
         [sys.executable, "-m", "torch_audit", "lint", "--no-cache", "--select", SELECT,

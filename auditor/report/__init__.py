@@ -1,4 +1,4 @@
-"""Rendering findings: ``text``, ``full``, ``json``, ``sarif`` and ``github``.
+"""Rendering findings: ``text``, ``full``, ``json``, ``sarif``, ``github``, ``gitlab`` and ``junit``.
 
 The one entry point is :func:`render`; it returns the whole output as a string (ending in a
 newline unless empty) and never prints. Every format orders findings the same stable way
@@ -24,9 +24,9 @@ from torch_audit.report._sarif import render_sarif, sarif_log
 from torch_audit.report._text import render_statistics, render_text, summary_lines
 from torch_audit.report._text import statistics as rule_statistics
 
-FORMATS = ("text", "full", "json", "sarif", "github")
+FORMATS = ("text", "full", "json", "sarif", "github", "gitlab", "junit")
 #: The formats for people: ``text`` (one line per finding, Ruff's ``concise``) and ``full``
-#: (the same lines, each followed by its ``help:`` line, Ruff's ``full``).
+#: (the same lines, each followed by its source frame and its ``= help:`` line, Ruff's ``full``).
 TEXT_FORMATS = ("text", "full")
 
 __all__ = [
@@ -61,7 +61,9 @@ def render(
 
     - ``catalog``: a :class:`~torch_audit.catalog.Catalog` for SARIF rule metadata; codes it does
       not know (engine codes) get a minimal descriptor.
-    - ``root``: SARIF URIs are relative to it (``uriBaseId`` ``%SRCROOT%``).
+    - ``root``: SARIF URIs are relative to it (``uriBaseId`` ``%SRCROOT%``), and so are GitLab
+      paths unless ``CI_PROJECT_DIR`` is set; GitHub annotation paths are relative to
+      ``GITHUB_WORKSPACE`` when it is set, else to the current directory.
     - ``color``: ANSI colour in ``text`` (the caller decides, e.g. from ``isatty``).
     - ``statistics``: per-rule counts instead of findings; a JSON list of ``{code, name, count,
       fixable}`` for ``json``, a Ruff-style table for every other format.
@@ -91,4 +93,12 @@ def render(
         return render_json(findings)
     if fmt == "github":
         return render_github(findings)
+    if fmt == "gitlab":
+        from torch_audit.report._gitlab import render_gitlab
+
+        return render_gitlab(findings, root=root)
+    if fmt == "junit":
+        from torch_audit.report._junit import render_junit
+
+        return render_junit(findings, tool_name=tool_name)
     return render_sarif(findings, catalog=catalog, root=Path(root), tool_name=tool_name)

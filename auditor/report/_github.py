@@ -1,12 +1,16 @@
 """The ``github`` format: GitHub Actions workflow commands that become annotations.
 
 See https://docs.github.com/actions/reference/workflow-commands-for-github-actions; the escaping
-follows the Actions toolkit (``@actions/core`` ``command.ts``)."""
+follows the Actions toolkit (``@actions/core`` ``command.ts``). GitHub matches an annotation's
+``file`` against the repository, so paths are relative to ``GITHUB_WORKSPACE`` (the checkout)
+when it is set, whatever the current directory; else to the current directory."""
 
 from __future__ import annotations
 
 from torch_audit.findings import Finding, Severity
-from torch_audit.report._common import display_path, ordered
+import os
+
+from torch_audit.report._common import display_path, ordered, repo_relative_posix
 from torch_audit.report._text import runtime_suffix
 
 COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
@@ -20,6 +24,15 @@ def escape_property(text: str) -> str:
     return escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
+def annotation_path(path: str) -> str:
+    workspace = os.environ.get("GITHUB_WORKSPACE")
+    if workspace:
+        rel = repo_relative_posix(path, workspace)
+        if rel is not None:
+            return rel
+    return display_path(path)
+
+
 def annotation(finding: Finding) -> str:
     props: list[tuple[str, object]] = []
     if finding.path:
@@ -29,7 +42,7 @@ def annotation(finding: Finding) -> str:
 
             region = raw_region(finding) or region
         props += [
-            ("file", display_path(finding.path)),
+            ("file", annotation_path(finding.path)),
             ("line", region[0]),
             ("col", region[1]),
             ("endLine", region[2]),

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from torch_audit.findings import Applicability, Finding, Severity
+from torch_audit.report._fingerprint import fingerprints
 from torch_audit.report._common import (
     absolute_uri,
     is_runtime,
@@ -24,6 +25,11 @@ from torch_audit.report._common import (
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/torch-audit/torch-audit"
+#: A rule's page, generated from the catalogue into docs/rules/ (python -m torch_audit.docs
+#: --update-rule-pages docs/rules) and kept current by tests/test_meta.py.
+RULE_PAGE_URI = INFORMATION_URI + "/blob/main/docs/rules/{name}.md"
+#: The key of our own fingerprint in ``partialFingerprints`` (versioned: a new recipe, a new key).
+FINGERPRINT_KEY = "torchAudit/v1"
 SRCROOT = "%SRCROOT%"
 
 LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
@@ -86,6 +92,7 @@ def rule_descriptor(code: str, rule: Any | None, example: Finding) -> dict[str, 
         "name": rule.name,
         "shortDescription": _text(summary),
         "fullDescription": _text(full),
+        "helpUri": RULE_PAGE_URI.format(name=rule.name),
     }
     help_ = _help(sections, getattr(rule, "fix_title", None))
     if help_["text"]:
@@ -146,12 +153,13 @@ def _fix(finding: Finding, location: dict[str, str]) -> dict[str, Any] | None:
     }
 
 
-def _result(finding: Finding, rule_index: int, root: str | os.PathLike[str]) -> dict[str, Any]:
+def _result(finding: Finding, rule_index: int, root: str | os.PathLike[str], fingerprint: str) -> dict[str, Any]:
     result: dict[str, Any] = {
         "ruleId": finding.code,
         "ruleIndex": rule_index,
         "level": LEVEL[finding.severity],
         "message": _text(finding.message),
+        "partialFingerprints": {FINGERPRINT_KEY: fingerprint},
     }
     # The finding's own properties (a SARIF property bag): notebook cell, runtime measurements
     # and `help`, what to do about this finding (the rule's fix title with its names filled in;
@@ -241,7 +249,9 @@ def sarif_log(
             {
                 "tool": {"driver": driver},
                 "columnKind": "unicodeCodePoints",
-                "results": [_result(f, index[f.code], root) for f in findings],
+                "results": [
+                    _result(f, index[f.code], root, fp) for f, fp in zip(findings, fingerprints(findings, root))
+                ],
             }
         ],
     }

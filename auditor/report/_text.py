@@ -1,8 +1,9 @@
 """The ``text`` format: one ``path:line:col: CODE [*] message`` line per finding and a summary,
 or with ``statistics`` a per-rule count table, both modelled on Ruff.
 
-The ``full`` format is ``text`` with a ``help:`` line (the finding's ``help``, what to do about
-it) under each finding that has one, as Ruff's ``full`` format; ``text`` is Ruff's ``concise``."""
+The ``full`` format is Ruff's ``full``: each finding's line is followed by a frame of its source
+line with carets under the span (``_frames``) and an ``= help:`` line (the finding's ``help``, what
+to do about it); ``text`` is Ruff's ``concise``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 from torch_audit.findings import Applicability, Finding, Severity
+from torch_audit.report._frames import SourceLines, frame_lines
 from torch_audit.report._common import (
     display_path,
     fix_is_applicable,
@@ -63,12 +65,12 @@ def finding_line(finding: Finding, *, color: bool = False, unsafe_fixes: bool = 
 
 
 def help_lines(finding: Finding, *, color: bool = False) -> list[str]:
-    """``  help: <what to do>`` for the ``full`` format; none when the finding has no help."""
+    """``  = help: <what to do>`` for the ``full`` format; none when the finding has no help."""
     if not finding.help:
         return []
     style = _Style(color)
     first, *rest = finding.help.splitlines() or [""]
-    return [f"  {style('help', BOLD, CYAN)}: {first}", *(f"        {line}" for line in rest)]
+    return [f"  = {style('help', BOLD, CYAN)}: {first}", *(f"          {line}" for line in rest)]
 
 
 def fix_counts(findings: list[Finding], unsafe_fixes: bool, hidden_unsafe_fixes: int) -> tuple[int, int]:
@@ -135,10 +137,14 @@ def render_text(
 ) -> str:
     findings = ordered(findings)
     lines = []
+    source = SourceLines() if show_help else None
     for f in findings:
         lines.append(finding_line(f, color=color, unsafe_fixes=unsafe_fixes))
-        if show_help:
+        if source is not None:  # full: the source frame and the help, then a blank line
+            caret_codes = (BOLD, SEVERITY_COLOR[f.severity])
+            lines += frame_lines(f, source, _Style(color), caret_codes)
             lines += help_lines(f, color=color)
+            lines.append("")
     if summary:
         lines += summary_lines(
             findings,
