@@ -208,11 +208,15 @@ def _rule_classes(module) -> list[type[Rule]]:
 
 
 def _iter_rule_modules(kind: str):
-    package = importlib.import_module(f"torch_audit.rules.{kind}")
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        yield importlib.import_module(f"{package.__name__}.{info.name}")
+    packages = [importlib.import_module(f"torch_audit.rules.{kind}")]
+    if kind == "static":
+        # the engine's own findings are declared by the mechanism, beside the engine
+        packages.insert(0, importlib.import_module("torch_audit.lint.engine_findings"))
+    for package in packages:
+        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+            if info.name.startswith("_"):
+                continue
+            yield importlib.import_module(f"{package.__name__}.{info.name}")
 
 
 @functools.lru_cache(maxsize=None)
