@@ -44,7 +44,7 @@ def test_plugin_is_registered_through_its_entry_point(pytester):
 
 INNER = MODEL + '''
 def test_fixture_sees_the_bug(torch_audit):
-    assert active_session() is torch_audit
+    assert active_session() is torch_audit.session
     train(bug=True)
     assert [f.code for f in torch_audit.findings] == ["TA707"]
 
@@ -164,3 +164,79 @@ def test_x():
     assert result.ret != 0
     result.stderr.fnmatch_lines(["*keyword arguments only*"]) if result.stderr.lines else \
         result.stdout.fnmatch_lines(["*keyword arguments only*"])
+
+
+FINISH = MODEL + '''
+from torch_audit.runtime.session import active_session
+
+
+def train_with_an_unused_layer():
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"used": torch.nn.Linear(4, 2), "unused": torch.nn.Linear(4, 2)})
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        model["used"](torch.randn(3, 4)).sum().backward()
+        opt.step()
+
+
+@pytest.mark.torch_audit(select=["unused-parameter"], preview=True, fail_on="never")
+def test_findings_include_checks_that_conclude_at_the_end(torch_audit):
+    train_with_an_unused_layer()
+    # unused-parameter concludes when the session ends: reading findings ends it
+    assert [f.code for f in torch_audit.findings] == ["TA803"]
+    assert active_session() is None
+
+
+@pytest.mark.torch_audit(select=["unused-parameter"], preview=True, fail_on="never")
+def test_finish_ends_the_audit_explicitly(torch_audit):
+    train_with_an_unused_layer()
+    found = torch_audit.finish()
+    assert [f.code for f in found] == ["TA803"] and torch_audit.finish() == found
+    train_with_an_unused_layer()  # no longer audited
+    assert len(torch_audit.findings) == 1
+'''
+
+
+def test_the_fixture_finalises_checks_when_findings_are_read(pytester):
+    # issue 17 item 8: `assert torch_audit.findings == []` passed while the report showed an
+    # unused parameter, found only when the session ended
+    pytester.makepyfile(test_finish=FINISH)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA")
+    result.assert_outcomes(passed=2)
+
+
+def test_a_marker_typo_is_reported_at_collection_before_any_test_runs(pytester):
+    pytester.makepyfile(
+        '''
+import pytest
+
+def test_first():
+    open("ran.txt", "w").write("the body ran")
+
+@pytest.mark.torch_audit(fail_on="eror")
+def test_x():
+    open("ran.txt", "w").write("the body ran")
+'''
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert not (pytester.path / "ran.txt").exists()
+    text = result.stdout.str() + result.stderr.str()
+    assert "test_x" in text and "fail_on must be one of error, warning, info, never, got 'eror'" in text
+
+
+def test_a_marker_selecting_an_unknown_check_is_reported_at_collection(pytester):
+    pytester.makepyfile(
+        '''
+import pytest
+
+@pytest.mark.torch_audit(select=["nonfinite-los"])
+def test_x():
+    open("ran.txt", "w").write("the body ran")
+'''
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert not (pytester.path / "ran.txt").exists()
+    assert "nonfinite-los" in result.stdout.str() + result.stderr.str()
