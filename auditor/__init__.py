@@ -24,7 +24,13 @@ if TYPE_CHECKING:  # pragma: no cover
 def __getattr__(name: str) -> Any:
     # The runtime imports torch; keep `import torch_audit` (and so the linter) torch-free.
     if name == "audit":
-        from torch_audit.runtime.session import audit
+        try:
+            from torch_audit.runtime.session import audit
+        except ModuleNotFoundError as exc:
+            from torch_audit.runtime.errors import RuntimeExtraMissing, is_torch_missing
 
+            if is_torch_missing(exc):  # the lint-only install: say what to install, in one line
+                raise RuntimeExtraMissing("torch_audit.audit()") from None
+            raise
         return audit
     raise AttributeError(f"module 'torch_audit' has no attribute {name!r}")

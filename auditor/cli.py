@@ -50,6 +50,27 @@ def write_output(text: str, output_file: str | None, *, color: bool | None = Non
 RUN_SHORT_HELP = "Audit a training script (or profile a model) at run time."
 
 
+def _run_unavailable(exc: ImportError) -> click.Command:
+    """`run` when the runtime cannot be imported (the lint-only install has no torch): one line
+    saying what to install or what failed, exit 2, for any arguments (`--help` included),
+    instead of click's "No such command 'run'"."""
+    from torch_audit.runtime.errors import RUNTIME_EXTRA_HINT, is_torch_missing
+
+    if is_torch_missing(exc):
+        why = f"needs torch, which is not installed: {RUNTIME_EXTRA_HINT}"
+    else:
+        why = f"cannot import the runtime auditor: {type(exc).__name__}: {exc}"
+
+    def unavailable() -> None:
+        click.echo(f"torch-audit: error: `torch-audit run` {why}", err=True)
+        sys.exit(2)
+
+    return click.Command(
+        "run", callback=unavailable, help=RUN_SHORT_HELP, add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+
+
 class _Group(click.Group):
     """Commands load lazily: `run` imports the runtime (and torch) only when it is used."""
 
@@ -73,8 +94,8 @@ class _Group(click.Group):
         if name == "run" and "run" not in self.commands:
             try:
                 from torch_audit.runtime.cli import run as run_command
-            except ImportError:
-                return None
+            except ImportError as exc:  # no torch, or a torch that fails to import
+                run_command = _run_unavailable(exc)
             self.add_command(run_command, "run")
         return super().get_command(ctx, name)
 

@@ -25,3 +25,24 @@ class AuditFailure(AuditError):
         self.finding = finding
         where = f" (step {finding.step})" if finding.step is not None else ""
         super().__init__(f"{finding.code} [{finding.name}]{where}: {finding.message}")
+
+
+#: what to do when torch is missing (the README's install section says the same)
+RUNTIME_EXTRA_HINT = ("install the runtime extra (`pip install '.[runtime]'` in a clone of "
+                      "torch-audit) or torch itself (`pip install torch`)")
+
+
+class RuntimeExtraMissing(ImportError):
+    """The runtime auditor needs torch, and it is not installed (the lint-only install).
+
+    An ``ImportError``, so that ``except ImportError`` and ``pytest.importorskip``-style code
+    treat it as the missing dependency it is."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} needs torch, which is not installed: {RUNTIME_EXTRA_HINT}",
+                         name="torch")
+
+
+def is_torch_missing(exc: BaseException) -> bool:
+    """Whether ``exc`` says that torch itself cannot be imported (not a broken import inside it)."""
+    return isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "torch"
