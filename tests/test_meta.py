@@ -177,3 +177,18 @@ def test_rule_pages_are_checked_in_and_current():
     assert present == set(expected), "stale rule pages: python -m torch_audit.docs --update-rule-pages docs/rules"
     stale = [name for name, text in expected.items() if (directory / name).read_text(encoding="utf-8") != text]
     assert stale == [], "stale rule pages: python -m torch_audit.docs --update-rule-pages docs/rules"
+
+
+def test_licence_changelog_and_contributing_guide_are_there_and_agree():
+    licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert licence.startswith("MIT License") and 'license = { text = "MIT" }' in pyproject
+    assert "## Unreleased" in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    contributing = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    test_command = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)[1]
+    assert test_command in contributing  # the same way to run the tests as the README and CI
+    for script in re.findall(r"benchmarks/[\w-]+\.(?:py|sh)", contributing):
+        assert (ROOT / script).is_file(), script
+    for command in re.findall(r"python -m torch_audit\.docs (--[\w-]+)", contributing):
+        assert command in (ROOT / "auditor" / "docs.py").read_text(encoding="utf-8"), command
