@@ -268,8 +268,9 @@ def test_full_output_adds_the_help_lines_on_stderr():
     assert "help:" not in concise.stderr
     finding = next(line for line in full.stderr.splitlines() if "TA701" in line)
     assert finding in concise.stderr  # the same finding line, then what to do about it
-    help_line = full.stderr.splitlines()[full.stderr.splitlines().index(finding) + 1]
-    assert help_line.startswith("  help: ") and len(help_line) > len("  help: "), full.stderr
+    after = full.stderr.splitlines()[full.stderr.splitlines().index(finding) + 1 :]
+    help_line = next(line for line in after if "help:" in line)  # after the source frame
+    assert help_line.startswith("  = help: ") and len(help_line) > len("  = help: "), full.stderr
 
 
 def test_pyproject_configures_run(tmp_path):
