@@ -106,6 +106,29 @@ class CrossFile:
         assert self.project is not None
         return [self.source(s) for s in self.project.apply(obj, 0, element)]
 
+    def function_sources(self, call: cst.Call, scope: "Scope") -> "list[Source] | None":
+        """What a call of a project function (of this file or another) returns, or None when
+        the callee is not a project function."""
+        if self.project is None:
+            return None
+        func = call.func
+        qualname = scope.qualname(func)
+        if qualname is not None:
+            hit = self.resolve(qualname)
+        elif isinstance(func, cst.Name) and (scope.lookup_scope(func.value) or scope).kind == "module":
+            hit = self.project.resolve(self.module, func.value)  # type: ignore[arg-type]
+        else:
+            return None
+        if hit is None or hit[0] != "function":
+            return None
+        from torch_audit.lint.project.model import Frame
+
+        fn, where = hit[1], hit[2]
+        args, kwargs = _local_arguments(call)
+        inner = Frame(where, fn, fn.get("cls"), self.project._bind(fn, args, kwargs, self._frame(scope)))
+        found = [self.source(s) for s in self.project._return_sources(inner, 0, None)]
+        return found if found and all(s.kind != "unknown" for s in found) else None
+
     def module_output(self, qualname: str, call: cst.Call, element: Any = None) -> "list[Source] | None":
         """``Classifier(...)`` built here from a class of another file, then applied."""
         hit = self.resolve(qualname)
@@ -162,6 +185,9 @@ class CrossFile:
         if src.kind == "call":
             if src.obj is not None:
                 return Source("call", None, None, None, None, remote=src.obj, evidence=src.evidence)
+            if src.operands:
+                return Source("call", None, None, src.qualname, src.method, evidence=src.evidence,
+                              operands=tuple(self.source(o) for o in src.operands))
             return Source("call", None, None, src.qualname, src.method, evidence=src.evidence)
         if src.kind == "module":
             return Source("module", None, None, src.qualname, evidence=src.evidence, remote=src.obj)

@@ -73,6 +73,8 @@ class Source:
     #: the call site (:class:`torch_audit.lint.project.model.CallSite`) a parameter's value
     #: was taken from
     via: object | None = None
+    #: for arithmetic or a comparison found beyond the file: the sources of its operands
+    operands: tuple = ()
 
     def is_call_of(self, *names: str) -> bool:
         return self.kind == "call" and self.qualname in names

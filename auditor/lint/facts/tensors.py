@@ -253,6 +253,11 @@ class Tensors:
         if isinstance(expr, cst.Call):
             func = expr.func
             q = self.ctx.qualname(func, scope)
+            returned = self.ctx.crossfile.function_sources(expr, scope)
+            if returned is not None:
+                # a helper of this file or another module: what it returns, when every return agrees
+                kinds = {_source_kind(s) for s in returned}
+                return kinds.pop() if len(kinds) == 1 else None
             if q is not None:
                 return _qualname_kind(q)
             if isinstance(func, cst.Name):
@@ -281,7 +286,32 @@ class Tensors:
             if left in (TENSOR, PARAMETER) or right in (TENSOR, PARAMETER):
                 return TENSOR
             return None
+        if isinstance(expr, cst.Comparison):
+            # `x > 0`, `pred == y`: a comparison with a tensor is a (boolean) tensor
+            operands = [expr.left, *(c.comparator for c in expr.comparisons)]
+            if any(
+                isinstance(c.operator, (cst.Is, cst.IsNot, cst.In, cst.NotIn)) for c in expr.comparisons
+            ):
+                return None  # `x is None`, `k in d`: a bool
+            if any(self._kind(o, scope, at, depth + 1, seen) in (TENSOR, PARAMETER) for o in operands):
+                return TENSOR
+            return None
+        if isinstance(expr, cst.UnaryOperation) and not isinstance(expr.operator, cst.Not):
+            inner = self._kind(expr.expression, scope, at, depth + 1, seen)
+            return TENSOR if inner in (TENSOR, PARAMETER) else None
         return None
+
+
+def _source_kind(source) -> str | None:
+    """The kind of a value the project found (a call of a torch function or a layer)."""
+    from torch_audit.lint.project.model import ARITHMETIC
+
+    if source.kind == "call" and source.qualname == ARITHMETIC:
+        # arithmetic or a comparison: a tensor when an operand is one
+        return TENSOR if any(_source_kind(o) in (TENSOR, PARAMETER) for o in source.operands) else None
+    if source.kind == "call" and source.qualname:
+        return _qualname_kind(source.qualname)
+    return None
 
 
 def _qualname_kind(q: str) -> str | None:

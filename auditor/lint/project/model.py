@@ -105,9 +105,13 @@ class Src:
     method: str | None = None
     evidence: Evidence | None = None
     obj: Obj | None = None
+    #: for arithmetic and comparisons (``qualname`` :data:`ARITHMETIC`): the operands' sources
+    operands: tuple = ()
 
 
 UNKNOWN_SRC = Src("unknown")
+#: the qualified name of the sources of arithmetic and comparisons
+ARITHMETIC = "<arithmetic>"
 
 
 @dataclasses.dataclass(eq=False)
@@ -469,7 +473,8 @@ class Project:
         if tag == "either":
             return self._flat(self.sources(v, frame, depth + 1, element) for v in value[1])
         if tag == "binop":
-            return [Src("call", "<arithmetic>")]
+            operands = tuple(self._flat(self.sources(o, frame, depth + 1) for o in (value[2] if len(value) > 2 else [])))
+            return [Src("call", ARITHMETIC, None, Evidence(self.path_of(frame.module), value[1], frame.label), operands=operands)]
         return [UNKNOWN_SRC]
 
     def _call_sources(self, value: Value, frame: Frame, depth: int, element: Any) -> list[Src]:

@@ -22,7 +22,7 @@ Values are small lists whose first item is a tag:
 ``["?"]`` unknown; ``["lit", v]`` a literal; ``["param", name]``; ``["name", "a.b"]`` a global or
 imported dotted name; ``["loc", name, line]`` a local variable read at ``line``; ``["self",
 attr]``; ``["attr", value, name]``; ``["call", func, args, kwargs, line]``; ``["sub", value,
-index]`` a constant subscript; ``["binop", line]`` arithmetic (a tensor when its operands are).
+index]`` a constant subscript; ``["binop", line, operands]`` arithmetic or a comparison (a tensor when an operand is one).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import ast
 from typing import Any
 
 #: bump when the format changes: cached summaries of another format are ignored
-FORMAT = 1
+FORMAT = 2
 
 Value = list
 
@@ -233,8 +233,19 @@ class _Summarizer:
             return ["sub", self.value(node.value, local_names, self_name, depth + 1), None]
         if isinstance(node, (ast.Tuple, ast.List)):
             return ["tuple", [self.value(e, local_names, self_name, depth + 1) for e in node.elts[:_MAX_ARGS]]]
-        if isinstance(node, (ast.BinOp, ast.Compare, ast.UnaryOp)):
-            return ["binop", node.lineno]
+        if isinstance(node, ast.Compare):
+            if any(isinstance(op, (ast.Is, ast.IsNot, ast.In, ast.NotIn)) for op in node.ops):
+                return ["lit", None]  # `x is None`, `k in d`: a bool, not an array
+            operands = [node.left, *node.comparators]
+        elif isinstance(node, ast.BinOp):
+            operands = [node.left, node.right]
+        elif isinstance(node, ast.UnaryOp) and not isinstance(node.op, ast.Not):
+            operands = [node.operand]
+        else:
+            operands = None
+        if operands is not None:
+            # arithmetic and comparisons: an array when an operand is one
+            return ["binop", node.lineno, [self.value(o, local_names, self_name, depth + 1) for o in operands[:4]]]
         if isinstance(node, ast.IfExp):
             return ["either", [
                 self.value(node.body, local_names, self_name, depth + 1),
