@@ -2,7 +2,7 @@ import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
 from torch_audit.lint import fixes
-from torch_audit.lint.facts.index import argument
+from torch_audit.lint.facts.tensors import tensors
 from torch_audit.rule import StaticRule
 
 #: reductions that give a 0-dim tensor when called with no dimension
@@ -18,6 +18,17 @@ FUNCTIONAL_LOSSES = frozenset(
     }
 )
 _MAX_DEPTH = 6
+
+
+class _Losses:
+    """``torch.nn`` loss classes whose default result is 0-dim (not
+    ``AdaptiveLogSoftmaxWithLoss``, which returns a named tuple)."""
+
+    def __contains__(self, name: str) -> bool:
+        return name.endswith("Loss") and name != "AdaptiveLogSoftmaxWithLoss"
+
+
+_SCALAR_LOSSES = _Losses()
 
 
 class ZeroDimTensorIndexed(StaticRule):
@@ -68,6 +79,7 @@ class ZeroDimTensorIndexed(StaticRule):
             return
         if self._assigned_to(node):
             return  # `loss[0] = ...`: a write, a different error
+        self._through_data = through_data
         why = self._zero_dim(tensor, scope, stmt.index, 0)
         if why is None:
             return
@@ -122,18 +134,31 @@ class ZeroDimTensorIndexed(StaticRule):
             return None
         func = expr.func
         if isinstance(func, cst.Attribute) and func.attr.value in REDUCTIONS and not expr.args:
-            return f".{func.attr.value}() over all elements"
+            # a DataFrame's .sum() is a Series, which x[0] indexes fine: the receiver must be
+            # a tensor, or the value read through `.data` (which DataFrames do not have)
+            if self._through_data or self._tensor(func.value, scope, at):
+                return f".{func.attr.value}() over all elements"
+            return None
         if isinstance(func, (cst.Name, cst.Attribute)):
             src = self.ctx.dataflow.constructor_source(func, scope, at)
             if src is not None and isinstance(src.node, cst.Call) and src.qualname:
                 head, _, last = src.qualname.rpartition(".")
-                if head == "torch.nn" and last.endswith("Loss") and _default_reduction(src.node, positional=1):
+                if head == "torch.nn" and last in _SCALAR_LOSSES and _default_reduction(src.node, positional=1):
                     return f"a {last} with reduction='mean'"
         if isinstance(func, cst.Call):
             q = self.ctx.qualname(func.func, scope)
-            if q and q.startswith("torch.nn.") and q.endswith("Loss") and _default_reduction(func, positional=1):
+            if q and q.rpartition(".")[0] == "torch.nn" and q.rpartition(".")[2] in _SCALAR_LOSSES \
+                    and _default_reduction(func, positional=1):
                 return f"a {q.rsplit('.', 1)[-1]} with reduction='mean'"
         return None
+
+    def _tensor(self, expr: cst.BaseExpression, scope, at: int) -> bool:
+        if isinstance(expr, cst.Call):
+            q = self.ctx.qualname(expr.func, scope)
+            return q is not None and q.startswith("torch.") and q.rsplit(".", 1)[-1][:1].islower()
+        if isinstance(expr, (cst.Name, cst.Attribute)):
+            return tensors(self.ctx).is_tensor(expr, scope, at)
+        return False
 
     def _fix(self, node: cst.Subscript, tensor: cst.BaseExpression, safe: bool) -> Fix | None:
         if fixes.comments_in(node, keep=[tensor]):
