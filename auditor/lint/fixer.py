@@ -565,7 +565,9 @@ def apply_fixes_command(
         return EXIT_FINDINGS if text else EXIT_OK
 
     output_file = opts.get("output_file")
-    color = fmt in ("text", "full") and output_file is None and sys.stdout.isatty()
+    from torch_audit.report import color_wanted
+
+    color = fmt in ("text", "full") and output_file is None and color_wanted(sys.stdout)
     files_checked = len(results)
     rendered = render(
         left,
@@ -585,7 +587,7 @@ def apply_fixes_command(
         )
     from torch_audit.cli import write_output
 
-    write_output(rendered, output_file)
+    write_output(rendered, output_file, color=color or None)
     if not quiet:  # stderr: never mixed into a JSON/SARIF report on stdout
         err(f"Fixed {_plural(fixed_total, 'finding')} ({len(left)} remaining).")
     if errors or write_failures:
