@@ -86,8 +86,14 @@ class DeprecatedScalarFirstOverload(StaticRule):
         )
 
     def _tensor(self, receiver: cst.BaseExpression) -> bool:
-        if isinstance(receiver, cst.Attribute) and receiver.attr.value in ("data", "grad"):
+        if isinstance(receiver, cst.Attribute) and receiver.attr.value == "grad":
             return True
+        if isinstance(receiver, cst.Attribute) and receiver.attr.value == "data":
+            # p.data of a tensor; `self.data` is a dataset or a container as often as not
+            inner = receiver.value
+            if isinstance(inner, cst.Name) and inner.value in ("self", "cls"):
+                return False
+            return self._tensor(inner) or not isinstance(inner, cst.Name) or self._named_like_tensor(inner)
         if isinstance(receiver, cst.Call) and isinstance(receiver.func, cst.Attribute):
             # exp_avg.mul_(beta1).add_(1 - beta1, grad): the in-place chain returns the tensor
             return receiver.func.attr.value in _IN_PLACE_RETURNING
@@ -95,6 +101,11 @@ class DeprecatedScalarFirstOverload(StaticRule):
         if isinstance(receiver, (cst.Name, cst.Attribute)) and scope is not None and stmt is not None:
             return tensors(self.ctx).is_tensor(receiver, scope, stmt.index)
         return False
+
+    def _named_like_tensor(self, name: cst.Name) -> bool:
+        """``p``/``param``/``weight``...: the usual names of the parameters an optimizer loop
+        updates through ``.data``."""
+        return name.value in ("p", "param", "parameter", "w", "weight", "bias", "buf", "tensor", "t", "x")
 
     def _fix(self, node: cst.Call, keyword: str) -> Fix | None:
         if fixes.comments_in(node):
