@@ -68,6 +68,7 @@ def global_state() -> dict:
         "hooks": hook_dicts,
         "patched": {k: id(v) for k, v in patched.items()},
         "dispatch_mode": _get_current_dispatch_mode(),
+        "function_modes": torch._C._len_torch_function_stack(),
         "grad_enabled": torch.is_grad_enabled(),
         "anomaly": torch.is_anomaly_enabled(),
     }

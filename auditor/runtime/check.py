@@ -13,9 +13,10 @@ Events (see ``docs/runtime.md``):
 ``backward_end``  ``on_backward_end(event)`` when it returned
 ``step_pre``      ``on_step_pre(ctx)`` before ``optimizer.step()`` (``ctx``: a StepContext)
 ``step_post``     ``on_step_post(ctx)`` after ``optimizer.step()``
-``zero_grad``     ``on_zero_grad(params)`` when ``Optimizer.zero_grad``/``Module.zero_grad`` ran
-``cross_entropy`` ``on_cross_entropy(event)`` for ``F.cross_entropy`` and ``nn.CrossEntropyLoss``
-``relu``          ``on_relu(event)`` for ``F.relu`` and ``nn.ReLU``
+``cross_entropy`` ``on_cross_entropy(event)`` for ``nn.CrossEntropyLoss``/``nn.NLLLoss`` calls and
+                  ``F.cross_entropy``/``F.nll_loss`` calls outside module forwards
+                  (``event.loss`` says which)
+``relu``          ``on_relu(event)`` for the output of an ``nn.ReLU`` module
 ``root_forward``  ``on_root_forward(module)`` before the forward of an outermost module
 ``root_forward_end`` ``on_root_forward_end(module)`` after it (also when it raised)
 ``finish``        ``on_finish()`` when the session exits normally
@@ -43,7 +44,6 @@ EVENTS = frozenset(
         "backward_end",
         "step_pre",
         "step_post",
-        "zero_grad",
         "cross_entropy",
         "relu",
         "root_forward",

@@ -1,10 +1,13 @@
 """The runtime audit session: ``torch_audit.audit()``.
 
 One context manager installs *global* hooks (module forward pre/post hooks, optimizer step
-pre/post hooks) and a few reversible patches (``torch.autograd.backward``,
-``F.cross_entropy``, ``F.relu``, ``Optimizer.zero_grad``/``Module.zero_grad``) — each only when
-an enabled check subscribes to the matching event — and removes all of them on exit, also when
-the block raises. Checks hand device tensors to :meth:`AuditSession.defer`; the session reads
+pre/post hooks) and, when an enabled check needs ``backward()`` or loss-function calls, a
+:class:`~torch.overrides.TorchFunctionMode` that is on the stack only between the end of a model
+forward and the ``backward()`` call (``intercept.py``), and removes all of them on exit, also
+when the block raises. No public torch object is replaced or wrapped. The session audits the
+thread that opened it; other threads' events are left alone (with a note).
+
+Checks hand device tensors to :meth:`AuditSession.defer`; the session reads
 everything deferred with one host transfer per optimizer step (on CUDA asynchronously, one step
 late, unless ``fail_fast``), so a training step costs at most one synchronisation.
 
@@ -28,6 +31,7 @@ from torch_audit.runtime import dist, reduce
 from torch_audit.runtime.check import RuntimeCheck
 from torch_audit.runtime.errors import AuditFailure, SessionActiveError
 from torch_audit.runtime.index import ModelIndex
+from torch_audit.runtime.intercept import CallWindow
 from torch_audit.runtime.settings import INTERNAL_ERROR_CODE
 from torch_audit.runtime.source import (
     UserSites, class_location, display_path, is_torch_class, user_site,
@@ -74,6 +78,10 @@ def stack_scalars(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([t.to(first.device, torch.float32) for t in tensors])
 
 
+#: loss modules whose calls are ``cross_entropy`` events (``NLLLoss`` flagged as such)
+_LOSS_MODULES = (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss)
+
+
 def _first_tensors(output: Any) -> list[torch.Tensor]:
     if isinstance(output, torch.Tensor):
         return [output]
@@ -115,12 +123,15 @@ class BackwardEvent:
 
 
 class CallEvent:
-    """A call of an audited functional (``F.cross_entropy``, ``F.relu``)."""
+    """A loss call (``F.cross_entropy``/``F.nll_loss`` and their modules) or an ``nn.ReLU``
+    output."""
 
-    __slots__ = ("input", "target", "output", "kwargs", "module", "_site")
+    __slots__ = ("input", "target", "output", "kwargs", "module", "loss", "_site")
 
     def __init__(self, input: Any, target: Any = None, output: Any = None,
                  kwargs: dict | None = None, module: torch.nn.Module | None = None) -> None:
+        #: for loss events: "cross_entropy" or "nll_loss" (which expects log-probabilities)
+        self.loss = "cross_entropy"
         self.input = input
         self.target = target
         self.output = output
@@ -236,6 +247,11 @@ class AuditSession:
         self.user_sites = UserSites()
         self.step = 0
         self.rank = None
+        #: the thread whose training is audited (the one that opened the session), the
+        #: process that opened it, and the other threads whose events were left alone
+        self._thread = threading.get_ident()
+        self._pid = os.getpid()
+        self._other_threads: dict[int, str] = {}
         self._entered = False
         self._closed = False
         self._paused = False
@@ -248,7 +264,7 @@ class AuditSession:
         self._by_event: dict[str, list[RuntimeCheck]] = {}
         self._forward_checks: tuple[RuntimeCheck, ...] = ()
         self._handles: list[Any] = []
-        self._patches: list[tuple[Any, str, Any]] = []
+        self._window: CallWindow | None = None
         self._stack: list[torch.nn.Module] = []
         self._root: torch.nn.Module | None = None
         self.root_grad_enabled = True
@@ -302,6 +318,8 @@ class AuditSession:
 
     def _start(self) -> None:
         self.rank = dist.rank() if dist.active() else None
+        self._thread = threading.get_ident()
+        self._pid = os.getpid()
         for rule in self._rules:
             if not issubclass(rule, RuntimeCheck) or not rule.events:
                 continue
@@ -339,24 +357,15 @@ class AuditSession:
         if any(e in ev for e in ("step_pre", "step_post")) or self.checks:
             self._handles.append(optim_module.register_optimizer_step_pre_hook(self._step_pre))
             self._handles.append(optim_module.register_optimizer_step_post_hook(self._step_post))
+        handlers: dict[Any, Callable] = {}
         if "backward" in ev or "backward_end" in ev:
-            self._patch(torch.autograd, "backward", self._make_backward(torch.autograd.backward))
+            handlers[torch.Tensor.backward] = self._on_backward_call
+            handlers[torch.autograd.backward] = self._on_backward_call
         if "cross_entropy" in ev:
             F = torch.nn.functional
-            self._patch(F, "cross_entropy", self._make_cross_entropy(F.cross_entropy))
-        if "relu" in ev:
-            F = torch.nn.functional
-            self._patch(F, "relu", self._make_relu(F.relu))
-        if "zero_grad" in ev:
-            self._patch(torch.optim.Optimizer, "zero_grad",
-                        self._make_zero_grad(torch.optim.Optimizer.zero_grad, optimizer=True))
-            self._patch(torch.nn.Module, "zero_grad",
-                        self._make_zero_grad(torch.nn.Module.zero_grad, optimizer=False))
-
-    def _patch(self, owner: Any, attr: str, replacement: Any) -> None:
-        original = owner.__dict__[attr] if attr in getattr(owner, "__dict__", {}) else getattr(owner, attr)
-        self._patches.append((owner, attr, original))
-        setattr(owner, attr, replacement)
+            handlers[F.cross_entropy] = self._on_loss_call
+            handlers[F.nll_loss] = self._on_loss_call
+        self._window = CallWindow(handlers) if handlers else None
 
     def _uninstall(self) -> None:
         for handle in reversed(self._handles):
@@ -364,10 +373,10 @@ class AuditSession:
                 handle.remove()
             except Exception:  # pragma: no cover - a handle whose dict is gone
                 pass
-        for owner, attr, original in reversed(self._patches):
-            setattr(owner, attr, original)
+        if self._window is not None:
+            self._window.close()
+        self._window = None
         self._handles = []
-        self._patches = []
 
     @contextlib.contextmanager
     def paused(self) -> Iterator["AuditSession"]:
@@ -416,6 +425,14 @@ class AuditSession:
 
     def _finish(self, clean: bool) -> None:
         """Read what is pending, let checks conclude, gather findings from all ranks."""
+        if self.in_forked_child:
+            return  # the parent reports; the child's copy of the session ends silently
+        if self._other_threads:
+            names = ", ".join(sorted(self._other_threads.values()))
+            self.notes.append(
+                f"events of other threads ({names}) were not audited: a session audits the "
+                "thread that opened it"
+            )
         together = self._ranks_finished_together(clean)
         try:
             self.flush(final=True, collective=together)
@@ -599,10 +616,12 @@ class AuditSession:
 
     # -- hooks ----------------------------------------------------------------------------------
     def _forward_pre(self, module: torch.nn.Module, args: Any) -> None:
-        if _compiling():
+        if _compiling() or not self._own_thread():
             return
         stack = self._stack
         if not stack:
+            if self._window is not None:
+                self._window.close()  # forwards run without the mode (fast paths, cost)
             if self._restrict_modules:
                 if not self.index.knows(module):
                     stack.append(module)
@@ -621,20 +640,31 @@ class AuditSession:
         stack.append(module)
 
     def _forward_post(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        if _compiling():
+        if _compiling() or not self._own_thread():
             return
         stack = self._stack
         if stack and stack[-1] is module:
             stack.pop()
         elif module in stack:  # pragma: no cover - unbalanced (exception inside a child)
             del stack[stack.index(module):]
-        if not stack and module is self._root:
-            for check in self._by_event.get("root_forward_end", ()):
-                self._call(check, check.on_root_forward_end, module)
+        if not stack:
+            if module is self._root:
+                for check in self._by_event.get("root_forward_end", ()):
+                    self._call(check, check.on_root_forward_end, module)
+            if self._window is not None:
+                self._window.open()  # the loss and the backward() call come next
         if output is None:
             return
+        cls = type(module)
+        if cls in _LOSS_MODULES and "cross_entropy" in self._by_event and len(args) >= 2 \
+                and isinstance(args[0], torch.Tensor):
+            self._emit_loss(args[0], args[1], {}, cls is torch.nn.NLLLoss, module)
         if self._restrict_modules and not self.index.knows(module):
             return
+        if cls is torch.nn.ReLU and "relu" in self._by_event and isinstance(output, torch.Tensor):
+            event = CallEvent(None, output=output, module=module)
+            for check in self._by_event["relu"]:
+                self._call(check, check.on_relu, event)
         for check in self._forward_checks:
             if check.enabled:
                 try:
@@ -643,6 +673,23 @@ class AuditSession:
                     raise
                 except Exception as exc:  # a check must never break training
                     self._internal_error(check, exc)
+
+    def _own_thread(self) -> bool:
+        """Whether the event being handled comes from the audited thread. Events of other
+        threads are left alone (a hook never reads state another thread may be updating, such
+        as the gradients its optimizer zeroes); the report names those threads."""
+        ident = threading.get_ident()
+        if ident == self._thread:
+            return True
+        if ident not in self._other_threads and len(self._other_threads) < 8:
+            self._other_threads[ident] = threading.current_thread().name
+        return False
+
+    @property
+    def in_forked_child(self) -> bool:
+        """True in a process forked from the one that opened the session: only the process that
+        started the session reports (a child's exit must not print or write anything)."""
+        return os.getpid() != self._pid
 
     def current_module(self) -> torch.nn.Module | None:
         return self._stack[-1] if self._stack else None
@@ -663,6 +710,10 @@ class AuditSession:
         return label
 
     def _step_pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if not self._own_thread():
+            return
+        if self._window is not None:
+            self._window.close()  # the update runs without the mode
         if not self._watched(optimizer):
             return
         if optimizer not in self.optimizers:  # its first step: one walk of the stack
@@ -679,7 +730,7 @@ class AuditSession:
             self.flush()
 
     def _step_post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if not self._watched(optimizer):
+        if not self._own_thread() or not self._watched(optimizer):
             return
         ctx = self._contexts.pop(optimizer, None)
         if ctx is None:  # pragma: no cover - pre hook did not run
@@ -689,76 +740,47 @@ class AuditSession:
         self._opt_steps[optimizer] = ctx.step + 1
         self.step = max(self.step, ctx.step + 1)
 
-    def _make_backward(self, original: Callable) -> Callable:
-        session = self
-
-        def backward(*args: Any, **kwargs: Any) -> Any:
-            if session._backward_depth or _compiling():
-                return original(*args, **kwargs)
-            tensors = args[0] if args else kwargs.get("tensors")
-            if isinstance(tensors, torch.Tensor):
-                tensors = (tensors,)
+    def _on_backward_call(self, func: Callable, args: tuple, kwargs: dict) -> Any:
+        """``Tensor.backward``/``torch.autograd.backward`` seen through the call window: the
+        ``backward`` events around the call itself. The window closes: nothing after the
+        ``backward()`` call is of interest until the next forward ends."""
+        window = self._window
+        if window is not None:
+            window.close()
+        if self._backward_depth or _compiling() or not self._own_thread():
+            return func(*args, **kwargs)
+        tensors = args[0] if args else kwargs.get("tensors", kwargs.get("self"))
+        if isinstance(tensors, torch.Tensor):
+            tensors = (tensors,)
+        try:
             event = BackwardEvent(tuple(t for t in (tensors or ()) if isinstance(t, torch.Tensor)))
-            for check in session._by_event.get("backward", ()):
-                session._call(check, check.on_backward, event)
-            session._backward_depth += 1
-            try:
-                result = original(*args, **kwargs)
-            finally:
-                session._backward_depth -= 1
-            for check in session._by_event.get("backward_end", ()):
-                session._call(check, check.on_backward_end, event)
-            return result
+        except Exception:  # an argument torch itself will reject: let it say so
+            return func(*args, **kwargs)
+        for check in self._by_event.get("backward", ()):
+            self._call(check, check.on_backward, event)
+        self._backward_depth += 1
+        try:
+            result = func(*args, **kwargs)
+        finally:
+            self._backward_depth -= 1
+        for check in self._by_event.get("backward_end", ()):
+            self._call(check, check.on_backward_end, event)
+        return result
 
-        backward.__wrapped__ = original  # type: ignore[attr-defined]
-        return backward
+    def _on_loss_call(self, func: Callable, args: tuple, kwargs: dict) -> Any:
+        """``F.cross_entropy``/``F.nll_loss`` seen through the call window."""
+        if not _compiling() and args and isinstance(args[0], torch.Tensor) and self._own_thread():
+            target = args[1] if len(args) > 1 else kwargs.get("target")
+            extra = {k: v for k, v in kwargs.items() if k != "target"}
+            self._emit_loss(args[0], target, extra, func is torch.nn.functional.nll_loss, None)
+        return func(*args, **kwargs)
 
-    def _make_cross_entropy(self, original: Callable) -> Callable:
-        session = self
-
-        def cross_entropy(input: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
-            if not _compiling() and isinstance(input, torch.Tensor):
-                event = CallEvent(input, target, kwargs=kwargs, module=session.current_module())
-                for check in session._by_event.get("cross_entropy", ()):
-                    session._call(check, check.on_cross_entropy, event)
-            return original(input, target, *args, **kwargs)
-
-        cross_entropy.__wrapped__ = original  # type: ignore[attr-defined]
-        cross_entropy.__doc__ = original.__doc__
-        return cross_entropy
-
-    def _make_relu(self, original: Callable) -> Callable:
-        session = self
-
-        def relu(input: Any, inplace: bool = False) -> Any:
-            out = original(input, inplace=inplace)
-            if not _compiling() and isinstance(out, torch.Tensor):
-                event = CallEvent(input if not inplace else None, output=out,
-                                  module=session.current_module())
-                for check in session._by_event.get("relu", ()):
-                    session._call(check, check.on_relu, event)
-            return out
-
-        relu.__wrapped__ = original  # type: ignore[attr-defined]
-        relu.__doc__ = original.__doc__
-        return relu
-
-    def _make_zero_grad(self, original: Callable, optimizer: bool) -> Callable:
-        session = self
-
-        def zero_grad(self_: Any, *args: Any, **kwargs: Any) -> Any:
-            result = original(self_, *args, **kwargs)
-            if not _compiling():
-                if optimizer:
-                    params = [p for g in self_.param_groups for p in g["params"]]
-                else:
-                    params = list(self_.parameters())
-                for check in session._by_event.get("zero_grad", ()):
-                    session._call(check, check.on_zero_grad, params)
-            return result
-
-        zero_grad.__wrapped__ = original  # type: ignore[attr-defined]
-        return zero_grad
+    def _emit_loss(self, input: torch.Tensor, target: Any, kwargs: dict, nll: bool,
+                   module: torch.nn.Module | None) -> None:
+        event = CallEvent(input, target, kwargs=kwargs, module=module or self.current_module())
+        event.loss = "nll_loss" if nll else "cross_entropy"
+        for check in self._by_event.get("cross_entropy", ()):
+            self._call(check, check.on_cross_entropy, event)
 
     # -- findings -------------------------------------------------------------------------------
     def module_location(self, module: torch.nn.Module | None) -> tuple[str, int] | None:

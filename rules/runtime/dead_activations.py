@@ -7,7 +7,7 @@ from torch_audit.runtime.check import RuntimeCheck
 
 class DeadActivations(RuntimeCheck):
     """## What it does
-    Samples the outputs of ReLU (the `nn.ReLU` module and `F.relu`) during training and reports
+    Samples the outputs of `nn.ReLU` modules during training and reports
     a ReLU whose units are zero for every sample in a window of sampled steps, for at least a
     `threshold` fraction of its units. A unit is one position of the output per sample (a
     feature, or a channel at one spatial position).
@@ -19,9 +19,11 @@ class DeadActivations(RuntimeCheck):
 
     ## Known problems
     Sampled: every `sample_every`-th optimizer step is observed (one `amax` reduction per ReLU
-    call on those steps), and the verdict comes after `window` samples. `torch.relu` and
-    `Tensor.relu` called directly, and calls through a reference taken before the session
-    started, are not seen. Only forward passes with gradients enabled are sampled.
+    call on those steps), and the verdict comes after `window` samples. Only `nn.ReLU` modules
+    are observed (through the session's module hooks): `F.relu`, `torch.relu` and
+    `Tensor.relu` called in a `forward` are not, because seeing them would mean replacing
+    `F.relu` or intercepting every torch call of the forward pass. Only forward passes with
+    gradients enabled are sampled.
 
     ## References
     - https://arxiv.org/abs/1903.06733
@@ -64,11 +66,7 @@ class DeadActivations(RuntimeCheck):
 
         module = event.module
         site = event.site
-        if isinstance(module, torch.nn.ReLU):
-            where = f"{self.session.index.name(module)} (called at {site_str(site)})"
-        else:
-            mod = f" in {self.session.index.name(module)}" if module is not None else ""
-            where = f"F.relu at {site_str(site)}{mod}"
+        where = f"{self.session.index.name(module)} (called at {site_str(site)})"
         with torch.no_grad():
             alive = out.detach().amax(0) > 0
         prev = self._alive.get(where)

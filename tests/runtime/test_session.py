@@ -58,15 +58,22 @@ def _mlp():
     return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 1))
 
 
+def _mode_stack_len():
+    return torch._C._len_torch_function_stack()
+
+
 def test_hooks_are_installed_and_removed():
     before, funcs = _global_hook_counts(), _patched_functions()
     with torch_audit.audit() as session:
         assert _global_hook_counts() != before
-        assert _patched_functions() != funcs
+        assert _patched_functions() == funcs  # nothing public is replaced, ever
         model = _mlp()
         _train(model, torch.optim.SGD(model.parameters(), lr=0.1))
+        model(torch.randn(2, 8))
+        assert _mode_stack_len() == 1  # the call window: open after a forward
     assert _global_hook_counts() == before
     assert _patched_functions() == funcs
+    assert _mode_stack_len() == 0
     assert session.findings == []
 
 
@@ -76,9 +83,11 @@ def test_hooks_removed_when_the_block_raises():
         with torch_audit.audit():
             model = _mlp()
             _train(model, torch.optim.SGD(model.parameters(), lr=0.1))
+            model(torch.randn(2, 8))
             1 / 0
     assert _global_hook_counts() == before
     assert _patched_functions() == funcs
+    assert _mode_stack_len() == 0
 
 
 def test_paused_removes_every_hook_and_keeps_the_session():
@@ -88,17 +97,17 @@ def test_paused_removes_every_hook_and_keeps_the_session():
     with torch_audit.audit(model, opt) as session:
         _train(model, opt)
         installed = _global_hook_counts()
-        patched = [now is not orig for now, orig in zip(_patched_functions(), funcs)]
-        assert any(patched)
+        model(torch.randn(2, 8))
+        assert _mode_stack_len() == 1
         with session.paused():
             assert _global_hook_counts() == before
-            assert _patched_functions() == funcs
+            assert _mode_stack_len() == 0
             # nothing is observed while paused: a NaN loss goes unreported
             opt.zero_grad()
             (model(torch.randn(4, 8)).sum() * float("nan")).backward()
             model.zero_grad()
         assert _global_hook_counts() == installed
-        assert [now is not orig for now, orig in zip(_patched_functions(), funcs)] == patched
+        assert _patched_functions() == funcs
         assert session.findings == []
         # resumed with its state: the step counter continues and a NaN is seen again
         _train(model, opt, steps=1)
@@ -127,14 +136,15 @@ def test_paused_needs_a_running_session_and_does_not_nest():
 
 
 def test_only_needed_hooks_are_installed():
-    funcs = _patched_functions()
+    model = _mlp()
     with torch_audit.audit(select=["nonfinite-gradient"]):
-        now = _patched_functions()
-    # nonfinite-gradient needs optimizer hooks only: no backward/functional patches
-    assert now == funcs
+        model(torch.randn(2, 8))
+        # nonfinite-gradient needs optimizer hooks only: no call window
+        assert _mode_stack_len() == 0
     with torch_audit.audit(select=["nonfinite-loss"]):
-        assert torch.autograd.backward is not funcs[0]
-        assert F.cross_entropy is funcs[1]
+        assert _mode_stack_len() == 0  # opened by a forward's end only
+        model(torch.randn(2, 8))
+        assert _mode_stack_len() == 1
 
 
 def test_no_strong_reference_to_model_after_exit():
