@@ -96,3 +96,83 @@ def test_profile_usage_errors(args, message):
 def test_parse_shape():
     assert parse_shape("8,3,32,32", torch.float32) == ((8, 3, 32, 32), torch.float32)
     assert parse_shape("8x128:int64", torch.float32) == ((8, 128), torch.int64)
+
+
+# -- issue 19 item 9 -----------------------------------------------------------------------------
+
+RESBLOCK = ROOT / "fixtures" / "run" / "resblock.py"
+
+
+class SlowOnce(nn.Module):
+    """A layer that does a large matmul on one call only: the 1st call is the audited pass, the
+    2nd the warm-up, the 3rd the first measured repeat."""
+
+    def __init__(self, slow_call: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+        self.calls = 0
+        self.slow_call = slow_call
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.slow_call:
+            a = torch.ones(600, 600)
+            for _ in range(8):
+                a = a @ a / 600
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("slow_call", [2, 3])
+def test_times_are_medians_of_repeats_after_a_warm_up(slow_call):
+    model = nn.Sequential(SlowOnce(slow_call))
+    profile = profile_model(model, torch.randn(4, 8), repeats=5)
+    assert model[0].calls == 1 + 1 + 5  # audited pass, warm-up, repeats
+    row = next(m for m in profile.modules if m.name == "0")
+    assert len(row.forward_ms_runs) == 5
+    assert row.forward_ms == sorted(row.forward_ms_runs)[2]
+    # the one slow call (the warm-up's or one repeat's) does not show in the median
+    slow = max(row.forward_ms_runs) if slow_call == 3 else None
+    assert row.forward_ms < 5.0, row.forward_ms_runs
+    if slow is not None:
+        assert slow > 10 * row.forward_ms
+    assert row.calls == 1  # calls and shapes are those of one pass
+
+
+def test_backward_is_charged_to_the_module_whose_forward_made_each_operation():
+    # torch's module tracker kept the downsample branch open during the main branch's backward
+    # (its input is shared): its 1x1 conv was charged the whole block's backward
+    result = invoke("--output-format", "json", "-o", "-", f"{RESBLOCK}:build")
+    assert result.exit_code == 0, result.output
+    rows = {m["name"]: m for m in json.loads(result.stdout)["modules"]}
+    down = rows["block.downsample.0"]
+    assert down["backward_flops"] == 2 * down["forward_flops"]  # grad input + grad weight
+    def parent(n: str) -> str:
+        return n.rsplit(".", 1)[0] if "." in n else ""
+
+    for name, row in rows.items():
+        children = [r for n, r in rows.items() if n and parent(n) == name]
+        if children:
+            assert sum(c["backward_flops"] for c in children) <= row["backward_flops"], name
+
+
+def test_the_total_row_says_it_includes_the_loss():
+    result = invoke(f"{MODEL}:build_with_loss")
+    assert result.exit_code == 0, result.output
+    totals = [line for line in result.stdout.splitlines() if line.startswith("total")]
+    assert totals and totals[0].startswith("total (incl. loss)")
+
+
+def test_the_synthetic_backward_does_not_report_an_exploding_gradient():
+    # backward from the sum of a wide output: a gradient norm far above max_norm that no
+    # training step would see
+    model = nn.Linear(64, 4096)
+    profile = profile_model(model, torch.full((64, 64), 10.0))
+    assert profile.backward_from == "the sum of the outputs"
+    assert "TA705" not in {f.code for f in profile.findings}
+
+
+def test_the_html_profile_names_the_total_the_same_way(tmp_path):
+    page = tmp_path / "p.html"
+    result = invoke("--html", str(page), f"{MODEL}:build_with_loss")
+    assert result.exit_code == 0, result.output
+    assert "total (incl. loss)" in page.read_text()

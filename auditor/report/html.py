@@ -388,9 +388,12 @@ def _profile_html(profile: Mapping[str, Any]) -> str:
 
     head = ["module", "type", "calls", "params", "output", "fwd ms", "bwd ms", "fwd FLOPs", "bwd FLOPs", "peak mem"]
     rows = []
+    from torch_audit.runtime.profile import total_label
+
+    total = _e(total_label(profile.get("backward_from", "")))
     for m in [*profile.get("modules", []), {**profile.get("totals", {}), "_total": True}]:
         name = m.get("name", "")
-        label = "total" if m.get("_total") else ("&nbsp;" * 3 * m.get("depth", 0)) + _e(name or profile.get("model", "model"))
+        label = total if m.get("_total") else ("&nbsp;" * 3 * m.get("depth", 0)) + _e(name or profile.get("model", "model"))
         shapes = ", ".join("[" + ",".join(map(str, s)) + "]" for s in m.get("output_shapes", [])[:2])
         cells = [label, _e(m.get("type", "")), str(m.get("calls", 0)), count(m.get("params", 0)), _e(shapes),
                  f"{m.get('forward_ms', 0):.3f}", f"{m.get('backward_ms', 0):.3f}",

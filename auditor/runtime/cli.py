@@ -863,6 +863,8 @@ def profile_target(target: str) -> tuple[str, str] | None:
 @click.option("--dtype", default="float32", show_default=True, help="FILE.py:FUNCTION: dtype of --input-shape inputs.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="FILE.py:FUNCTION: where to run the model.")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="FILE.py:FUNCTION: measured passes after a warm-up; times are their medians.")
 @click.pass_context
 def run(ctx: click.Context, target: str, args: tuple[str, ...], as_module: bool, **opts: Any) -> None:
     """Audit a training script (or profile a model) at run time.

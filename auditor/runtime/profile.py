@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import FlopCounterMode
@@ -171,8 +172,11 @@ class ModuleStats:
     params: int
     calls: int = 0
     output_shapes: list[list[int]] = dataclasses.field(default_factory=list)
-    forward_ms: float = 0.0
+    forward_ms: float = 0.0  # the median of the measured repeats
     backward_ms: float = 0.0
+    #: each measured repeat's times (after a warm-up pass)
+    forward_ms_runs: list[float] = dataclasses.field(default_factory=list)
+    backward_ms_runs: list[float] = dataclasses.field(default_factory=list)
     forward_flops: int = 0
     backward_flops: int = 0
     peak_memory: int = 0
@@ -202,6 +206,8 @@ class Profile:
     totals: ModuleStats
     backward_from: str
     findings: list[Any] = dataclasses.field(default_factory=list)
+    #: measured passes after the warm-up; times are their medians
+    repeats: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -209,6 +215,8 @@ class Profile:
             "device": self.device,
             "inputs": self.inputs,
             "backward_from": self.backward_from,
+            "repeats": self.repeats,
+            "totals_include": f"the backward's root: {self.backward_from}",
             "modules": [m.to_dict() for m in self.modules],
             "totals": self.totals.to_dict(),
             "findings": [f.to_dict() for f in self.findings],
@@ -306,6 +314,65 @@ def _storage_bytes(tensors: list[torch.Tensor]) -> int:
     return total
 
 
+class _NodeParents(TorchFunctionMode):
+    """Backward attribution by autograd node. torch's module tracker charges a backward
+    operation to the modules whose backward is "open", and a module stays open until the
+    gradients of all its inputs are done: a branch whose input is shared (a residual block's
+    downsample) stays open while the other branch's backward runs and is charged for it. This
+    mode, above autograd, records for every autograd node made in the forward pass the modules
+    that were running when it was made; :class:`_AttributingTracker` charges each backward
+    operation to those of the node being executed (``torch._C._current_autograd_node()``)."""
+
+    def __init__(self, tracker: Any) -> None:
+        super().__init__()
+        self.tracker = tracker
+        self.nodes: dict[Any, frozenset[str]] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not self.tracker.is_bw and torch.is_grad_enabled():
+            parents: frozenset[str] | None = None
+            stack = [t.grad_fn for t in tree_flatten(out)[0]
+                     if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+            while stack:  # the output's node and the new nodes behind it (composite functions)
+                node = stack.pop()
+                if node is None or node in self.nodes:
+                    continue
+                if parents is None:
+                    parents = frozenset(self.tracker.parents)
+                self.nodes[node] = parents
+                stack.extend(n for n, _ in node.next_functions)
+        return out
+
+
+class _AttributingTracker:
+    """The FLOP counter's module tracker, with ``parents`` in backward taken from the node being
+    executed (see :class:`_NodeParents`); everything else is the tracker's."""
+
+    def __init__(self, tracker: Any, nodes: dict[Any, frozenset[str]]) -> None:
+        self._tracker = tracker
+        self._nodes = nodes
+
+    @property
+    def parents(self) -> Any:
+        if self._tracker.is_bw:
+            found = self._nodes.get(torch._C._current_autograd_node())
+            if found is not None:
+                return found
+        return self._tracker.parents
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tracker, name)
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    if not n:
+        return 0.0
+    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+
+
 class _ProbeOptimizer(torch.optim.Optimizer):
     """An optimizer whose ``step()`` changes nothing; calling it fires the global step hooks so
     that the runtime checks look at the gradients of the profiled pass."""
@@ -320,6 +387,9 @@ class _ProbeOptimizer(torch.optim.Optimizer):
 
 def _shapes(output: Any) -> list[list[int]]:
     return [list(t.shape) for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)]
+
+
+SUM_OF_OUTPUTS = "the sum of the outputs"
 
 
 def backward_root(output: Any, loss_fn: Callable | None) -> tuple[torch.Tensor | None, str]:
@@ -343,7 +413,7 @@ def backward_root(output: Any, loss_fn: Callable | None) -> tuple[torch.Tensor |
     total = leaves[0].float().sum()
     for t in leaves[1:]:
         total = total + t.float().sum()
-    return total, "the sum of the outputs"
+    return total, SUM_OF_OUTPUTS
 
 
 def profile_model(
@@ -353,8 +423,10 @@ def profile_model(
     loss_fn: Callable | None = None,
     device: torch.device | str = "cpu",
     audit_options: dict[str, Any] | None = None,
+    repeats: int = 5,
 ) -> Profile:
-    """Profile one forward and one backward of ``model`` on ``inputs`` under an audit session."""
+    """Profile one forward and one backward of ``model`` on ``inputs``: one pass under an audit
+    session, a warm-up pass, then ``repeats`` measured passes (times are their medians)."""
     from torch_audit.runtime.session import audit
 
     device = torch.device(device)
@@ -380,9 +452,7 @@ def profile_model(
             s.output_shapes = _shapes(output)
 
     root_type = type(model).__name__
-    flops = FlopCounterMode(display=False)
-    ops = _OpStats(flops.mod_tracker, device)
-    ops.baseline = _storage_bytes(
+    baseline = _storage_bytes(
         [*model.parameters(), *model.buffers(),
          *(t for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor))]
     )
@@ -399,16 +469,86 @@ def profile_model(
     del output, root
     for p in model.parameters():
         p.grad = None
-    # Pass 2, measured: no audit hooks whose work would be counted.
+    # Then, without audit hooks whose work would be counted: a warm-up pass (first calls pay
+    # for lazy initialisation, caches, the dispatch modes' own set-up), and ``repeats``
+    # measured passes whose median times are reported. FLOPs, peak memory, calls and shapes
+    # are those of the first measured pass (the same in every pass).
+    runs = []
+    for i in range(1 + max(1, repeats)):
+        runs.append(_measured_pass(model, args, kwargs, loss_fn, device, baseline,
+                                   hooks=post_hook if i == 1 else None))
+    runs = runs[1:]
+    first = runs[0]
+    source = first.source
+
+    def key_of(name: str) -> str:
+        return root_type if not name else f"{root_type}.{name}"
+
+    for name, s in stats.items():
+        k = key_of(name)
+        s.forward_ms_runs = [r.ops.fwd.get(k, 0.0) for r in runs]
+        s.backward_ms_runs = [r.ops.bwd.get(k, 0.0) for r in runs]
+        s.forward_ms = _median(s.forward_ms_runs)
+        s.backward_ms = _median(s.backward_ms_runs)
+        s.forward_flops = first.fwd_counts.get(k, 0)
+        s.backward_flops = first.total_counts.get(k, 0) - s.forward_flops
+        s.peak_memory = first.ops.peak.get(k, 0)
+    # the whole pass: the model and the backward's root (loss_fn, output.loss or the sum)
+    totals = ModuleStats(name="total", type="", depth=0, params=stats[""].params,
+                         calls=sum(s.calls for s in stats.values()))
+    totals.forward_ms_runs = [r.ops.fwd.get("Global", 0.0) for r in runs]
+    totals.backward_ms_runs = [r.ops.bwd.get("Global", 0.0) for r in runs]
+    totals.forward_ms = _median(totals.forward_ms_runs)
+    totals.backward_ms = _median(totals.backward_ms_runs)
+    totals.forward_flops = first.fwd_counts.get("Global", 0)
+    totals.backward_flops = first.total_counts.get("Global", 0) - totals.forward_flops
+    totals.peak_memory = first.peak_memory
+    findings = list(session.findings)
+    if not model.training:
+        # the probe step is no training step: a model profiled in eval mode is not a bug
+        findings = [f for f in findings if f.name != "training-in-eval-mode"]
+    if source == SUM_OF_OUTPUTS:
+        # the gradient of a made-up loss (the sum of every output) has no meaningful size: a
+        # norm above max_norm says nothing about training
+        findings = [f for f in findings if f.name != "exploding-gradient"]
+    input_desc = [
+        {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+        for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)
+    ]
+    return Profile(
+        model=root_type, device=str(device), inputs=input_desc, modules=list(stats.values()),
+        totals=totals, backward_from=source, findings=findings, repeats=len(runs),
+    )
+
+
+@dataclasses.dataclass
+class _Pass:
+    ops: _OpStats
+    fwd_counts: dict[str, int]
+    total_counts: dict[str, int]
+    peak_memory: int
+    source: str
+
+
+def _measured_pass(model: nn.Module, args: tuple, kwargs: dict, loss_fn: Callable | None,
+                   device: torch.device, baseline: int, hooks: Callable | None) -> _Pass:
+    """One forward and backward under the FLOP counter and the op timer."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    handles = [m.register_forward_hook(post_hook) for m in names]
+    flops = FlopCounterMode(display=False)
+    nodes = _NodeParents(flops.mod_tracker)
+    tracker = _AttributingTracker(flops.mod_tracker, nodes.nodes)
+    flops.mod_tracker = tracker  # our own counter's attribute: backward by autograd node
+    ops = _OpStats(tracker, device)
+    ops.baseline = baseline
+    handles = [m.register_forward_hook(hooks) for m in model.modules()] if hooks else []
     try:
-        with ops, flops:
+        with ops, flops, nodes:
             output = model(*args, **kwargs)
-            fwd_counts = {k: sum(v.values()) for k, v in flops.get_flop_counts().items()}
             root, source = backward_root(output, loss_fn)
+            # the forward's FLOPs include the backward's root (loss_fn, the sum): "total" says so
+            fwd_counts = {k: sum(v.values()) for k, v in flops.get_flop_counts().items()}
             if root is not None:
                 root.backward()
     finally:
@@ -419,39 +559,9 @@ def profile_model(
     for p in model.parameters():
         p.grad = None
     total_counts = {k: sum(v.values()) for k, v in flops.get_flop_counts().items()}
-
-    def key_of(name: str) -> str:
-        return root_type if not name else f"{root_type}.{name}"
-
-    for name, s in stats.items():
-        k = key_of(name)
-        s.forward_ms = ops.fwd.get(k, 0.0)
-        s.backward_ms = ops.bwd.get(k, 0.0)
-        s.forward_flops = fwd_counts.get(k, 0)
-        s.backward_flops = total_counts.get(k, 0) - s.forward_flops
-        s.peak_memory = ops.peak.get(k, 0)
-    totals = ModuleStats(name="total", type="", depth=0, params=stats[""].params,
-                         calls=sum(s.calls for s in stats.values()))
-    totals.forward_ms = ops.fwd.get("Global", 0.0)
-    totals.backward_ms = ops.bwd.get("Global", 0.0)
-    totals.forward_flops = fwd_counts.get("Global", 0)
-    totals.backward_flops = total_counts.get("Global", 0) - totals.forward_flops
-    if device.type == "cuda":
-        totals.peak_memory = torch.cuda.max_memory_allocated()
-    else:
-        totals.peak_memory = ops.baseline + ops.max_live
-    findings = list(session.findings)
-    if not model.training:
-        # the probe step is no training step: a model profiled in eval mode is not a bug
-        findings = [f for f in findings if f.name != "training-in-eval-mode"]
-    input_desc = [
-        {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
-        for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)
-    ]
-    return Profile(
-        model=root_type, device=str(device), inputs=input_desc, modules=list(stats.values()),
-        totals=totals, backward_from=source, findings=findings,
-    )
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else ops.baseline + ops.max_live
+    nodes.nodes.clear()
+    return _Pass(ops, fwd_counts, total_counts, peak, source)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -480,6 +590,16 @@ def _shape_text(shapes: list[list[int]]) -> str:
     return text + (", …" if len(shapes) > 2 else "")
 
 
+def total_label(backward_from: str) -> str:
+    """The totals row's name: the whole pass includes the backward's root, which is no module
+    (the loss function, or the sum the profile made up)."""
+    if backward_from == "loss_fn(output)":
+        return "total (incl. loss)"
+    if backward_from == SUM_OF_OUTPUTS:
+        return "total (incl. sum)"
+    return "total"
+
+
 def table_rows(profile: Profile) -> list[list[str]]:
     rows = []
     for s in profile.modules:
@@ -491,7 +611,7 @@ def table_rows(profile: Profile) -> list[list[str]]:
         ])
     t = profile.totals
     rows.append([
-        "total", "", str(t.calls), human_count(t.params), "", f"{t.forward_ms:.3f}",
+        total_label(profile.backward_from), "", str(t.calls), human_count(t.params), "", f"{t.forward_ms:.3f}",
         f"{t.backward_ms:.3f}", human_count(t.forward_flops), human_count(t.backward_flops),
         human_bytes(t.peak_memory),
     ])
@@ -514,7 +634,8 @@ def render_table(profile: Profile) -> str:
     sep = "  ".join("-" * w for w in widths)
     inputs = ", ".join(f"{d['dtype']}[{','.join(map(str, d['shape']))}]" for d in profile.inputs) or "none"
     lines = [
-        f"{profile.model} on {profile.device}; inputs: {inputs}; backward from {profile.backward_from}",
+        f"{profile.model} on {profile.device}; inputs: {inputs}; backward from {profile.backward_from}; "
+        f"times: median of {profile.repeats} passes after a warm-up",
         fmt(HEADERS), sep, *(fmt(r) for r in rows[:-1]), sep, fmt(rows[-1]),
     ]
     return "\n".join(lines) + "\n"
@@ -550,11 +671,14 @@ def run_profile_command(where: str, attr: str, argv: list[str], *, settings: Any
         raise UsageError(f"{where}:{attr} returned only a module: give its inputs with --input-shape")
     try:
         profile = profile_model(model, inputs, loss_fn=loss_fn, device=device,
-                                audit_options=settings.audit_options)
+                                audit_options=settings.audit_options,
+                                repeats=opts.get("repeats") or 5)
     except Exception as exc:
         script_runner.report_exception(exc)
         return 1
     output_file = opts.get("output_file")
+    if output_file == "-":  # stdout, as without -o
+        output_file = None
     if fmt == "json":
         text = json.dumps(profile.to_dict(), indent=2) + "\n"
         if output_file:
