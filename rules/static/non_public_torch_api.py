@@ -22,7 +22,9 @@ class NonPublicTorchApi(TableRule, StaticRule):
     `non-public-torch-symbol`. Compatibility code is left alone: a use inside
     `try: ... except (AttributeError, ImportError):`, in the handler of such a `try`, under a
     version or `hasattr` test (also `hasattr(...) and ...`), or probed with
-    `getattr(obj, "name", default)`.
+    `getattr(obj, "name", default)`. A name imported from a non-public module whose public
+    home has the same name (`from torch.distributed._tensor import DTensor`) is reported once,
+    at the import: fixing the import fixes every use.
 
     ## References
     - [PyTorch public API definition](https://github.com/pytorch/pytorch/wiki/Public-API-definition-and-documentation)

@@ -308,6 +308,7 @@ class ApiUses:
         self._candidates: list[_Candidate] = []
         self._imports: list[ApiUse] = []
         self.aliases: set[str] = set()
+        self._fixed_by_import: set[str] = set()
         self._result: list[ApiUse] | None = None
 
     # -- collection (called from the rules' visit_Name / visit_Attribute / visit_Import*) -----
@@ -379,7 +380,13 @@ class ApiUses:
             if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
                 self.aliases.add(alias.asname.name.value)
             elif isinstance(node, cst.ImportFrom):
-                self.aliases.add(module_name(alias.name))
+                local = module_name(alias.name)
+                self.aliases.add(local)
+                if (entry.rule_for(status) == NON_PUBLIC and entry.drop_in
+                        and (entry.kind == "module" or entry.replacement.rsplit(".", 1)[-1] == local)):
+                    # `from torch.x._private import Name` with a public `Name`: fixing the
+                    # import fixes every use, which is not reported again
+                    self._fixed_by_import.add(local)
 
     # -- results ----------------------------------------------------------------------------
     def uses(self) -> list[ApiUse]:
@@ -394,6 +401,9 @@ class ApiUses:
                 if found is None:
                     continue
                 entry, status = found
+                head = (dotted(c.node) or "").split(".", 1)[0]  # type: ignore[arg-type]
+                if head in self._fixed_by_import and entry.rule_for(status) == NON_PUBLIC:
+                    continue
                 out.append(ApiUse(c.node, entry, qual, c.how, status, entry.rule_for(status)))
             self._result = out
         return self._result
