@@ -18,7 +18,8 @@ from torch_audit.report.html import heatmap, line_chart, render_html
 from torch_audit.runtime.cli import History, run
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "fixtures" / "run" / "train_demo.py"
+RUN = ROOT / "fixtures" / "run"
+DEMO = RUN / "train_demo.py"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -120,3 +121,23 @@ def test_renders_in_headless_chromium(demo_report, tmp_path):
                    timeout=120, env={**os.environ, "HOME": str(tmp_path)})
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # not a blank page
+
+
+def test_amp_charts_the_unscaled_loss_and_marks_the_skipped_steps(tmp_path):
+    # issue 19 item 10: the loss seen by backward() is scaler.scale(loss), ~1e38 times the loss
+    from torch_audit.runtime.cli import audit_script
+
+    iterations = 20
+    outcome = audit_script(str(RUN / "amp_skips.py"), [str(iterations)], history=True)
+    assert outcome.status == 0
+    hist = outcome.history
+    losses = [v for _, v in hist.loss]
+    assert losses and max(losses) < 1000, losses  # unscaled: about 100 (scaled: 128 to 65536x that)
+    skipped = iterations - outcome.steps
+    assert skipped > 0
+    assert sum(hist.skipped.values()) == skipped
+    page = tmp_path / "amp.html"
+    result = CliRunner().invoke(run, ["--html", str(page), str(RUN / "amp_skips.py"), str(iterations)])
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    assert f"GradScaler skipped {skipped} step" in text

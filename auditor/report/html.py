@@ -28,6 +28,7 @@ WIDTH, HEIGHT = 760, 260
 PAD_L, PAD_R, PAD_T, PAD_B = 72, 16, 16, 40
 SERIES_COLORS = ["#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777", "#0891b2"]
 BAD = "#dc2626"
+MARK = "#ea580c"  # steps a GradScaler skipped
 _VIRIDIS_ZERO = "#e5e7eb"
 # viridis, 9 anchors
 _VIRIDIS = [
@@ -143,9 +144,11 @@ def line_chart(
     y_label: str,
     chart_id: str,
     log: bool | None = None,
+    marks: Mapping[int, str] | None = None,
 ) -> str:
     """An SVG line chart of ``{label: [(step, value)]}``; non-finite values are red marks on
-    the top edge. ``log=None`` picks a log scale when positive values span > 2 decades."""
+    the top edge. ``log=None`` picks a log scale when positive values span > 2 decades.
+    ``marks``: ``{step: text}`` drawn as dashed vertical lines (e.g. steps a GradScaler skipped)."""
     finite = [v for pts in series.values() for _, v in pts if _finite(v)]
     steps = [s for pts in series.values() for s, _ in pts]
     if not steps:
@@ -221,6 +224,10 @@ def line_chart(
         for s, v in bad:
             out.append(f'<rect class="data nonfinite" x="{px(s) - 3:.1f}" y="{PAD_T - 2}" width="6" height="8" '
                        f'fill="{BAD}"><title>step {s}: {_e(v)}</title></rect>')
+    for s, text in sorted((marks or {}).items()):
+        x = px(min(max(s, x0), x1))
+        out.append(f'<line class="mark" x1="{x:.1f}" x2="{x:.1f}" y1="{PAD_T}" y2="{HEIGHT - PAD_B}" '
+                   f'stroke="{MARK}" stroke-width="1.2" stroke-dasharray="3 3"><title>{_e(text)}</title></line>')
     if len(series) > 1:
         for i, label in enumerate(series):
             color = SERIES_COLORS[i % len(SERIES_COLORS)]
@@ -448,10 +455,20 @@ def render_html(
     if history is not None and not getattr(history, "empty", True):
         parts.append('<h2>Training</h2><section id="charts">')
         if history.loss:
+            skipped = dict(getattr(history, "skipped", {}) or {})
+            marks = {step: f"GradScaler skipped {n} step{'s' if n != 1 else ''} before step {step}"
+                     for step, n in skipped.items()}
+            caption = ("Loss of the last backward() before each optimizer step (under a GradScaler, "
+                       "the unscaled loss); red marks are non-finite values.")
+            if marks:
+                total = sum(skipped.values())
+                caption += (f" Dashed lines: GradScaler skipped {total} step{'s' if total != 1 else ''} "
+                            "(scaled gradients overflowed; the scale was lowered): "
+                            + "; ".join(marks[s] for s in sorted(marks)[:5])
+                            + ("; …" if len(marks) > 5 else "") + ".")
             parts.append("<figure>" + line_chart({"loss": history.loss}, title="Loss", y_label="loss",
-                                                  chart_id="chart-loss")
-                         + "<figcaption>Loss of the last backward() before each optimizer step; "
-                           "red marks are non-finite values.</figcaption></figure>")
+                                                  chart_id="chart-loss", marks=marks)
+                         + f"<figcaption>{_e(caption)}</figcaption></figure>")
         if history.grad_norm:
             parts.append("<figure>" + line_chart(history.grad_norm, title="Global gradient norm",
                                                   y_label="grad norm", chart_id="chart-grad-norm")

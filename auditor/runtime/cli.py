@@ -155,6 +155,12 @@ class History:
     layer_norms: dict[str, dict[int, float]] = dataclasses.field(default_factory=dict)
     layer_stride: int = 1
     max_columns: int = 512
+    #: step of the first optimizer → how many iterations a GradScaler skipped just before it
+    #: (their scaled gradients overflowed; the optimizer did not step)
+    skipped: dict[int, int] = dataclasses.field(default_factory=dict)
+    max_skip_marks: int = 256
+    #: the last scale seen by the first optimizer's steps (and the scaler's backoff factor)
+    _last_scale: float | None = dataclasses.field(default=None, repr=False, compare=False)
     _columns: set[int] = dataclasses.field(default_factory=set, init=False, repr=False, compare=False)
 
     def add_step(self, label: str, step: int, grad_norm: float, loss: float | None) -> None:
@@ -174,9 +180,44 @@ class History:
             }
             self._columns = {k - k % self.layer_stride for k in self._columns}
 
+    def add_scale(self, step: int, scale: float, init_scale: float, backoff: float) -> None:
+        """The GradScaler's scale at a step of the first optimizer: the scale halves (by
+        ``backoff``) once per skipped iteration and grows only after many good steps, so a
+        drop from the last step's scale (or the initial scale) counts the skips in between."""
+        before = self._last_scale if self._last_scale is not None else init_scale
+        self._last_scale = scale
+        if not (0 < backoff < 1) or not (scale > 0) or not (before > scale):
+            return
+        skips = round(math.log(before / scale) / math.log(1 / backoff))
+        if skips <= 0:
+            return
+        if step not in self.skipped and len(self.skipped) >= self.max_skip_marks:
+            step = max(self.skipped)  # bounded: later skips join the last mark
+        self.skipped[step] = self.skipped.get(step, 0) + skips
+
     @property
     def empty(self) -> bool:
         return not self.loss and not self.grad_norm and not self.layer_norms
+
+
+def _grad_scaler_stepping() -> Any:
+    """The ``torch.amp.GradScaler`` whose ``step()`` is calling the optimizer's ``step()`` now, if
+    any: a few frames up the stack (its ``_maybe_opt_step``), no patch of the scaler."""
+    try:
+        scaler_type = torch.amp.GradScaler
+    except AttributeError:  # pragma: no cover - old torch
+        return None
+    frame = sys._getframe(2)
+    for _ in range(8):
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self") if frame.f_code.co_name in ("_maybe_opt_step", "step") else None
+        if isinstance(owner, scaler_type):
+            if owner.is_enabled() and getattr(owner, "_scale", None) is not None:
+                return owner
+            return None
+        frame = frame.f_back
+    return None
 
 
 class StepMonitor:
@@ -214,7 +255,9 @@ class StepMonitor:
         self._names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._primary: weakref.ref | None = None
         self._last_loss: torch.Tensor | None = None
-        self._pending: list[tuple[str, int, torch.Tensor, torch.Tensor | None, list[str]]] = []
+        self._pending: list[tuple[str, int, torch.Tensor, torch.Tensor | None, list[str],
+                                  torch.Tensor | None]] = []
+        self._scaler_factors: tuple[float, float] = (0.0, 0.5)
         self._handles: list[Any] = []
         self._patched: Callable | None = None
         self._last_draw = 0.0
@@ -315,11 +358,21 @@ class StepMonitor:
                     names.append(f"{self._label(optimizer)}.params[{i}]")
             self._names[optimizer] = names
         loss = None
+        scale = None
         if self._primary is None:
             self._primary = weakref.ref(optimizer)
-        if self._primary() is optimizer and self._last_loss is not None:
-            loss = self._last_loss.float().reshape(1)
-        self._pending.append((self._label(optimizer), step, norms.detach().float().reshape(-1), loss, names))
+        if self._primary() is optimizer:
+            scaler = _grad_scaler_stepping()
+            if scaler is not None:
+                # snapshot: update() changes the scale in place after this step
+                scale = scaler._scale.detach().float().reshape(1).clone()
+                self._scaler_factors = (float(scaler._init_scale), float(scaler._backoff_factor))
+            if self._last_loss is not None:
+                loss = self._last_loss.float().reshape(1)
+                if scale is not None:  # backward() ran on scaler.scale(loss): chart the loss
+                    loss = loss / scale.to(loss.device)
+        self._pending.append((self._label(optimizer), step, norms.detach().float().reshape(-1), loss, names,
+                              scale))
         if len(self._pending) >= self.read_every:
             self._read_pending()
 
@@ -329,19 +382,23 @@ class StepMonitor:
             return
         batch, self._pending = self._pending, []
         parts = []
-        for _label, _step, norms, loss, _names in batch:
+        for _label, _step, norms, loss, _names, scale in batch:
             parts.append(norms.to("cpu", torch.float64) if norms.device.type != "cpu" else norms.double())
-            if loss is not None:
-                parts.append(loss.to("cpu", torch.float64) if loss.device.type != "cpu" else loss.double())
+            for extra in (loss, scale):
+                if extra is not None:
+                    parts.append(extra.to("cpu", torch.float64) if extra.device.type != "cpu" else extra.double())
         flat = torch.cat(parts).tolist() if parts else []
         offset = 0
         hist = self.history
-        for label, step, norms, loss, names in batch:
+        for label, step, norms, loss, names, scale in batch:
             values = flat[offset:offset + norms.numel()]
             offset += norms.numel()
             loss_value = None
             if loss is not None:
                 loss_value = flat[offset]
+                offset += 1
+            if scale is not None:
+                hist.add_scale(step, flat[offset], *self._scaler_factors)
                 offset += 1
             total = math.sqrt(sum(v * v for v in values)) if values else 0.0
             hist.add_step(label, step, total, loss_value)
