@@ -54,6 +54,9 @@ def start_host_copy(flat: torch.Tensor) -> tuple[Any, torch.Tensor]:
     return event, host
 
 
+#: deferred reads held at most before they are read without waiting for an optimizer step
+MAX_PENDING = 1024
+
 _state_lock = threading.Lock()
 _active: "AuditSession | None" = None
 
@@ -80,6 +83,27 @@ def stack_scalars(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 #: loss modules whose calls are ``cross_entropy`` events (``NLLLoss`` flagged as such)
 _LOSS_MODULES = (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss)
+
+
+def readable(tensor: torch.Tensor) -> torch.Tensor | None:
+    """The plain tensor to read for a deferred value, or None when it holds no data to read:
+    a DTensor gives its local shard; meta and fake tensors (a shape probe under
+    ``torch.device("meta")``, a trace under ``FakeTensorMode``) and other tensor subclasses that
+    are not plain tensors are skipped, silently: they are not training."""
+    t = dist.local(tensor)
+    if t.device.type == "meta" or _is_fake(t):
+        return None
+    if type(t) is torch.Tensor or isinstance(t, torch.nn.Parameter):
+        return t
+    return None
+
+
+def _is_fake(t: torch.Tensor) -> bool:
+    try:
+        from torch._subclasses.fake_tensor import is_fake
+    except Exception:  # pragma: no cover - a torch without it
+        return False
+    return is_fake(t)
 
 
 def _first_tensors(output: Any) -> list[torch.Tensor]:
@@ -245,6 +269,9 @@ class AuditSession:
         self._by_key: dict[tuple, Finding] = {}
         #: the user's step() and construction line of each optimizer (found at its first step)
         self.user_sites = UserSites()
+        #: callables given each ``backward()`` event after the checks (``torch-audit run``'s
+        #: progress line and charts read the loss there); add them before the session starts
+        self.backward_listeners: list[Callable[[Any], None]] = []
         self.step = 0
         self.rank = None
         #: the thread whose training is audited (the one that opened the session), the
@@ -358,7 +385,7 @@ class AuditSession:
             self._handles.append(optim_module.register_optimizer_step_pre_hook(self._step_pre))
             self._handles.append(optim_module.register_optimizer_step_post_hook(self._step_post))
         handlers: dict[Any, Callable] = {}
-        if "backward" in ev or "backward_end" in ev:
+        if "backward" in ev or "backward_end" in ev or self.backward_listeners:
             handlers[torch.Tensor.backward] = self._on_backward_call
             handlers[torch.autograd.backward] = self._on_backward_call
         if "cross_entropy" in ev:
@@ -488,13 +515,15 @@ class AuditSession:
             self._internal_error(check, exc)
             return None
 
-    def _internal_error(self, check: RuntimeCheck, exc: BaseException) -> None:
+    def _internal_error(self, check: RuntimeCheck, exc: BaseException, during: str = "") -> None:
         check.enabled = False
         if not self._report_internal:
             return
         rule = self._internal_rule
+        what = f"{during} for check {check.name} ({check.code})" if during else \
+            f"check {check.name} ({check.code})"
         msg = (
-            f"check {check.name} ({check.code}) raised {type(exc).__name__}: {exc}; "
+            f"{what} raised {type(exc).__name__}: {exc}; "
             "it is disabled for the rest of this session"
         )
         finding = self._add(
@@ -521,6 +550,10 @@ class AuditSession:
             return
         self._pending_ids[key] = len(self._pending)
         self._pending.append((tensor, [(check, callback)]))
+        if len(self._pending) >= MAX_PENDING:
+            # no optimizer step reads them (a hand-written update, an inference loop): read now
+            # rather than hold every step's tensors until the end
+            self.flush(collective=False)
 
     def _late(self, device: torch.device) -> bool:
         if device.type not in ASYNC_READ_DEVICES:
@@ -539,13 +572,21 @@ class AuditSession:
         self._drain_inflight(wait=final)
         by_device: dict[Any, list] = {}
         for tensor, callbacks in batch:
-            by_device.setdefault(tensor.device, []).append((tensor, callbacks))
+            try:
+                plain = readable(tensor)
+            except Exception as exc:  # a tensor type nobody foresaw: its checks stop
+                self._machinery_error("reading a deferred value", exc, callbacks)
+                continue
+            if plain is not None:
+                by_device.setdefault(plain.device, []).append((plain, callbacks))
         for device, items in by_device.items():
-            flat = torch.cat([t.detach().reshape(-1).to(torch.float32) for t, _ in items])
-            if self._late(device) and not final:
-                self._inflight.append((*start_host_copy(flat), items))
-            else:
-                self._deliver(flat.tolist(), items)
+            try:
+                self._read_group(device, items, final)
+            except AuditFailure:
+                raise
+            except Exception as exc:  # never an exception in the user's training
+                self._machinery_error("reading deferred values", exc,
+                                      [cb for _, callbacks in items for cb in callbacks])
         if collective and self.fail_fast and dist.active():
             flag = torch.tensor([1.0 if self._fail_pending is not None else 0.0])
             if dist.all_reduce_sum(flag).item() > 0:  # one tiny read, fail_fast only
@@ -557,6 +598,20 @@ class AuditSession:
         elif self._fail_pending is not None and not dist.active():
             finding, self._fail_pending = self._fail_pending, None
             raise AuditFailure(finding)
+
+    def _read_group(self, device: torch.device, items: list, final: bool) -> None:
+        flat = torch.cat([t.detach().reshape(-1).to(torch.float32) for t, _ in items])
+        if self._late(device) and not final:
+            self._inflight.append((*start_host_copy(flat), items))
+        else:
+            self._deliver(flat.tolist(), items)
+
+    def _machinery_error(self, what: str, exc: BaseException, callbacks: list) -> None:
+        """An exception in the session's own machinery on behalf of some checks: each of them
+        gets one runtime-internal-error finding and stops; training goes on."""
+        for check in {id(c): c for c, _ in callbacks}.values():
+            if check.enabled:
+                self._internal_error(check, exc, during=what)
 
     def _remote_failure(self) -> Finding:
         return Finding(
@@ -723,7 +778,12 @@ class AuditSession:
         ctx = StepContext(self, optimizer, count, checked=count % self.every == 0)
         self._contexts[optimizer] = ctx
         if ctx.checked and self._needs_grad_norms:
-            ctx.grad_norms()  # symmetric under FSDP: every rank computes it at every checked step
+            try:
+                ctx.grad_norms()  # symmetric under FSDP: every rank computes it at every checked step
+            except Exception as exc:  # never an exception in the user's training
+                self._needs_grad_norms = False
+                users = [c for c in self.checks if getattr(c, "uses_grad_norms", False)]
+                self._machinery_error("computing gradient norms", exc, [(c, None) for c in users])
         for check in self._by_event.get("step_pre", ()):
             self._call(check, check.on_step_pre, ctx)
         if ctx.checked:
@@ -758,6 +818,11 @@ class AuditSession:
             return func(*args, **kwargs)
         for check in self._by_event.get("backward", ()):
             self._call(check, check.on_backward, event)
+        for listener in self.backward_listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener never breaks training
+                pass
         self._backward_depth += 1
         try:
             result = func(*args, **kwargs)
@@ -869,8 +934,9 @@ class AuditSession:
         return format_text(self.findings, self.notes)
 
     def print_report(self, file: Any = None) -> None:
-        """Print :meth:`report` (on rank 0 only under torch.distributed)."""
-        if self.rank not in (None, 0):
+        """Print :meth:`report` (on rank 0 only under torch.distributed; never in a process
+        forked from the one that opened the session)."""
+        if self.rank not in (None, 0) or self.in_forked_child:
             return
         print(self.report(), file=file)
 

@@ -43,20 +43,29 @@ class LossDiverging(RuntimeCheck):
     }
 
     def setup(self) -> None:
-        self._losses: list = []
-        self._history: list[float] = []
+        from collections import deque
+
+        # this step's losses (several with gradient accumulation); bounded for a loop that
+        # calls backward() without ever stepping an optimizer
+        self._losses: deque = deque(maxlen=256)
+        from collections import deque
+
+        # the last `window` step losses and how many there were: bounded, whatever the run's length
+        self._history: deque[float] = deque(maxlen=self.opts["window"])
+        self._seen = 0
         self._best = math.inf
         self._streak = 0
 
     def close(self) -> None:
-        self._losses = []
+        self._losses.clear()
 
     def on_backward(self, event) -> None:
         if event.value is not None:
             self._losses.append(event.value)
 
     def on_step_pre(self, ctx) -> None:
-        losses, self._losses = self._losses, []
+        losses = list(self._losses)
+        self._losses.clear()
         if not ctx.checked or not losses:
             return
         import torch
@@ -70,10 +79,11 @@ class LossDiverging(RuntimeCheck):
             return
         window = self.opts["window"]
         self._history.append(value)
-        if len(self._history) < window:
+        self._seen += 1
+        if self._seen < window:
             return
-        current = statistics.median(self._history[-window:])
-        above = len(self._history) >= 2 * window and current > self.opts["factor"] * self._best
+        current = statistics.median(self._history)
+        above = self._seen >= 2 * window and current > self.opts["factor"] * self._best
         self._streak = self._streak + 1 if above else 0
         if self._streak >= self.opts["patience"]:
             self.report("loss", step=step, value=current, current=current, window=window,
