@@ -371,3 +371,21 @@ def test_max_steps_without_an_optimizer_says_it_never_fired(tmp_path):
     assert json.loads(out.read_text()) == []
     # also for a machine format: the note goes to stderr
     assert "--max-steps 2 never fired: it counts torch.optim optimizer steps" in result.output
+
+
+def test_run_replaces_no_torch_object_for_its_charts_and_progress_line():
+    # issue 19 item 1: the status line and the --html loss chart took the loss from a wrapper
+    # put in place of torch.autograd.backward
+    import torch
+
+    seen = {}
+    original = torch.autograd.backward
+
+    class Spy(io.StringIO):
+        def write(self, text):
+            seen.setdefault("identity", torch.autograd.backward is original)
+            return super().write(text)
+
+    outcome = audit_script(str(RUN / "forever.py"), max_steps=3, progress=Spy(), history=True)
+    assert seen == {"identity": True}
+    assert [v for _, v in outcome.history.loss]  # the loss was still charted

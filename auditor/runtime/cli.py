@@ -259,7 +259,6 @@ class StepMonitor:
                                   torch.Tensor | None]] = []
         self._scaler_factors: tuple[float, float] = (0.0, 0.5)
         self._handles: list[Any] = []
-        self._patched: Callable | None = None
         self._last_draw = 0.0
         self._drawn = False
         #: the script's last write to the terminal did not end its line (its own progress bar,
@@ -273,28 +272,28 @@ class StepMonitor:
         if self.history is not None:
             self._handles.append(optim_module.register_optimizer_step_pre_hook(self._step_pre))
         self._handles.append(optim_module.register_optimizer_step_post_hook(self._step_post))
-        if self.history is not None or self.progress is not None:
-            original = torch.autograd.backward
-            monitor = self
-
-            def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
-                if isinstance(tensors, torch.Tensor) and tensors.numel() == 1 \
-                        and tensors.is_floating_point():
-                    monitor._last_loss = tensors.detach()
-                return original(tensors, *args, **kwargs)
-
-            backward.__wrapped__ = original  # type: ignore[attr-defined]
-            self._patched = original
-            torch.autograd.backward = backward
         return self
+
+    def listen(self) -> "StepMonitor":
+        """Before the session starts: have it hand over each ``backward()`` call (the loss for
+        the progress line and the charts; nothing of torch is replaced)."""
+        if self.history is not None or self.progress is not None:
+            listeners = getattr(self.session, "backward_listeners", None)
+            if listeners is not None:
+                listeners.append(self._on_backward)
+        return self
+
+    def _on_backward(self, event: Any) -> None:
+        tensors = event.tensors
+        if len(tensors) == 1:
+            t = tensors[0]
+            if t.numel() == 1 and t.is_floating_point():
+                self._last_loss = t.detach()
 
     def remove(self) -> None:
         for handle in reversed(self._handles):
             handle.remove()
         self._handles = []
-        if self._patched is not None:
-            torch.autograd.backward = self._patched
-            self._patched = None
         try:
             self._read_pending()
         except Exception:  # a chart is never worth a crash
@@ -569,7 +568,7 @@ def audit_script(
     session = audit(**(audit_options or {}))
     session.started_by = "`torch-audit run`"
     outcome = RunOutcome(findings=[])
-    monitor = StepMonitor(session, max_steps=max_steps, progress=progress, history=history)
+    monitor = StepMonitor(session, max_steps=max_steps, progress=progress, history=history).listen()
     try:
         with session:
             with monitor, _status_line_aware_streams(monitor):
