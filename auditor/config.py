@@ -29,6 +29,7 @@ factor = 20.0
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 from pathlib import Path
@@ -93,7 +94,10 @@ def find_config(start: Path) -> Path | None:
     """The nearest configuration from ``start`` up: in each directory a ``.torch-audit.toml``,
     a ``torch-audit.toml`` (whatever it holds), then a ``pyproject.toml`` with a
     ``[tool.torch-audit]`` table."""
-    current = start.resolve()
+    try:
+        current = start.resolve()
+    except (OSError, RuntimeError):  # a symlink loop named on the command line
+        current = Path(os.path.abspath(start))
     if current.is_file() or not current.exists():
         current = current.parent
     for directory in (current, *current.parents):
@@ -103,16 +107,47 @@ def find_config(start: Path) -> Path | None:
         candidate = directory / "pyproject.toml"
         if candidate.is_file():
             tomllib = _tomllib()
+            # Unreadable, we cannot tell whether it is ours: one clear error, not a guess.
+            raw = _read_config_bytes(candidate)
             try:
-                data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                data = tomllib.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, tomllib.TOMLDecodeError):
                 # A broken pyproject that is not ours to judge: keep looking only if it is not ours
-                text = candidate.read_text(encoding="utf-8", errors="replace")
+                text = raw.decode("utf-8", errors="replace")
                 if "[tool.torch-audit" in text:
                     return candidate
                 continue
             if "torch-audit" in data.get("tool", {}):
                 return candidate
+    return None
+
+
+#: A configuration file bigger than this is not read (a pyproject.toml is a few KB).
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+
+def _read_config_bytes(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: cannot read: larger than {MAX_CONFIG_BYTES // 2**20} MB")
+    return raw
+
+
+def _invalid_pattern(pattern: str) -> str | None:
+    """Why a .gitignore-style glob is invalid (pathspec refuses a lone ``!`` and a trailing
+    backslash, which git silently ignores), or None. pathspec is imported only for those."""
+    if not (pattern.lstrip().startswith("!") or pattern.endswith("\\")):
+        return None
+    import pathspec
+
+    try:
+        pathspec.GitIgnoreSpec.from_lines([pattern])
+    except Exception as exc:
+        return str(exc) or type(exc).__name__
     return None
 
 
@@ -165,6 +200,14 @@ def parse_table(
             raise fail(key, "expected a list of strings")
         return value
 
+    def globs(key: str) -> list[str]:
+        values = str_list(key)
+        for v in values:
+            problem = _invalid_pattern(v)
+            if problem:
+                raise fail(key, f"invalid pattern {v!r}: {problem}")
+        return values
+
     def selectors(key: str) -> list[str]:
         values = str_list(key)
         for v in values:
@@ -185,9 +228,9 @@ def parse_table(
     if "extend-select" in table:
         cfg.extend_select = selectors("extend-select")
     if "exclude" in table:
-        cfg.exclude = str_list("exclude")
+        cfg.exclude = globs("exclude")
     if "extend-exclude" in table:
-        cfg.extend_exclude = str_list("extend-exclude")
+        cfg.extend_exclude = globs("extend-exclude")
     for key, attr in (
         ("preview", "preview"),
         ("respect-gitignore", "respect_gitignore"),
@@ -219,6 +262,9 @@ def parse_table(
                     catalog.match(c)
                 except UnknownSelector as exc:
                     raise fail(f"per-file-ignores.{glob}", str(exc)) from None
+            problem = _invalid_pattern(glob)
+            if problem:
+                raise fail("per-file-ignores", f"invalid pattern {glob!r}: {problem}")
             cfg.per_file_ignores[glob] = codes
     if "options" in table:
         cfg.options = parse_options(table["options"], catalog, fail)

@@ -239,7 +239,7 @@ def run_lint(paths: list[str], **opts: Any) -> int:
     if opts.get("fix") or opts.get("diff"):
         from torch_audit.lint.fixer import apply_fixes_command
 
-        return apply_fixes_command(findings, results, settings, opts, config=config, catalog=catalog)
+        return apply_fixes_command(findings, results, settings, opts, config=config, catalog=catalog, named=paths)
 
     findings.sort(key=lambda f: f.sort_key)
     fmt = opts.get("output_format") or "text"

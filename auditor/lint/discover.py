@@ -3,12 +3,20 @@
 A file named on the command line is linted even when an exclude pattern matches it, unless
 ``force_exclude`` (``--force-exclude``, for pre-commit, which names every file). Broken symlinks, symlink loops and unreadable
 directories produce a one-line warning, never a traceback or a hang.
+
+A cloned repository decides what is in it, so the walk stays inside it: as in Ruff, a symbolic
+link to a directory is not followed (a directory named on the command line is walked, link or
+not), and a ``.gitignore`` is read only when it is a regular file of sane size (git does not
+follow a linked ``.gitignore`` either; one linked to ``/dev/zero`` or ``/dev/stdin`` would never
+end). A pattern git ignores as invalid (a lone ``!``) is ignored the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -22,8 +30,10 @@ DEFAULT_EXCLUDES = (
     ".venv",
     "venv",
     ".env",
-    "build",
-    "dist",
+    # Build outputs: at the project root only (a source package called `dist` deeper down is
+    # linted); _is_build_output adds the same folders beside a packaging file.
+    "/build/",
+    "/dist/",
     "__pycache__",
     ".tox",
     ".nox",
@@ -39,10 +49,34 @@ DEFAULT_EXCLUDES = (
 )
 
 SOURCE_SUFFIXES = (".py", ".pyi", ".ipynb")
+#: Folders where packaging tools put their output, skipped by default at the project root
+#: (``/build/`` and ``/dist/`` above) and beside a packaging file anywhere below it (a monorepo's
+#: ``plugins/x/build/``).
+BUILD_OUTPUT_DIRS = ("build", "dist")
+PACKAGING_FILES = ("pyproject.toml", "setup.py", "setup.cfg")
+#: A ``.gitignore`` bigger than this is not read (the largest in CPython's and PyTorch's trees
+#: are a few KB).
+MAX_GITIGNORE_BYTES = 1024 * 1024
 
 
 class PathNotFound(Exception):
     pass
+
+
+class InvalidPattern(PathNotFound):
+    """An exclusion pattern from the command line that is not valid .gitignore syntax (reported
+    as a usage error, as a missing path is)."""
+
+
+def invalid_pattern(pattern: str) -> str | None:
+    """Why ``pattern`` is not a valid .gitignore pattern (pathspec refuses it), or None."""
+    import pathspec
+
+    try:
+        pathspec.GitIgnoreSpec.from_lines([pattern])
+    except Exception as exc:  # GitIgnorePatternError, or anything else pathspec raises
+        return str(exc) or type(exc).__name__
+    return None
 
 
 @dataclasses.dataclass
@@ -62,13 +96,49 @@ def _spec(patterns: Iterable[str]) -> "pathspec.PathSpec":
     return pathspec.GitIgnoreSpec.from_lines(list(patterns))
 
 
-def _gitignore(directory: Path) -> "pathspec.PathSpec | None":
+def _anchored(pattern: str) -> bool:
+    """A pattern with a slash before its end matches relative to the root only (.gitignore
+    rules), never against a bare file or folder name (``/build/`` is not ``a/build``)."""
+    return "/" in pattern.rstrip("/")
+
+
+def _gitignore(directory: Path, warnings: list[str]) -> "pathspec.PathSpec | None":
     path = directory / ".gitignore"
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        fd = os.open(path, flags)
+    except OSError:
+        return None  # none, a link (not followed, as git does), or unreadable
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        if st.st_size > MAX_GITIGNORE_BYTES:
+            warnings.append(f"{path}: too large ({st.st_size / 2**20:.1f} MB), not read")
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            fd = -1
+            raw = fh.read(MAX_GITIGNORE_BYTES)
     except OSError:
         return None
-    return _spec(lines) if lines else None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    lines = raw.decode("utf-8", errors="replace").splitlines()
+    try:
+        return _spec(lines) if lines else None
+    except Exception:
+        pass
+    # git skips a pattern it cannot use (a lone `!`, a trailing backslash) and keeps the rest
+    valid = [line for line in lines if invalid_pattern(line) is None]
+    return _spec(valid) if valid else None
+
+
+def _is_build_output(directory: Path) -> bool:
+    """A ``build``/``dist`` folder beside a packaging file is a packaging tool's output."""
+    return directory.name in BUILD_OUTPUT_DIRS and any(
+        os.path.isfile(directory.parent / name) for name in PACKAGING_FILES
+    )
 
 
 def _matches(spec: "pathspec.PathSpec | None", rel: str, is_dir: bool) -> bool:
@@ -90,9 +160,17 @@ def discover(
 
     Exclusion globs use .gitignore syntax and are matched against paths relative to ``root``
     (the project root) and against each file or directory name."""
+    exclude, extend_exclude = list(exclude), list(extend_exclude)
     patterns = [*exclude, *extend_exclude]
+    for option, values in (("--exclude", exclude), ("--extend-exclude", extend_exclude)):
+        for pattern in values:
+            problem = invalid_pattern(pattern) if _suspect(pattern) else None
+            if problem:
+                raise InvalidPattern(f"{option}: invalid pattern {pattern!r}: {problem}")
+    # Build outputs beside a packaging file are skipped along with the default build excludes.
+    build_outputs = all(f"/{name}/" in patterns for name in BUILD_OUTPUT_DIRS)
     exclude_spec: list[pathspec.PathSpec] = []  # built by the first directory walk
-    root = (root or Path.cwd()).resolve()
+    root = _real(root or Path.cwd())
     files: list[Path] = []
     warnings: list[str] = []
     skipped: list[tuple[Path, str]] = []
@@ -101,22 +179,25 @@ def discover(
     def excluded(path: Path, resolved: Path, is_dir: bool) -> bool:
         if not exclude_spec:
             exclude_spec.append(_spec(patterns))
-        spec = exclude_spec[0]
+            exclude_spec.append(_spec(p for p in patterns if not _anchored(p)))
+        spec, name_spec = exclude_spec
+        if is_dir and build_outputs and _is_build_output(resolved):
+            return True
         try:
             rel = resolved.relative_to(root).as_posix()
-        except ValueError:
-            rel = path.name
-        return _matches(spec, path.name, is_dir) or _matches(spec, rel, is_dir)
+        except ValueError:  # outside the project: only the unanchored patterns can match
+            return _matches(name_spec, path.name, is_dir)
+        return _matches(name_spec, path.name, is_dir) or _matches(spec, rel, is_dir)
 
     for raw in paths:
         path = Path(raw)
         if not os.path.lexists(path):
             raise PathNotFound(f"{raw}: no such file or directory")
         if path.is_symlink() and not path.exists():
-            warnings.append(f"{raw}: broken symbolic link, skipped")
+            warnings.append(f"{raw}: {_link_problem(path)}, skipped")
             continue
         if path.is_file():
-            resolved = path.resolve()
+            resolved = _real(path)
             if force_exclude and _excluded_with_parents(path, resolved, root, excluded):
                 skipped.append((path, "exclude"))
                 continue
@@ -147,10 +228,32 @@ def _excluded_with_parents(path: Path, resolved: Path, root: Path, excluded) -> 
     return False
 
 
+def _suspect(pattern: str) -> bool:
+    # Only these can be invalid (pathspec refuses a lone `!` and a trailing backslash); checking
+    # only them keeps pathspec out of runs that walk no directory.
+    return pattern.lstrip().startswith("!") or pattern.endswith("\\")
+
+
+def _real(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop on the way
+        return Path(os.path.abspath(path))
+
+
+def _link_problem(path: Path) -> str:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+    return "broken symbolic link"
+
+
 def _walk_dir(top, excluded, respect_gitignore, files, warnings, seen, skipped) -> None:
     visited_dirs: set[tuple[int, int]] = set()
     # (directory, its resolved path, [(base directory, gitignore spec), ...] from its parents)
-    stack: list[tuple[Path, Path, list[tuple[Path, pathspec.PathSpec]]]] = [(top, top.resolve(), [])]
+    stack: list[tuple[Path, Path, list[tuple[Path, pathspec.PathSpec]]]] = [(top, _real(top), [])]
     while stack:
         directory, real_directory, ignores = stack.pop()
         try:
@@ -164,7 +267,7 @@ def _walk_dir(top, excluded, respect_gitignore, files, warnings, seen, skipped) 
             continue
         visited_dirs.add(key)
         if respect_gitignore:
-            spec = _gitignore(directory)
+            spec = _gitignore(directory, warnings)
             if spec is not None:
                 ignores = [*ignores, (directory, spec)]
         try:
@@ -181,8 +284,10 @@ def _walk_dir(top, excluded, respect_gitignore, files, warnings, seen, skipped) 
                 is_dir = is_file = False
             is_link = entry.is_symlink()
             if is_link and not is_dir and not is_file:
-                warnings.append(f"{Path(entry.path)}: broken symbolic link, skipped")
+                warnings.append(f"{Path(entry.path)}: {_link_problem(Path(entry.path))}, skipped")
                 continue
+            if is_link and is_dir:
+                continue  # not followed (as Ruff): it may lead out of the project, or to `/`
             if not is_dir and not entry.name.endswith(SOURCE_SUFFIXES):
                 continue
             path = Path(entry.path)

@@ -328,10 +328,16 @@ def fix_bytes(
 
 def fix_path(path: str, settings: LintSettings, **kwargs: Any) -> FileFix:
     """Read a file (remembering its size and mtime) and fix its bytes."""
+    from torch_audit.lint.runner import _NotRegular, _read_source, _size_limit, _TooBig
+
     p = Path(path)
     try:
         st = os.stat(p)
-        data = p.read_bytes()
+        data = _read_source(p, _size_limit(path, settings)[0])  # kind and size checked first
+    except (_TooBig, _NotRegular):
+        out = FileFix(path, b"")
+        out.notes.append(f"{path}: not fixed, no longer a regular file of at most the size limit")
+        return out
     except OSError as exc:
         out = FileFix(path, b"")
         out.notes.append(f"{path}: cannot read: {exc.strerror or exc}")
@@ -428,12 +434,15 @@ def unified_diff(path: str, old: bytes, new: bytes) -> str:
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(settings: LintSettings, kwargs: dict[str, Any]) -> None:
+def _init_worker(settings: LintSettings, kwargs: dict[str, Any], parent: int) -> None:
     import signal
 
     _worker["settings"] = settings
     _worker["kwargs"] = kwargs
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from torch_audit.lint.runner import _die_with_parent
+
+    _die_with_parent(parent)
 
 
 def _fix_one(item: tuple[str, frozenset[str]]) -> FileFix:
@@ -456,9 +465,22 @@ def fix_files(
     from torch_audit.lint.runner import _context
 
     with ProcessPoolExecutor(
-        max_workers=jobs, mp_context=_context(), initializer=_init_worker, initargs=(settings, kwargs)
+        max_workers=jobs, mp_context=_context(), initializer=_init_worker, initargs=(settings, kwargs, os.getpid())
     ) as pool:
         return list(pool.map(_fix_one, items, chunksize=1))
+
+
+def _may_write(path: str, root: Any, named: list[str] | None) -> bool:
+    """Whether ``--fix`` may write ``path``: its real path is inside the project root, or inside
+    (or is) a path named on the command line. A repository must not make --fix rewrite files
+    elsewhere through a link."""
+    real = os.path.realpath(path)
+    allowed = [os.path.realpath(root)] if root is not None else []
+    allowed += [os.path.realpath(p) for p in named or ()]
+    for base in allowed:
+        if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
+            return True
+    return False
 
 
 def _plural(n: int, word: str, plural: str | None = None) -> str:
@@ -473,8 +495,12 @@ def apply_fixes_command(
     *,
     config: Any,
     catalog: Any,
+    named: list[str] | None = None,
 ) -> int:
-    """``lint --fix`` / ``lint --diff``: fix, write (or diff), render what remains."""
+    """``lint --fix`` / ``lint --diff``: fix, write (or diff), render what remains.
+
+    A file whose real path is outside the project root (a link in the tree to a file elsewhere)
+    is written only when it, or a folder holding it, was ``named`` on the command line."""
     from torch_audit.lint.command import _relative, per_file_ignored
     from torch_audit.report import render
 
@@ -530,6 +556,10 @@ def apply_fixes_command(
             fixed_total += fx.applied
             changed_files += 1
             remaining[fx.path] = fx.findings
+            continue
+        if not _may_write(fx.path, config.root, named):
+            err(f"torch-audit: warning: {fx.path}: leads outside the project (a symbolic link); not fixed"
+                " (name it on the command line to fix it)")
             continue
         try:
             write_if_unchanged(fx.path, fx.original, fx.fixed)  # type: ignore[arg-type]

@@ -155,6 +155,58 @@ def _context():
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
+class _TooBig(Exception):
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+class _NotRegular(Exception):
+    pass
+
+
+def _size_limit(name: str, settings: LintSettings) -> tuple[int, str]:
+    """The size over which a file is skipped unread, and how its note names that limit (the
+    engine's own notes, word for word)."""
+    if name.lower().endswith(".ipynb"):
+        from torch_audit.lint.notebook import MAX_NOTEBOOK_BYTES
+
+        return MAX_NOTEBOOK_BYTES, "the notebook size limit"
+    return settings.max_file_bytes, f"the {settings.max_file_bytes / 2**20:.0f} MB limit"
+
+
+def _too_big_note(name: str, size: int, settings: LintSettings) -> str:
+    return f"{name}: skipped, {size / 2**20:.1f} MB is over {_size_limit(name, settings)[1]}"
+
+
+def _read_source(path: Path, limit: int) -> bytes:
+    """A file's bytes, its kind and size checked first: a 4 GB sparse file is skipped by its
+    size without being read, and a FIFO or device (swapped in after discovery) is never opened
+    for a read that would block or never end."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotRegular()
+        if st.st_size > limit:
+            raise _TooBig(st.st_size)
+        chunks = []
+        left = limit + 1  # the file may have grown since fstat
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        raise _TooBig(len(data))
+    return data
+
+
 def _from_cache(path: str, entry: dict) -> FileResult | None:
     """A cached result, or None when the entry parses as JSON but is not one of ours (a
     corrupted or foreign file): it is then treated as a miss and rewritten."""
@@ -212,7 +264,13 @@ def _lint_files(
     for i, path in enumerate(files):
         name = str(path)
         try:
-            data = path.read_bytes()
+            data = _read_source(path, _size_limit(name, settings)[0])
+        except _TooBig as big:
+            results[i] = FileResult(name, notes=[_too_big_note(name, big.size, settings)], skipped=True)
+            continue
+        except _NotRegular:
+            warnings.append(f"{name}: not a regular file, skipped")
+            continue
         except OSError as exc:
             warnings.append(f"{name}: cannot read: {exc.strerror or exc}")
             continue
@@ -235,7 +293,9 @@ def _lint_files(
     if settings.whole_program and settings.project is None and python_sources:
         from torch_audit.lint.project import build_project
 
-        settings.project = build_project(list(python_sources), cache=cache, contents=python_sources)
+        settings.project = build_project(
+            list(python_sources), cache=cache, contents=python_sources, jobs=jobs, triggers=triggers
+        )
     if settings.project is not None:
         for i, (name, data, key) in dependent_hits.items():
             if any(settings.project.digest(m) != d for m, d in results[i].deps.items()):
