@@ -16,9 +16,12 @@ class TrainingInEvalMode(RuntimeCheck):
     with a different model than intended. The loss still goes down; the result is just worse.
 
     ## Known problems
-    A frozen backbone kept in eval mode on purpose is silent (its parameters are not updated),
-    and so is the common `model.train(); model.backbone.eval()` pattern (the model is in train
-    mode). A model deliberately trained entirely in eval mode is reported.
+    Reported only when a parameter the optimizer updates belongs to a module in eval mode. A
+    frozen backbone kept in eval mode on purpose is silent (its parameters are not updated), and
+    so are `model.eval(); model.fc.train()` with only the head in the optimizer (fine-tuning with
+    frozen BatchNorm statistics) and the common `model.train(); model.backbone.eval()` pattern
+    (the model is in train mode). A model deliberately trained entirely in eval mode is
+    reported.
 
     ## References
     - https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.train
@@ -56,6 +59,10 @@ class TrainingInEvalMode(RuntimeCheck):
         elif module not in entry[1]:
             entry[1].append(module)
 
+    @staticmethod
+    def _in_eval(owner) -> bool:
+        return owner is not None and not owner.training
+
     def on_step_pre(self, ctx) -> None:
         seen, self._seen = self._seen, {}
         if not seen:
@@ -66,7 +73,10 @@ class TrainingInEvalMode(RuntimeCheck):
         updated = {id(p) for p, h in zip(ctx.params, ctx.has_grad) if h}
         index = self.session.index
         for root, layers in seen.values():
-            if not any(id(p) in updated for p in root.parameters()):
+            # a parameter updated in a module that is itself in eval mode: a module the user
+            # switched back to train() (the head being fine-tuned) is trained on purpose
+            if not any(id(p) in updated and self._in_eval(index.owner(p))
+                       for p in root.parameters()):
                 continue
             names = [f"{index.name(m)} ({type(m).__name__})" for m in layers]
             self.report(index.name(root), step=ctx.step, module=root, optimizer=ctx.label,
