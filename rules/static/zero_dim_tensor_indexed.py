@@ -2,6 +2,7 @@ import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
 from torch_audit.lint import fixes
+from torch_audit.lint.facts.index import argument
 from torch_audit.lint.facts.tensors import tensors
 from torch_audit.rule import StaticRule
 
@@ -29,6 +30,8 @@ class _Losses:
 
 
 _SCALAR_LOSSES = _Losses()
+#: module methods that return the module itself
+_MODULE_MOVES = frozenset({"cuda", "to", "cpu", "float", "double", "half", "train", "eval"})
 
 
 class ZeroDimTensorIndexed(StaticRule):
@@ -44,7 +47,8 @@ class ZeroDimTensorIndexed(StaticRule):
     does not know this one.
 
     ## Known problems
-    Only tensors whose 0-dim shape the code shows are reported: a loss called with
+    Only tensors whose 0-dim shape the code shows are reported (a loss module passed to a
+    function counts when every caller in the file passes one): a loss called with
     `reduction="none"` (or `reduce=`, `size_average=`), a reduction over a dimension, or a value
     that went through anything else is not.
 
@@ -65,6 +69,11 @@ class ZeroDimTensorIndexed(StaticRule):
     fix_title = "Use `{name}.item()`"
     fixable = "sometimes"
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: list = []
+        self._through_data = False
+
     def visit_Subscript(self, node: cst.Subscript) -> None:
         if len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
             return
@@ -79,18 +88,22 @@ class ZeroDimTensorIndexed(StaticRule):
             return
         if self._assigned_to(node):
             return  # `loss[0] = ...`: a write, a different error
-        self._through_data = through_data
-        why = self._zero_dim(tensor, scope, stmt.index, 0)
-        if why is None:
-            return
-        name = self.ctx.code(tensor)
-        self.report(
-            node,
-            expr=_short(self.ctx.code(node)),
-            why=why,
-            name=_short(name),
-            fix=self._fix(node, tensor, safe=through_data),
-        )
+        self._pending.append((node, tensor, through_data, scope, stmt.index))
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        # decided at the end: the callers of a function may come later in the file
+        for node, tensor, through_data, scope, at in self._pending:
+            self._through_data = through_data
+            why = self._zero_dim(tensor, scope, at, 0)
+            if why is None:
+                continue
+            self.report(
+                node,
+                expr=_short(self.ctx.code(node)),
+                why=why,
+                name=_short(self.ctx.code(tensor)),
+                fix=self._fix(node, tensor, safe=through_data),
+            )
 
     def _assigned_to(self, node: cst.Subscript) -> bool:
         stack = self.ctx.stack
@@ -140,17 +153,61 @@ class ZeroDimTensorIndexed(StaticRule):
                 return f".{func.attr.value}() over all elements"
             return None
         if isinstance(func, (cst.Name, cst.Attribute)):
-            src = self.ctx.dataflow.constructor_source(func, scope, at)
-            if src is not None and isinstance(src.node, cst.Call) and src.qualname:
-                head, _, last = src.qualname.rpartition(".")
-                if head == "torch.nn" and last in _SCALAR_LOSSES and _default_reduction(src.node, positional=1):
-                    return f"a {last} with reduction='mean'"
+            loss = self._loss_module(func, scope, at)
+            if loss is None and isinstance(func, cst.Name):
+                loss = self._loss_from_callers(func.value, scope, depth)
+            if loss is not None:
+                return f"a {loss} with reduction='mean'"
         if isinstance(func, cst.Call):
-            q = self.ctx.qualname(func.func, scope)
-            if q and q.rpartition(".")[0] == "torch.nn" and q.rpartition(".")[2] in _SCALAR_LOSSES \
-                    and _default_reduction(func, positional=1):
-                return f"a {q.rsplit('.', 1)[-1]} with reduction='mean'"
+            loss = self._loss_module(func, scope, at)
+            if loss is not None:
+                return f"a {loss} with reduction='mean'"
         return None
+
+    def _loss_module(self, expr: cst.BaseExpression, scope, at: int) -> str | None:
+        """``nn.XLoss()`` with its default reduction built for ``expr`` (also
+        ``nn.CrossEntropyLoss().cuda()``), by its class name."""
+        if isinstance(expr, cst.Call):
+            func = expr.func
+            if isinstance(func, cst.Attribute) and func.attr.value in _MODULE_MOVES:
+                return self._loss_module(func.value, scope, at)
+            q = self.ctx.qualname(func, scope)
+            if q and q.rpartition(".")[0] == "torch.nn" and q.rpartition(".")[2] in _SCALAR_LOSSES \
+                    and _default_reduction(expr, positional=1):
+                return q.rpartition(".")[2]
+            return None
+        if not isinstance(expr, (cst.Name, cst.Attribute)):
+            return None
+        src = self.ctx.dataflow.constructor_source(expr, scope, at)
+        if src is not None and isinstance(src.node, cst.Call):
+            return self._loss_module(src.node, scope, at)
+        return None
+
+    def _loss_from_callers(self, name: str, scope, depth: int) -> str | None:
+        """``name`` is a parameter of a function whose every caller in this file passes a loss
+        module for it (``train(loader, model, criterion)`` with
+        ``criterion = nn.CrossEntropyLoss().cuda()``)."""
+        if scope.kind != "function" or name not in scope.params or depth > 2:
+            return None
+        position = scope.params.index(name)
+        if scope.class_scope is not None:
+            position -= 1  # self
+        training = self.ctx.training
+        callers = [
+            c for c in self.ctx.indexer.all_calls
+            if (c.method == scope.name or (isinstance(c.node.func, cst.Name) and c.node.func.value == scope.name))
+            and training.helper_of(c) is scope
+        ]
+        found = None
+        for call in callers:
+            arg = argument(call.node, position, name) if position >= 0 else None
+            if arg is None:
+                return None
+            loss = self._loss_module(arg.value, call.scope, call.stmt.index)
+            if loss is None:
+                return None
+            found = loss
+        return found
 
     def _tensor(self, expr: cst.BaseExpression, scope, at: int) -> bool:
         if isinstance(expr, cst.Call):
