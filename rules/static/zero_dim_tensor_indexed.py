@@ -192,12 +192,7 @@ class ZeroDimTensorIndexed(StaticRule):
         position = scope.params.index(name)
         if scope.class_scope is not None:
             position -= 1  # self
-        training = self.ctx.training
-        callers = [
-            c for c in self.ctx.indexer.all_calls
-            if (c.method == scope.name or (isinstance(c.node.func, cst.Name) and c.node.func.value == scope.name))
-            and training.helper_of(c) is scope
-        ]
+        callers = self.ctx.training.callers(scope)
         found = None
         for call in callers:
             arg = argument(call.node, position, name) if position >= 0 else None
