@@ -6,6 +6,29 @@ from torch_audit.lint.facts.names import dotted
 from torch_audit.lint.facts.tensors import MODULE, tensors
 from torch_audit.rule import StaticRule
 
+#: Methods and functions that register a hook: calling a module from inside one of these hooks
+#: runs the hooks again, so there `module.forward(...)` is the deliberate way to run it.
+_HOOK_REGISTRARS = frozenset(
+    f"register_{prefix}{kind}"
+    for prefix in ("", "module_")
+    for kind in (
+        "forward_hook",
+        "forward_pre_hook",
+        "full_backward_hook",
+        "full_backward_pre_hook",
+        "backward_hook",
+    )
+)
+#: A hook's parameters, by the names hooks are written with: (module, inputs[, output]).
+_HOOK_MODULE_PARAMS = frozenset({"module", "mod", "m", "layer", "submodule", "sub", "model", "net", "self_module"})
+#: (No `x`, `y`: `def evaluate(model, x, y)` runs a model and is reported.)
+_HOOK_INPUT_PARAMS = frozenset({"input", "inputs", "inp", "inps", "args", "input_", "inputs_", "ins"})
+_HOOK_OUTPUT_PARAMS = frozenset({"output", "outputs", "out", "outs", "output_", "result"})
+#: The two-parameter form is a forward pre-hook only with these (``(model, inputs)`` is often an
+#: ordinary function that runs a model, which is reported).
+_PRE_HOOK_MODULE_PARAMS = frozenset({"module", "mod", "m", "layer", "submodule"})
+_PRE_HOOK_INPUT_PARAMS = frozenset({"input", "inputs", "inp", "args", "input_", "inputs_"})
+
 #: qualified names whose presence in an ``if`` test marks TorchScript/tracing/export code paths
 _JIT_MARKERS = ("is_scripting", "is_tracing", "jit", "onnx", "is_exporting", "is_compiling")
 
@@ -23,7 +46,11 @@ class ForwardCalledDirectly(StaticRule):
 
     ## Known problems
     Not reported, on purpose: `super().forward(...)` and `Base.forward(self, ...)` (a subclass
-    extending its parent), a module calling its own `self.forward`, calls of a class attribute
+    extending its parent), a module calling its own `self.forward`, any call inside a hook (a
+    function or lambda passed to `register_forward_hook`, `register_forward_pre_hook`, the
+    backward and global `register_module_*` variants, also through `functools.partial`, or one
+    with a hook's parameters: `(module, inputs[, output])`), where `module(...)` would run the
+    hooks again and the hook would recurse forever; calls of a class attribute
     (`MyFunction.forward(ctx, ...)` of an `autograd.Function`), and calls under
     `torch.jit.is_scripting()`/`is_tracing()` branches or in functions decorated with
     `torch.jit.*`, where TorchScript and tracing sometimes need the direct call. A wrapper that
@@ -68,7 +95,39 @@ class ForwardCalledDirectly(StaticRule):
             return
         if not self._is_module(receiver, scope, stmt.index):
             return
-        self.report(func.attr, obj=text, fix=self._fix(func))
+        # Reported at the end of the file: the hooks it registers are known only then.
+        self._pending = [*getattr(self, "_pending", []), (func, text, scope)]
+
+    def leave_Module(self, node: cst.Module) -> None:
+        pending = getattr(self, "_pending", [])
+        if not pending:
+            return
+        names, lambdas = self._hooks()
+        for func, text, scope in pending:
+            if _in_hook(scope, names, lambdas):
+                continue  # module(...) here would run this hook again: infinite recursion
+            self.report(func.attr, obj=text, fix=self._fix(func))
+
+    def _hooks(self) -> tuple[set[str], set[cst.CSTNode]]:
+        """Names of the functions and methods this file registers as hooks, and lambdas
+        registered as hooks."""
+        names: set[str] = set()
+        lambdas: set[cst.CSTNode] = set()
+        for call in self.ctx.indexer.all_calls:
+            if call.method not in _HOOK_REGISTRARS:
+                continue
+            arg = call.arg(0, "hook")
+            value = arg.value if arg is not None else None
+            while isinstance(value, cst.Call):  # functools.partial(hook, ...)
+                inner = value.args[0] if value.args else None
+                value = inner.value if inner is not None and inner.keyword is None and not inner.star else None
+            if isinstance(value, cst.Name):
+                names.add(value.value)
+            elif isinstance(value, cst.Attribute):  # self._on_forward
+                names.add(value.attr.value)
+            elif isinstance(value, cst.Lambda):
+                lambdas.add(value)
+        return names, lambdas
 
     def _fix(self, func: cst.Attribute) -> Fix | None:
         """`model.forward(x)` → `model(x)`: delete `.forward`."""
@@ -95,6 +154,35 @@ class ForwardCalledDirectly(StaticRule):
             return False  # annotated with something that is not a module
         # provenance unknown: the function also uses the object as a module (model.eval(), ...)
         return facts.used_as_module(receiver.value, scope)
+
+
+def _in_hook(scope, names: set[str], lambdas: set[cst.CSTNode]) -> bool:
+    """Inside a function or lambda registered as a hook, or written as one."""
+    s = scope
+    while s is not None:
+        if s.kind == "lambda" and s.node in lambdas:
+            return True
+        if s.kind in ("function", "lambda") and (s.name in names or _hook_signature(s)):
+            return True
+        s = s.parent
+    return False
+
+
+def _hook_signature(scope) -> bool:
+    """``(module, inputs, output)`` or ``(module, inputs)`` by the names hooks are written with,
+    after ``self`` in a method."""
+    params = list(scope.params)
+    if scope.class_scope is not None and params[:1] == ["self"]:
+        params = params[1:]
+    if len(params) == 3:
+        return (
+            params[0] in _HOOK_MODULE_PARAMS
+            and params[1] in _HOOK_INPUT_PARAMS
+            and params[2] in _HOOK_OUTPUT_PARAMS
+        )
+    if len(params) == 2:
+        return params[0] in _PRE_HOOK_MODULE_PARAMS and params[1] in _PRE_HOOK_INPUT_PARAMS
+    return False
 
 
 def _outer_method(scope):
