@@ -273,6 +273,8 @@ class AuditSession:
         #: progress line and charts read the loss there); add them before the session starts
         self.backward_listeners: list[Callable[[Any], None]] = []
         self.step = 0
+        #: optimizer.step() calls seen (all optimizers); 0 means the step checks never ran
+        self.optimizer_steps = 0
         self.rank = None
         #: the thread whose training is audited (the one that opened the session), the
         #: process that opened it, and the other threads whose events were left alone
@@ -798,6 +800,7 @@ class AuditSession:
         for check in self._by_event.get("step_post", ()):
             self._call(check, check.on_step_post, ctx)
         self._opt_steps[optimizer] = ctx.step + 1
+        self.optimizer_steps += 1
         self.step = max(self.step, ctx.step + 1)
 
     def _on_backward_call(self, func: Callable, args: tuple, kwargs: dict) -> Any:
@@ -929,9 +932,20 @@ class AuditSession:
         return False
 
     # -- output ---------------------------------------------------------------------------------
+    @property
+    def not_checked(self) -> list[str]:
+        """What did not run, for a report that must not read as "everything was checked"
+        (``torch-audit run`` says the same in its own words)."""
+        if not self._closed or self.optimizer_steps or not getattr(self, "check_codes", None):
+            return []
+        return ["no torch.optim optimizer stepped: the checks at optimizer.step() (gradients, "
+                "parameters, updates, unused and frozen parameters) did not run; a hand-written "
+                "update (p -= lr * p.grad) is not an optimizer step"]
+
     def report(self) -> str:
-        """The findings as text, one per line, a summary line and the notes."""
-        return format_text(self.findings, self.notes)
+        """The findings as text, one per line, a summary line and the notes (with what did not
+        run)."""
+        return format_text(self.findings, [*self.notes, *self.not_checked])
 
     def print_report(self, file: Any = None) -> None:
         """Print :meth:`report` (on rank 0 only under torch.distributed; never in a process

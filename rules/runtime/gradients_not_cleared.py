@@ -16,6 +16,11 @@ class GradientsNotCleared(RuntimeCheck):
     so far: the effective learning rate grows with every step and training diverges or
     oscillates, often slowly enough to look like a bad hyper-parameter.
 
+    Without any `torch.optim` optimizer (a hand-written update such as
+    `p.data -= lr * p.grad`), it reports gradients that were not cleared between two
+    `backward()` calls while the parameters changed in between: the hand-written update applied
+    the sum of all gradients so far, the same bug as a missing `zero_grad()`.
+
     ## Known problems
     Intentional accumulation (several backward passes per step, cleared after the step) is
     silent, and so is a GAN whose generator loss flows into the discriminator's gradients as
@@ -36,12 +41,23 @@ class GradientsNotCleared(RuntimeCheck):
     fix_title = "Call optimizer.zero_grad() once per step (before backward or after step)"
     events = frozenset({"step_pre", "step_post", "backward", "backward_end"})
 
+    #: consecutive backward() calls over uncleared gradients with the parameters changed in
+    #: between, without an optimizer, before the hand-written update is reported
+    MANUAL_REPEATS = 2
+
     def setup(self) -> None:
         # label -> {index: [param, id(grad), grad._version, accumulated]}
         self._watch: dict[str, dict[int, list]] = {}
+        self._optimizer_seen = False
+        # hand-written updates: the parameters with a gradient after the last backward(), the
+        # (id, version) of each gradient then, and the parameters' norms (on the device)
+        self._manual: tuple[list, list, object] | None = None
+        self._manual_streak = 0
+        self._manual_done = False
 
     def close(self) -> None:
         self._watch = {}
+        self._manual = None
 
     def on_step_post(self, ctx) -> None:
         watch = {}
@@ -52,6 +68,8 @@ class GradientsNotCleared(RuntimeCheck):
         self._watch[ctx.label] = watch
 
     def on_backward(self, event) -> None:
+        if not self._optimizer_seen and not self._manual_done:
+            self._manual_backward(event)
         for watch in self._watch.values():
             for i, (p, gid, ver, _) in list(watch.items()):
                 g = p.grad
@@ -59,6 +77,8 @@ class GradientsNotCleared(RuntimeCheck):
                     del watch[i]  # cleared (None, replaced, or zeroed in place)
 
     def on_backward_end(self, event) -> None:
+        if not self._optimizer_seen and not self._manual_done:
+            self._manual_record()
         for watch in self._watch.values():
             for entry in watch.values():
                 g = entry[0].grad
@@ -66,7 +86,69 @@ class GradientsNotCleared(RuntimeCheck):
                     entry[2] = g._version
                     entry[3] = True  # this backward added to an uncleared gradient
 
+    # -- hand-written updates (no optimizer) ----------------------------------------------------
+    def _manual_record(self) -> None:
+        """After backward(): which parameters hold a gradient, which gradient, and the
+        parameters' norms, to compare at the next backward()."""
+        import torch
+
+        params = [p for p in self.session.index.parameters()
+                  if p.requires_grad and p.grad is not None and not p.grad.is_sparse]
+        if not params:
+            self._manual = None
+            return
+        grads = [(id(p.grad), p.grad._version) for p in params]
+        with torch.no_grad():
+            from torch_audit.runtime.reduce import norms
+
+            self._manual = (params, grads, torch.stack(norms([p.detach() for p in params])))
+
+    def _manual_backward(self, event) -> None:
+        """Before backward(): gradients kept since the last backward() (not cleared) of
+        parameters that changed since (updated by hand)."""
+        manual, self._manual = self._manual, None
+        if manual is None:
+            return
+        import torch
+
+        params, grads, before = manual
+        kept = [i for i, (p, (gid, ver)) in enumerate(zip(params, grads))
+                if p.grad is not None and id(p.grad) == gid and p.grad._version == ver]
+        if not kept:
+            self._manual_streak = 0
+            return
+        from torch_audit.runtime.reduce import norms
+
+        with torch.no_grad():
+            now = torch.stack(norms([params[i].detach() for i in kept]))
+            changed = (now != before[kept]).float()
+        names = [self.session.index.param_name(params[i]) for i in kept]
+        owner = self.session.index.owner(params[kept[0]])
+        site = event.site
+        step = self.session.step
+
+        def check(values: list[float]) -> None:
+            stale = [n for n, v in zip(names, values) if v > 0.5]
+            self._manual_streak = self._manual_streak + 1 if stale else 0
+            if self._manual_streak < self.MANUAL_REPEATS or self._manual_done:
+                return
+            self._manual_done = True
+            from torch_audit.runtime.util import names_list
+
+            path, line = site if site else (None, None)
+            self.report("manual-update", step=step, module=owner, path=path, line=line,
+                        message=(f"gradients of {len(stale)} parameter(s) accumulated across "
+                                 "backward() calls while the parameters were updated by hand "
+                                 f"(no optimizer.step()), without being cleared: "
+                                 f"{names_list(stale)}"),
+                        help="Clear the gradients after each hand-written update "
+                             "(p.grad = None or p.grad.zero_(), or model.zero_grad())")
+
+        self.defer(changed, check)
+
     def on_step_pre(self, ctx) -> None:
+        self._optimizer_seen = True
+        self._manual = None
         watch = self._watch.pop(ctx.label, None)
         if not watch:
             return

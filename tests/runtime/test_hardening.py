@@ -285,3 +285,28 @@ def test_backward_without_any_optimizer_keeps_bounded_state():
         assert len(session._pending) < MAX_PENDING
         losses = next(c for c in session.checks if c.name == "loss-diverging")._losses
         assert len(losses) <= 256
+
+
+# -- issue 19 item 5: say what did not run ---------------------------------------------------------
+
+
+def test_a_session_without_optimizer_steps_says_the_step_checks_did_not_run():
+    model = nn.Linear(8, 1)
+    with torch_audit.audit() as session:
+        for _ in range(3):
+            model.zero_grad()
+            model(torch.randn(4, 8)).pow(2).mean().backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= 0.01 * p.grad
+    assert session.optimizer_steps == 0
+    assert session.findings == []
+    assert len(session.not_checked) == 1 and "did not run" in session.not_checked[0]
+    assert "did not run" in session.report()
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with torch_audit.audit() as stepped:
+        model(torch.randn(4, 8)).sum().backward()
+        opt.step()
+    assert stepped.optimizer_steps == 1 and stepped.not_checked == []
+    assert "did not run" not in stepped.report()
