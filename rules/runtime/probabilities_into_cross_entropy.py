@@ -7,21 +7,24 @@ from torch_audit.runtime.check import RuntimeCheck
 
 class ProbabilitiesIntoCrossEntropy(RuntimeCheck):
     """## What it does
-    Checks the input of `F.cross_entropy` and `nn.CrossEntropyLoss`: when every value is
-    non-negative and every row sums to one along the class dimension, the input is already a
-    probability distribution (a softmax), not logits.
+    Checks the input of `F.cross_entropy`/`nn.CrossEntropyLoss` and of `F.nll_loss`/`nn.NLLLoss`:
+    when every value is non-negative and every row sums to one along the class dimension, the
+    input is a probability distribution (a softmax), not logits (cross-entropy) or
+    log-probabilities (NLL).
 
     ## Why is this bad?
     Cross-entropy applies `log_softmax` itself. Feeding it probabilities applies softmax twice:
     the loss still decreases, but its gradients are squashed, training is slow and the model
-    ends up badly calibrated. Nothing crashes; the static rule `softmax-before-cross-entropy`
+    ends up badly calibrated. `nll_loss` expects `log_softmax` output: given probabilities it
+    computes `-p[target]` instead of `-log p[target]`, a different objective entirely. Nothing crashes; the static rule `softmax-before-cross-entropy`
     catches the visible cases, this check catches the ones hidden behind helpers and configs.
 
     ## Known problems
     Sampled: the first steps and then every `sample_every`-th step are checked, each costing one
-    reduction over the input. Calls through a reference taken before the session started
-    (`from torch.nn.functional import cross_entropy`) are not seen. Log-probabilities (from
-    `log_softmax`) are fine for cross-entropy and are not reported.
+    reduction over the input. The loss modules are seen wherever they run; `F.cross_entropy`
+    and `F.nll_loss` only when called outside a module's `forward` (after the model's forward,
+    as training loops do; a loss computed inside `forward`, as Hugging Face models do, is not
+    seen). Log-probabilities (from `log_softmax`) are fine for both and are not reported.
 
     ## References
     - https://pytorch.org/docs/stable/generated/torch.nn.CrossEntropyLoss.html
@@ -62,11 +65,20 @@ class ProbabilitiesIntoCrossEntropy(RuntimeCheck):
             xd = x.detach()
             flag = (xd.amin() >= 0) & ((xd.sum(dim) - 1).abs().amax() <= self.opts["tolerance"])
 
+        nll = getattr(event, "loss", "cross_entropy") == "nll_loss"
+
         def check(values: list[float]) -> None:
             if values[0] > 0.5 and site not in self._done:
                 self._done.add(site)
                 path, line = site if site else (None, None)
+                extra = {}
+                if nll:
+                    extra = dict(
+                        message=f"nll_loss input at {site_str(site)} is a probability "
+                                "distribution (rows sum to 1), not log-probabilities",
+                        help="Use log_softmax instead of softmax before nll_loss (or pass the "
+                             "logits to cross_entropy)")
                 self.report(site_str(site), step=step, path=path, line=line,
-                            module=event.module, site=site_str(site))
+                            module=event.module, site=site_str(site), **extra)
 
         self.defer(flag.reshape(1), check)
