@@ -82,6 +82,13 @@ class _SourceSpan:
     strings: list[tuple[int, str]]
 
 
+#: The path of a value that cannot lead to a cell's source (anything below an output, the
+#: metadata, ...): its children keep it. Cells are located by their path from the document's
+#: root, ("cells", n, "source"), never by meeting a "cells" key somewhere: an output or the
+#: metadata may hold any JSON, a rendered notebook included.
+_ELSEWHERE = ("<elsewhere>",)
+
+
 class _Scanner:
     def __init__(self, text: str) -> None:
         self.text = text
@@ -132,7 +139,17 @@ class _Scanner:
             if not self.text.startswith(":", i):
                 raise self.error(i, "expected ':'")
             start = self.ws(i + 1)
-            val, i = self.value(start, (*path, key))
+            if path == ():  # the document: its "cells" (the last one, as json reads a repeated key)
+                if key == "cells":
+                    self.spans = {}
+                child = ("cells",) if key == "cells" else _ELSEWHERE
+            elif len(path) == 2 and path[0] == "cells":  # a cell
+                child = _ELSEWHERE
+                if key == "source":
+                    self.spans.pop(path[1], None)  # a repeated "source": the last one counts
+            else:
+                child = _ELSEWHERE
+            val, i = self.value(start, child)
             if key == "source" and len(path) == 2 and path[0] == "cells":
                 self._record(path[1], start, i, val)
             out[key] = val
@@ -149,10 +166,10 @@ class _Scanner:
         i = self.ws(i + 1)
         if self.text.startswith("]", i):
             return out, i + 1
-        # only the cells list needs element paths; everything else is scanned without them
+        # only the cells list needs element paths; everything else is scanned as elsewhere
         track = path == ("cells",)
         while True:
-            val, i = self.value(i, (*path, len(out)) if track else ())
+            val, i = self.value(i, ("cells", len(out)) if track else _ELSEWHERE)
             out.append(val)
             i = self.ws(i)
             if self.text.startswith(",", i):
