@@ -721,14 +721,9 @@ def resolve_settings(opts: dict[str, Any], start: Path) -> Settings:
 
 
 def _color(stream: TextIO) -> bool:
-    if os.environ.get("NO_COLOR"):
-        return False
-    if os.environ.get("FORCE_COLOR"):
-        return True
-    try:
-        return stream.isatty()
-    except Exception:
-        return False
+    from torch_audit.report import color_wanted  # the linter's rule: NO_COLOR, FORCE_COLOR, a terminal
+
+    return color_wanted(stream)
 
 
 def _write_file(path: str, text: str) -> None:
