@@ -594,6 +594,10 @@ def audit_script(
         outcome.status = 1
     from torch_audit.runtime.causes import root_cause_first
 
+    if session.in_forked_child:  # only the process that opened the session reports (issue 18)
+        if outcome.exception is not None:
+            script_runner.report_exception(outcome.exception)
+        raise SystemExit(outcome.status)
     outcome.findings = root_cause_first(list(session.findings))
     outcome.steps = monitor.steps
     outcome.optimizer_steps = dict(monitor.steps_by_optimizer)

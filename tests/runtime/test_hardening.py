@@ -310,3 +310,35 @@ def test_a_session_without_optimizer_steps_says_the_step_checks_did_not_run():
         opt.step()
     assert stepped.optimizer_steps == 1 and stepped.not_checked == []
     assert "did not run" not in stepped.report()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_torch_audit_run_reports_once_when_a_forked_child_exits(tmp_path):
+    """A forked child's sys.exit(0) printed a second report, rewrote the output file and made
+    the child exit 1 (issue 18 item 5)."""
+    script = tmp_path / "forks.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys
+        import torch
+        from torch import nn
+
+        model = nn.Linear(4, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        (model(torch.randn(2, 4)).sum() * float("nan")).backward()  # a finding before the fork
+        opt.step()
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("child status", os.waitstatus_to_exitcode(status), flush=True)
+    """))
+    out = tmp_path / "out.txt"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch_audit", "run", "-o", str(out), str(script)],
+                          capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
+    both = proc.stdout + proc.stderr
+    assert "child status 0" in proc.stdout, both
+    assert proc.returncode == 1, both  # the parent's findings
+    report = out.read_text()
+    assert "TA701" in report
+    assert (both + report).count("torch-audit: audited") == 1, both + report  # the parent's
