@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from torch_audit.findings import Finding
-from torch_audit.report._common import color_wanted
+from torch_audit.report._common import color_wanted, escape_surrogates_in_json
 from torch_audit.report._github import escape_data, escape_property, render_github
 from torch_audit.report._json import render_json, render_json_statistics
 from torch_audit.report._sarif import render_sarif, sarif_log
@@ -73,6 +73,16 @@ def render(
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown output format {fmt!r} (expected one of: {', '.join(FORMATS)})")
+    text = _render(findings, fmt, catalog=catalog, root=root, color=color, statistics=statistics,
+                   show_fix_hint=show_fix_hint, tool_name=tool_name, files_checked=files_checked,
+                   hidden_unsafe_fixes=hidden_unsafe_fixes, unsafe_fixes=unsafe_fixes, summary=summary)
+    if fmt in ("json", "sarif", "gitlab"):  # file names that are not UTF-8 (issue 18 item 12)
+        text = escape_surrogates_in_json(text)
+    return text
+
+
+def _render(findings, fmt, *, catalog, root, color, statistics, show_fix_hint, tool_name, files_checked,
+            hidden_unsafe_fixes, unsafe_fixes, summary) -> str:
     findings = list(findings)
     if statistics:
         if fmt == "json":

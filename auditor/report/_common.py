@@ -72,11 +72,44 @@ def _relative_below(path: str, base: str | os.PathLike[str]) -> str | None:
 
 def display_path(path: str) -> str:
     """The path as shown to a person: relative to the current directory when below it,
-    otherwise as given."""
+    otherwise as given; :func:`printable`."""
     if not path:
         return path
     rel = _relative_below(path, os.getcwd())
-    return rel if rel is not None else path
+    return printable(rel if rel is not None else path)
+
+
+def printable(name: str) -> str:
+    """A file name as one line of valid text. A name is bytes on Linux: one that is not valid
+    UTF-8 (held as lone surrogates) or holds a newline or another control character is shown
+    quoted, with Python's escapes (``"bad\\xff.py"``, ``"new\\nline.py"``), so that it can
+    neither break the output's encoding nor forge a line that reads as another finding."""
+    if name.isprintable() and '"' not in name[:1]:
+        return name
+    raw = os.fsencode(name).decode("utf-8", "backslashreplace")  # undecodable bytes: \xff
+    out = []
+    for ch in raw:
+        if ch == '"':
+            out.append('\\"')
+        elif not ch.isprintable():
+            code = ord(ch)
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch) or (
+                f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"))
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def escape_surrogates_in_json(text: str) -> str:
+    """JSON text made by ``json.dumps(..., ensure_ascii=False)`` with any lone surrogate (an
+    undecodable byte of a file name) written as its ``\\udcXX`` escape: valid UTF-8 and valid
+    JSON, and ``os.fsencode`` of the decoded string gives the name's bytes back. (A surrogate can
+    only occur inside a JSON string, where the escape is legal.)"""
+    if text.isascii():
+        return text
+    import re
+
+    return re.sub("[\ud800-\udfff]", lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def repo_relative_posix(path: str, root: str | os.PathLike[str]) -> str | None:
@@ -88,7 +121,10 @@ def repo_relative_posix(path: str, root: str | os.PathLike[str]) -> str | None:
 
 
 def absolute_uri(path: str) -> str:
-    return Path(_absolute(path)).as_uri()
+    from urllib.parse import quote
+
+    # from the name's bytes: an undecodable byte becomes %FF (Path.as_uri() raises on it)
+    return "file://" + quote(os.fsencode(PurePath(_absolute(path)).as_posix()), safe="/")
 
 
 def json_safe(value: Any) -> Any:

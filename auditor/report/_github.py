@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch_audit.findings import Finding, Severity
 import os
 
-from torch_audit.report._common import display_path, ordered, repo_relative_posix
+from torch_audit.report._common import display_path, ordered, printable, repo_relative_posix
 from torch_audit.report._text import runtime_suffix
 
 COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
@@ -29,7 +29,7 @@ def annotation_path(path: str) -> str:
     if workspace:
         rel = repo_relative_posix(path, workspace)
         if rel is not None:
-            return rel
+            return printable(rel)
     return display_path(path)
 
 

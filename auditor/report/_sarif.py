@@ -110,7 +110,7 @@ def _artifact_location(path: str, root: str | os.PathLike[str]) -> dict[str, str
     rel = repo_relative_posix(path, root)
     if rel is None:
         return {"uri": absolute_uri(path)}
-    return {"uri": quote(rel, safe="/"), "uriBaseId": SRCROOT}
+    return {"uri": quote(os.fsencode(rel), safe="/"), "uriBaseId": SRCROOT}  # bytes: \xff -> %FF
 
 
 def _region(line: int, column: int, end_line: int | None, end_column: int | None) -> dict[str, int]:
