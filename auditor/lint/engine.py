@@ -205,6 +205,13 @@ def _cpython_check(source: str, path: str) -> BaseException | None:
 
     It guards libcst's native parser, which can overflow the C stack on pathologically nested
     code that CPython itself refuses, and gives the most useful syntax-error locations."""
+    return cpython_parse(source, path)[1]
+
+
+def cpython_parse(source: str, path: str) -> tuple[Any, BaseException | None]:
+    """CPython's AST of a file and the problem that stops libcst from reading it (a syntax error,
+    nesting beyond :data:`_MAX_AST_DEPTH`), or None. The whole-program model summarises files
+    from this tree, and then the engine need not compile them again."""
     import ast
     import warnings
 
@@ -213,10 +220,10 @@ def _cpython_check(source: str, path: str) -> BaseException | None:
             warnings.simplefilter("ignore")  # SyntaxWarnings are not ours to print
             tree = compile(source, path, "exec", ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
     except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:
-        return exc
+        return None, exc
     if _ast_depth(tree, _MAX_AST_DEPTH) > _MAX_AST_DEPTH:
-        return RecursionError(f"an expression nested more than {_MAX_AST_DEPTH} levels deep")
-    return None
+        return None, RecursionError(f"an expression nested more than {_MAX_AST_DEPTH} levels deep")
+    return tree, None
 
 
 #: Legal but pathological nesting (a 5,000-term ``a + b + ...`` chain, a 5,000-long attribute or
@@ -249,7 +256,9 @@ _NESTING_LIMITS = ("too many nested", "too complex", "too many statically nested
 
 
 def _lint_text(path: str, source: str, settings: LintSettings, result: FileResult) -> FileResult:
-    problem = _cpython_check(source, path)
+    project = settings.project
+    # the project compiled (and summarised) this very source already: no second CPython parse
+    problem = None if project is not None and project.compiled(path, source) else _cpython_check(source, path)
     if isinstance(problem, (RecursionError, MemoryError)):
         raise RecursionError
     if isinstance(problem, SyntaxError) and any(m in (problem.msg or "") for m in _NESTING_LIMITS):
@@ -288,7 +297,6 @@ def _lint_text(path: str, source: str, settings: LintSettings, result: FileResul
     # interpreter knows, such as PEP 695 generics on Python 3.11: lint it)
 
     ctx = FileContext(path, source, module, settings)
-    project = ctx.project
     if project is not None:
         project.reads.clear()
     failed: dict[str, BaseException] = {}

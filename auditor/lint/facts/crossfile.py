@@ -42,6 +42,7 @@ class CrossFile:
             # a file the project did not discover (a notebook's code): it sees the project's
             # modules, and nobody calls into it
             self.module = self.project.add_script(ctx.path, ctx.source)
+        self._resolved: dict[str, Any] = {}
 
     @property
     def active(self) -> bool:
@@ -52,12 +53,15 @@ class CrossFile:
         """A qualified name as the file's imports give it → the project definition, or None."""
         if self.project is None or not qualname:
             return None
+        if qualname in self._resolved:
+            return self._resolved[qualname]
+        hit = None
         absolute = self.project.absolute(self.module, qualname)  # type: ignore[arg-type]
-        if absolute is None:
-            return None
-        hit = self.project.resolve_qualified(absolute, self.module)  # type: ignore[arg-type]
-        if hit is None or hit[0] in ("external", "module"):
-            return None
+        if absolute is not None:
+            hit = self.project.resolve_qualified(absolute, self.module)  # type: ignore[arg-type]
+            if hit is not None and hit[0] in ("external", "module"):
+                hit = None
+        self._resolved[qualname] = hit
         return hit
 
     def _frame(self, scope: "Scope | None" = None):
@@ -97,9 +101,9 @@ class CrossFile:
         project = self.project
         assert project is not None
         args, kwargs = _local_arguments(call) if call is not None else ([], {})
-        line = self.ctx.position(call).start.line if call is not None else found.get("line", 0)
+        # where the class is defined (positions in this file cost a code-generation pass)
         return Obj("instance", found["name"], where, args, kwargs, self._frame(),
-                   Evidence(project.path_of(self.module or ""), line, f"{found['name']}(...)"))
+                   Evidence(project.path_of(where), found.get("line", 0), f"class {found['name']}"))
 
     def output(self, obj: "Obj", element: Any = None) -> "list[Source]":
         """Sources of the output of applying a project object (a module's ``forward``)."""
@@ -278,11 +282,10 @@ class CrossFile:
         file reached through its summary: a method inherited from a base in another file)."""
         if self.project is None:
             return None
-        func = call.node.func
         qualname = call.qualname
-        if qualname is None and isinstance(func, cst.Name):
-            return None  # a local function: the file's own facts follow it
-        hit = self.resolve(qualname) if qualname else None
+        if qualname is None:
+            return None  # a local function (the file's own facts follow it), or a method
+        hit = self.resolve(qualname)
         if hit is None or hit[0] != "function":
             return None
         key = f"{hit[1]['cls']}.{hit[1]['name']}" if hit[1].get("cls") else hit[1]["name"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from torch_audit.lint.project.layout import Layout
 from torch_audit.lint.project.model import Evidence, Project
-from torch_audit.lint.project.summary import FORMAT, summarize_source
+from torch_audit.lint.project.summary import FORMAT, summarize
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch_audit.lint.cache import Cache
@@ -40,53 +40,122 @@ def summary_digest(summary: dict | None) -> str:
 class _SummaryStore:
     """Summaries by content hash: in memory, and in the lint cache when there is one."""
 
-    def __init__(self, cache: "Cache | None", max_bytes: int) -> None:
+    def __init__(self, cache: "Cache | None", max_bytes: int, contents: dict[Path, bytes]) -> None:
         self.cache = cache
         self.max_bytes = max_bytes
+        self.contents = contents
         self.by_path: dict[Path, dict | None] = {}
-        self.digests: dict[Path, str] = {}
 
     def load(self, path: Path) -> dict | None:
-        if path in self.by_path:
-            return self.by_path[path]
-        summary = self._load(path)
-        self.by_path[path] = summary
+        """The summary of a file (read from disk unless its bytes were given)."""
+        if path not in self.by_path:
+            data = self.contents.get(path)
+            if data is None:
+                data = _read(path, self.max_bytes)
+            self.by_path[path] = None if data is None else self.summary_of(path, data)
+        return self.by_path[path]
+
+    def _key(self, data: bytes) -> str | None:
+        if self.cache is None:
+            return None
+        from torch_audit.lint.cache import content_hash
+
+        # by content alone: a summary never depends on the file's path or on other files
+        return f"s{FORMAT}-" + content_hash(data)
+
+    def cached(self, data: bytes) -> dict | None:
+        key = self._key(data)
+        if key is None:
+            return None
+        hit = self.cache.get(key)  # type: ignore[union-attr]
+        summary = hit.get("summary") if hit is not None else None
+        return summary if isinstance(summary, dict) and summary.get("format") == FORMAT else None
+
+    def store(self, data: bytes, summary: dict | None) -> None:
+        key = self._key(data)
+        if key is not None and summary is not None:
+            self.cache.put(key, {"findings": [], "summary": summary})  # type: ignore[union-attr]
+
+    def summary_of(self, path: Path, data: bytes) -> dict | None:
+        summary = self.cached(data)
+        if summary is None:
+            summary, _ok = summarize_file(str(path), data)
+            self.store(data, summary)
         return summary
 
-    def _load(self, path: Path) -> dict | None:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        import stat as stat_module
 
-        if not stat_module.S_ISREG(st.st_mode) or st.st_size > self.max_bytes:
-            return None
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read(self.max_bytes + 1)
-        except OSError:
-            return None
-        return self.from_bytes(path, data)
+def _read(path: Path, max_bytes: int) -> bytes | None:
+    """A file's bytes when it is a regular file within the size limit (never a FIFO or device)."""
+    import stat as stat_module
 
-    def from_bytes(self, path: Path, data: bytes) -> dict | None:
-        key = None
-        if self.cache is not None:
-            from torch_audit.lint.cache import content_hash
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat_module.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) <= max_bytes else None
 
-            # by content alone: a summary never depends on the file's path or on other files
-            key = f"s{FORMAT}-" + content_hash(data)
-            hit = self.cache.get(key)
-            if hit is not None:
-                summary = hit.get("summary")
-                if isinstance(summary, dict) and summary.get("format") == FORMAT:
-                    self.by_path[path] = summary
-                    return summary
-        summary = summarize_source(data)
-        if self.cache is not None and key is not None and summary is not None:
-            self.cache.put(key, {"findings": [], "summary": summary})
-        self.by_path[path] = summary
-        return summary
+
+def summarize_file(path: str, data: bytes) -> tuple[dict | None, int | None]:
+    """The summary of a file's bytes, and the hash of its decoded source when CPython compiled
+    it without a problem the engine would report (so the engine can skip compiling it again)."""
+    from torch_audit.lint.engine import cpython_parse, decode
+
+    try:
+        source, _ = decode(data)
+    except ValueError:
+        return None, None
+    try:
+        tree, problem = cpython_parse(source, path)
+    except RecursionError:
+        return None, None
+    if tree is None:
+        return None, None
+    try:
+        return summarize(tree), (hash(source) if problem is None else None)
+    except RecursionError:
+        return None, None
+
+
+#: Below this many files to summarise, a pool costs more than it saves.
+_MIN_FILES_FOR_POOL = 16
+_pool_items: list[tuple[str, bytes]] = []
+
+
+def _summarize_task(indices: list[int]) -> list[tuple[dict | None, int | None]]:
+    return [summarize_file(*_pool_items[i]) for i in indices]
+
+
+def _summarize_all(items: list[tuple[str, bytes]], jobs: int) -> list[tuple[dict | None, int | None]]:
+    """Summaries of many files, over ``jobs`` forked processes (they inherit the bytes)."""
+    global _pool_items
+    if jobs <= 1 or len(items) < _MIN_FILES_FOR_POOL:
+        return [summarize_file(path, data) for path, data in items]
+    from concurrent.futures import ProcessPoolExecutor
+
+    from torch_audit.lint.runner import _context, _tasks
+
+    order = sorted(range(len(items)), key=lambda i: -len(items[i][1]))
+    _pool_items = [items[i] for i in order]
+    out: list = [None] * len(items)
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=_context()) as pool:
+            tasks = _tasks([len(d) for _, d in _pool_items])
+            for task, results in zip(tasks, pool.map(_summarize_task, tasks)):
+                for position, result in zip(task, results):
+                    out[order[position]] = result
+    finally:
+        _pool_items = []
+    return out
 
 
 def build_project(
@@ -95,27 +164,42 @@ def build_project(
     cache: "Cache | None" = None,
     contents: dict[Path, bytes] | None = None,
     max_bytes: int = MAX_SUMMARY_BYTES,
+    jobs: int = 1,
+    triggers: tuple[bytes, ...] = (b"torch",),
 ) -> Project:
-    """Summarise ``files`` (Python sources; notebooks are linked by their own path) and the
-    project modules they import, and link them."""
+    """Summarise ``files`` (Python sources) and the project modules they import, and link them.
+
+    Files whose bytes mention none of ``triggers`` are summarised only when a summarised file
+    imports them (a package's ``__init__.py`` that re-exports a model): a file that never
+    mentions torch defines no model, loss or training step of its own. Summaries missing from
+    the cache are computed over ``jobs`` processes."""
     paths = [Path(os.path.abspath(f)) for f in files]
+    given = {Path(os.path.abspath(p)): d for p, d in (contents or {}).items()}
     layout = Layout([p for p in paths if p.suffix in (".py", ".pyi", ".ipynb")])
-    store = _SummaryStore(cache, max_bytes)
-    for path, data in (contents or {}).items():
-        store.from_bytes(Path(os.path.abspath(path)), data)
+    store = _SummaryStore(cache, max_bytes, given)
     cwd = os.getcwd()
+    project = Project(layout, store.load, _Display(cwd))
 
-    def display(path: Path) -> str:
-        try:
-            return os.path.relpath(path, cwd) if str(path).startswith(cwd) else str(path)
-        except ValueError:  # pragma: no cover - another drive on Windows
-            return str(path)
+    # the files that mention torch, summarised now (misses in parallel)
+    sources = [(p, given[p] if p in given else _read(p, max_bytes)) for p in paths if p.suffix in (".py", ".pyi")]
+    wanted = [(p, d) for p, d in sources if d is not None and any(t in d for t in triggers)]
+    misses = []
+    for path, data in wanted:
+        summary = store.cached(data)
+        if summary is None:
+            misses.append((path, data))
+        else:
+            store.by_path[path] = summary
+    for (path, data), (summary, compiled) in zip(misses, _summarize_all([(str(p), d) for p, d in misses], jobs)):
+        store.by_path[path] = summary
+        store.store(data, summary)
+        if compiled is not None:
+            project.mark_compiled(path, compiled)
+    queue: list[str] = [project.add_file(path) for path, _ in wanted]
+    for path, data in sources:
+        if data is not None and path not in store.by_path:
+            project.register(path)  # linted, mentions no torch: summarised if imported
 
-    project = Project(layout, store.load, display)
-    queue: list[str] = []
-    for path in paths:
-        if path.suffix in (".py", ".pyi"):
-            queue.append(project.add_file(path))
     # the local modules they import, transitively (read and summarised, never reported on)
     seen = set(queue)
     extra = 0
@@ -141,3 +225,16 @@ def build_project(
                 break
     project.freeze()
     return project
+
+
+class _Display:
+    """How messages name a file: relative to the working directory when below it."""
+
+    def __init__(self, cwd: str) -> None:
+        self.cwd = cwd
+
+    def __call__(self, path: Path) -> str:
+        text = str(path)
+        if text.startswith(self.cwd + os.sep):
+            return os.path.relpath(text, self.cwd)
+        return text

@@ -33,8 +33,8 @@ class Layout:
             elif extra not in seen:
                 seen.add(extra)
                 self.roots.append(extra)
-        #: module name → file, for files found so far
-        self._found: dict[str, Path | None] = {}
+        #: (module name, importing root) → file, for the names looked up so far
+        self._found: dict[tuple[str, Path | None], Path | None] = {}
 
     @staticmethod
     def _configured_roots(files: list[Path]) -> list:
@@ -74,9 +74,15 @@ class Layout:
 
     def find(self, module: str, near: Path | None = None) -> Path | None:
         """The file of a module name, or None (not in the project, or ambiguous)."""
-        key = module if near is None else f"{near}|{module}"
+        key = (module, near)
         if key in self._found:
             return self._found[key]
+        head = module.partition(".")[0]
+        if head not in self.aliases and not any(head in _top_names(r) for r in (near, *self.roots) if r is not None):
+            # `torch.nn.functional`, `numpy`: no root has such a top-level module (the common
+            # case, answered without building a path)
+            self._found[key] = None
+            return None
         rel = Path(*module.split("."))
         if near is not None:
             # the importing file's own root comes first on sys.path (a script's directory, or
@@ -115,6 +121,16 @@ def package_root(directory: Path) -> Path:
     while (d / "__init__.py").is_file() and d.parent != d:
         d = d.parent
     return d
+
+
+@functools.lru_cache(maxsize=4096)
+def _top_names(root: Path) -> frozenset[str]:
+    """The top-level module and package names a root directory offers."""
+    try:
+        entries = os.listdir(root)
+    except OSError:
+        return frozenset()
+    return frozenset(e[:-3] if e.endswith(".py") else e[:-4] if e.endswith(".pyi") else e for e in entries)
 
 
 @functools.lru_cache(maxsize=65536)

@@ -162,6 +162,9 @@ class Project:
         self._names: dict[str, str | None] = {}
         self._call_index: dict[tuple[str, str], list[CallSite]] | None = None
         self._digests: dict[str, str] = {}
+        self._finds: dict[tuple[str, str], str | None] = {}
+        #: file key → hash of the decoded source CPython compiled cleanly while summarising
+        self._compiled: dict[str, int] = {}
         #: keys of the modules whose summaries the current file's analysis read (for the cache)
         self.reads: set[str] = set()
 
@@ -173,6 +176,22 @@ class Project:
             self._names[key] = self.layout.module_name(Path(key))
         self.summary(key)
         return key
+
+    def register(self, path: Path) -> str:
+        """Make a file known to the project without summarising it yet (it is summarised when
+        a summarised file imports it)."""
+        key = str(Path(path).absolute())
+        if key not in self._names:
+            self._names[key] = self.layout.module_name(Path(key))
+        return key
+
+    def mark_compiled(self, path: Path, source_hash: int) -> None:
+        self._compiled[str(Path(path).absolute())] = source_hash
+
+    def compiled(self, path: str, source: str) -> bool:
+        """Did summarising compile exactly this source of ``path`` without a problem?"""
+        expected = self._compiled.get(str(Path(path).absolute()))
+        return expected is not None and expected == hash(source)
 
     def module_of(self, path: str | Path) -> str | None:
         """The key of a file of the project, or None."""
@@ -238,12 +257,17 @@ class Project:
 
     def find(self, module: str, near: str) -> str | None:
         """The key of the project module ``module`` as imported from the file ``near``."""
+        memo = (module, near)
+        if memo in self._finds:
+            return self._finds[memo]
         from torch_audit.lint.project.layout import package_root
 
         path = self.layout.find(module, package_root(Path(near).parent))
         if path is None:
+            self._finds[memo] = None
             return None
         key = str(path)
+        self._finds[memo] = key
         if key not in self._names:
             self._names[key] = self.layout.module_name(path) or module
         return key

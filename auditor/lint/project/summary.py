@@ -404,8 +404,8 @@ class _FunctionWalker:
         if isinstance(func, ast.Attribute):
             method = func.attr
             kind = _EVENT_METHODS.get(method)
-            receiver = self.value(func.value)
             if kind is not None:
+                receiver = self.value(func.value)
                 extra: dict[str, Any] = {}
                 if kind == "train" and node.args:
                     arg = node.args[0]
@@ -423,12 +423,15 @@ class _FunctionWalker:
                         extra["arg"] = self.value(node.args[0])
                 if kind is not None:
                     self.event(kind, receiver, line, loops, branches, grad, **extra)
-        if isinstance(func, (ast.Name, ast.Attribute)):
-            value = self.value(node)
-            # only calls that may run a project function: `helper(...)`, `mod.helper(...)`,
-            # `Class(...)`, `self.method(...)` (a method of an unknown object cannot be linked)
-            if value[1][0] in ("name", "self"):
-                self.calls.append([value, line, loops, branches, grad])
+        # only calls that may run a project function: `helper(...)`, `mod.helper(...)`,
+        # `Class(...)`, `self.method(...)` (a method of a local object cannot be linked)
+        dotted = _dotted(func)
+        if dotted is not None:
+            head = dotted.partition(".")[0]
+            if head not in self.names or (head == self.self_name and "." in dotted):
+                value = self.value(node)
+                if value[1][0] in ("name", "self"):
+                    self.calls.append([value, line, loops, branches, grad])
 
 
 def _assigned_names(stmt: ast.stmt) -> list[str]:
