@@ -434,15 +434,9 @@ def unified_diff(path: str, old: bytes, new: bytes) -> str:
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(settings: LintSettings, kwargs: dict[str, Any], parent: int) -> None:
-    import signal
-
+def _init_worker(settings: LintSettings, kwargs: dict[str, Any]) -> None:
     _worker["settings"] = settings
     _worker["kwargs"] = kwargs
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from torch_audit.lint.runner import _die_with_parent
-
-    _die_with_parent(parent)
 
 
 def _fix_one(item: tuple[str, frozenset[str]]) -> FileFix:
@@ -460,13 +454,9 @@ def fix_files(
     """Fix ``(path, ignored codes)`` items, in worker processes when there are many."""
     if jobs <= 1 or len(items) < 4:
         return [fix_path(p, settings, ignored=ig, **kwargs) for p, ig in items]
-    from concurrent.futures import ProcessPoolExecutor
+    from torch_audit.lint.runner import worker_pool
 
-    from torch_audit.lint.runner import _context
-
-    with ProcessPoolExecutor(
-        max_workers=jobs, mp_context=_context(), initializer=_init_worker, initargs=(settings, kwargs, os.getpid())
-    ) as pool:
+    with worker_pool(jobs, _init_worker, (settings, kwargs)) as pool:
         return list(pool.map(_fix_one, items, chunksize=1))
 
 

@@ -101,16 +101,35 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _init_worker(
-    settings: LintSettings, sources: list[tuple[str, bytes, str | None]], cache: Cache | None, parent: int
-) -> None:
-    global _worker_settings, _worker_sources, _worker_cache
-    _worker_settings, _worker_sources, _worker_cache = settings, sources, cache
-    # Ctrl-C is handled by the parent, which shuts the pool down.
+def worker_pool(jobs: int, initializer: Callable[..., None] | None = None, initargs: tuple = ()):
+    """A ``ProcessPoolExecutor`` of ``jobs`` forked workers for the linter: every worker ignores
+    Ctrl-C (the parent handles it and shuts the pool down) and dies with its parent, even one
+    killed with SIGKILL (:func:`_die_with_parent`); then runs ``initializer(*initargs)``. Every
+    pool of the linter is made here."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=_context(),
+        initializer=_init_pool_worker,
+        initargs=(os.getpid(), initializer, initargs),
+    )
+
+
+def _init_pool_worker(parent: int, initializer: Callable[..., None] | None, initargs: tuple) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def _init_worker(
+    settings: LintSettings, sources: list[tuple[str, bytes, str | None]], cache: Cache | None
+) -> None:
+    global _worker_settings, _worker_sources, _worker_cache
+    _worker_settings, _worker_sources, _worker_cache = settings, sources, cache
 
 
 def _lint_task(indices: list[int]) -> list[FileResult]:
@@ -339,17 +358,12 @@ def _lint_in_pool(
     cache: Cache | None,
     finished: Callable[[int, FileResult], None],
 ) -> None:
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
     # Big files first, so that no worker is left with a giant at the end.
     todo = sorted(todo, key=lambda item: -len(item[2]))
     sources = [(name, data, key) for _, name, data, key in todo]
-    pool = ProcessPoolExecutor(
-        max_workers=jobs,
-        mp_context=_context(),
-        initializer=_init_worker,
-        initargs=(settings, sources, cache, os.getpid()),
-    )
+    pool = worker_pool(jobs, _init_worker, (settings, sources, cache))
     try:
         tasks = {pool.submit(_lint_task, task): task for task in _tasks([len(d) for _, d, _ in sources])}
         for future in as_completed(tasks):

@@ -140,15 +140,13 @@ def _summarize_all(items: list[tuple[str, bytes]], jobs: int) -> list[tuple[dict
     global _pool_items
     if jobs <= 1 or len(items) < _MIN_FILES_FOR_POOL:
         return [summarize_file(path, data) for path, data in items]
-    from concurrent.futures import ProcessPoolExecutor
-
-    from torch_audit.lint.runner import _context, _tasks
+    from torch_audit.lint.runner import _tasks, worker_pool
 
     order = sorted(range(len(items)), key=lambda i: -len(items[i][1]))
     _pool_items = [items[i] for i in order]
     out: list = [None] * len(items)
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=_context()) as pool:
+        with worker_pool(jobs) as pool:  # workers ignore Ctrl-C and die with the parent
             tasks = _tasks([len(d) for _, d in _pool_items])
             for task, results in zip(tasks, pool.map(_summarize_task, tasks)):
                 for position, result in zip(task, results):
