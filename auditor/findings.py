@@ -112,6 +112,9 @@ class Finding:
     )
     # last, so that positional construction keeps working
     help: str | None = None
+    #: where the evidence lies beyond the reported line (another file's softmax, the call site
+    #: a finding rests on): (path, line, what is there); SARIF's relatedLocations
+    related: tuple[tuple[str, int, str], ...] = ()
 
     def __post_init__(self) -> None:
         self.severity = Severity.parse(self.severity)
@@ -148,6 +151,8 @@ class Finding:
         }
         if self.cell is not None:
             data["cell"] = self.cell
+        if self.related:
+            data["related"] = [{"path": p, "line": n, "message": m} for p, n, m in self.related]
         if self.module is not None or self.step is not None:
             data.update(
                 module=self.module,
@@ -167,6 +172,8 @@ class Finding:
             kwargs["fix"] = Fix.from_dict(kwargs["fix"])
         if kwargs.get("statement_lines") is not None:
             kwargs["statement_lines"] = tuple(kwargs["statement_lines"])
+        if kwargs.get("related"):
+            kwargs["related"] = tuple((r["path"], r["line"], r["message"]) for r in kwargs["related"])
         return cls(**kwargs)
 
     def to_cache(self) -> dict[str, Any]:

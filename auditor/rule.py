@@ -234,15 +234,17 @@ class StaticRule(Rule):
         message: str | None = None,
         help: str | None = None,
         fix: Fix | None = None,
+        related: tuple[tuple[str, int, str], ...] = (),
         **fmt: Any,
     ) -> None:
         """Report ``node``: :attr:`message` and :attr:`fix_title` formatted with ``fmt``.
 
         A second pattern of the same rule passes its own ``message`` (and ``help`` when the
-        fix title does not fit it)."""
+        fix title does not fit it). ``related`` are the places beyond the reported line that
+        the finding rests on (``facts.layers.related_locations(source)``)."""
         text = message if message is not None else self.message.format(**fmt)
         hint = help if help is not None else self.format_help(fmt)
-        self.ctx.add_finding(self, node, text, fix, help=hint)
+        self.ctx.add_finding(self, node, text, fix, help=hint, related=related)
 
     # -- fix helpers -------------------------------------------------------------------------
     def replace(

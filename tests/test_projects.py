@@ -113,3 +113,25 @@ def test_without_whole_program_the_file_stands_alone(monkeypatch):
     monkeypatch.chdir(project)
     results, _ = lint_files(sorted(project.rglob("*.py")), _settings(whole_program=False))
     assert not [f for r in results for f in r.findings]
+
+
+def test_sarif_names_the_evidence_as_related_locations(monkeypatch):
+    import json
+
+    import jsonschema
+
+    from torch_audit.report import render
+
+    project = FIXTURES / "projects" / "gan_sigmoid_discriminator"
+    monkeypatch.chdir(project)
+    _, results = _lint(sorted(project.rglob("*.py")), project)
+    findings = [f for r in results for f in r.findings]
+    log = json.loads(render(findings, "sarif"))
+    schema = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text())
+    jsonschema.validate(log, schema)
+    related = log["runs"][0]["results"][0]["relatedLocations"]
+    where = [(r["physicalLocation"]["artifactLocation"]["uri"], r["physicalLocation"]["region"]["startLine"]) for r in related]
+    assert where == [("gan/nets.py", 11), ("gan/main.py", 9)]
+    # json carries them too, and the cache keeps them
+    assert json.loads(render(findings, "json"))[0]["related"][0] == {
+        "path": "gan/nets.py", "line": 11, "message": "produced here (Discriminator.__init__())"}

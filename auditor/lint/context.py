@@ -24,6 +24,7 @@ class RawFinding:
     message: str
     fix: Fix | None
     help: str | None = None
+    related: tuple = ()
 
 
 class FileContext:
@@ -127,10 +128,10 @@ class FileContext:
     # -- reporting ---------------------------------------------------------------------------
     def add_finding(
         self, rule: "StaticRule | type", node: cst.CSTNode, message: str, fix: Fix | None,
-        help: str | None = None,
+        help: str | None = None, related: tuple = (),
     ) -> None:
         cls = rule if isinstance(rule, type) else type(rule)
-        self.raw.append(RawFinding(cls, node, message, fix, help))
+        self.raw.append(RawFinding(cls, node, message, fix, help, tuple(related)))
 
     def _metadata(self) -> None:
         if self._wrapper is None:
@@ -202,6 +203,7 @@ class FileContext:
                     fix=raw.fix,
                     statement_lines=self.statement_lines(raw.node),
                     help=raw.help,
+                    related=raw.related,
                 )
             )
         return out

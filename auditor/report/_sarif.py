@@ -186,6 +186,19 @@ def _result(finding: Finding, rule_index: int, root: str | os.PathLike[str], fin
         fix = _fix(finding, location) if finding.cell is None else None
         if fix is not None:
             result["fixes"] = [fix]
+    if finding.related:
+        # the evidence in other files (the softmax a loss receives, the call site it rests on)
+        result["relatedLocations"] = [
+            {
+                "id": i,
+                "physicalLocation": {
+                    "artifactLocation": _artifact_location(path, root),
+                    "region": {"startLine": max(1, line)},
+                },
+                "message": _text(what),
+            }
+            for i, (path, line, what) in enumerate(finding.related)
+        ]
     if is_runtime(finding):
         extras = {
             key: value

@@ -180,7 +180,10 @@ class BiasBeforeNorm(StaticRule):
             f"`{layer}` has a bias (an nn.{obj.name.rsplit('.', 1)[-1]} built in {source.evidence}), "
             f"but its output goes straight into `self.{sub.attr}`, which cancels it"
         )
-        self.report(producer.ctor, message=message, layer=layer, norm=f"self.{sub.attr}")
+        from torch_audit.lint.facts.layers import related_locations
+
+        self.report(producer.ctor, message=message, layer=layer, norm=f"self.{sub.attr}",
+                    related=related_locations(source))
 
 
 def _applied_attr(expr: cst.BaseExpression, forward, at: int) -> str | None:

@@ -1,6 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
+from torch_audit.lint.facts.layers import related_locations
 from torch_audit.rule import StaticRule
 
 
@@ -49,7 +50,9 @@ class MissingEvalForInference(StaticRule):
                     break
                 how = "under no_grad" if fn.reason == "no_grad" else "(by its name)"
                 where = "module-level code" if fn.scope.kind == "module" else f"`{fn.scope.name}()`"
-                self.report(use.call.node, model=use.subject, function=where, how=how, layers=_layers(use))
+                related = related_locations(use.ctor) if use.ctor is not None else ()
+                self.report(use.call.node, model=use.subject, function=where, how=how, layers=_layers(use),
+                            related=related)
                 break  # one finding per function
 
 

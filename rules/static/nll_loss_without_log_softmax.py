@@ -2,7 +2,7 @@ import libcst as cst
 
 from torch_audit.findings import Severity
 from torch_audit.lint.facts.api import exp_of_log_softmax, is_log_softmax, is_softmax, loss_calls
-from torch_audit.lint.facts.layers import LOGIT_LAYERS, describe_source
+from torch_audit.lint.facts.layers import LOGIT_LAYERS, describe_source, related_locations
 from torch_audit.rule import StaticRule
 
 
@@ -46,7 +46,8 @@ class NllLossWithoutLogSoftmax(StaticRule):
             for source in sources:
                 if is_softmax(source):
                     where = describe_source(self.ctx, source, lc.call.scope, "nn.Softmax")
-                    self.report(lc.call.node, loss=loss, what="the output of a softmax", where=where)
+                    self.report(lc.call.node, loss=loss, what="the output of a softmax", where=where,
+                                related=related_locations(source))
                     break
                 if exp_of_log_softmax(self.ctx, source) is not None:
                     where = describe_source(self.ctx, source, lc.call.scope, "torch.exp")
@@ -55,5 +56,6 @@ class NllLossWithoutLogSoftmax(StaticRule):
                 if source.kind == "module" and source.qualname in LOGIT_LAYERS:
                     layer = "nn." + source.qualname.rsplit(".", 1)[-1]
                     where = describe_source(self.ctx, source, lc.call.scope, layer)
-                    self.report(lc.call.node, loss=loss, what=f"raw logits of an {layer}", where=where)
+                    self.report(lc.call.node, loss=loss, what=f"raw logits of an {layer}", where=where,
+                                related=related_locations(source))
                     break

@@ -3,7 +3,7 @@ import libcst as cst
 from torch_audit.findings import Applicability, Fix, Severity
 from torch_audit.lint import fixes
 from torch_audit.lint.facts.api import SIGMOID_FUNCTIONS, is_sigmoid, loss_calls
-from torch_audit.lint.facts.layers import describe_source
+from torch_audit.lint.facts.layers import describe_source, related_locations
 from torch_audit.rule import StaticRule
 
 
@@ -51,6 +51,7 @@ class SigmoidBeforeBceWithLogits(StaticRule):
                         lc.call.node,
                         loss="F.binary_cross_entropy_with_logits" if lc.functional else "BCEWithLogitsLoss",
                         where=describe_source(self.ctx, source, lc.call.scope, "nn.Sigmoid"),
+                        related=related_locations(source),
                         fix=_fix(self.ctx, lc, source),
                     )
                     break

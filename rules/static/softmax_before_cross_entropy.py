@@ -3,7 +3,7 @@ import libcst as cst
 from torch_audit.findings import Applicability, Fix, Severity
 from torch_audit.lint import fixes
 from torch_audit.lint.facts.api import SOFTMAX_FUNCTIONS, is_probabilities, loss_calls
-from torch_audit.lint.facts.layers import describe_source
+from torch_audit.lint.facts.layers import describe_source, related_locations
 from torch_audit.rule import StaticRule
 
 
@@ -57,6 +57,7 @@ class SoftmaxBeforeCrossEntropy(StaticRule):
                         lc.call.node,
                         loss="F.cross_entropy" if lc.functional else "CrossEntropyLoss",
                         where=describe_source(self.ctx, source, lc.call.scope, "nn.Softmax"),
+                        related=related_locations(source),
                         fix=_fix(self.ctx, lc, source),
                     )
                     break

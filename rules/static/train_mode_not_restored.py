@@ -68,6 +68,7 @@ class TrainModeNotRestored(StaticRule):
                             model=subject,
                             loop=training.line(loop.node),
                             step=training.describe(t),
+                            related=training.related_locations(e),
                         )
                         break
                 else:

@@ -186,6 +186,20 @@ def shape_preserving_dataflow(ctx: "FileContext") -> ShapePreservingDataflow:
     return cached
 
 
+def related_locations(source: Source) -> tuple[tuple[str, int, str], ...]:
+    """The places beyond the file a source rests on, for SARIF's related locations: where the
+    value was produced, and the call site that passed it."""
+    from torch_audit.lint.project.model import describe_site
+
+    out = []
+    evidence = source.evidence
+    if source.node is None and evidence is not None:
+        out.append((evidence.path, evidence.line, f"produced here ({evidence.what})"))
+    if source.via is not None:
+        out.append((source.via.path, source.via.line, f"passed here: {describe_site(source.via)}"))
+    return tuple(out)
+
+
 def describe_source(ctx: "FileContext", source: Source, use_scope: Scope, layer: str) -> str:
     """Where a value was produced, for a message: ``line 12``, ``returned by Net.forward() at
     line 8``, ``the nn.Sigmoid layer built at line 5``; beyond the file, with the file and the

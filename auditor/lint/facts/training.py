@@ -404,6 +404,13 @@ class TrainingFacts:
             text += f" (in {helper}() called at line {self.ctx.position(event.via.node).start.line})"
         return text
 
+    def related_locations(self, event: Event) -> tuple[tuple[str, int, str], ...]:
+        """Where an event of another file's helper is, for SARIF's related locations."""
+        remote = event.remote
+        if remote is None:
+            return ()
+        return ((remote.path, remote.line, f"`{event.subject}.{event.kind}()` in {remote.what}"),)  # type: ignore[attr-defined]
+
     def grad_disabled(self, event: Event) -> bool:
         """Does the event run under ``no_grad``/``inference_mode`` (its own statement, or a
         helper call on the way)?"""
