@@ -135,3 +135,14 @@ def test_sarif_names_the_evidence_as_related_locations(monkeypatch):
     # json carries them too, and the cache keeps them
     assert json.loads(render(findings, "json"))[0]["related"][0] == {
         "path": "gan/nets.py", "line": 11, "message": "produced here (Discriminator.__init__())"}
+
+
+def test_a_notebook_sees_the_local_modules_beside_it(monkeypatch):
+    project = FIXTURES / "projects" / "notebook_sees_local_modules"
+    monkeypatch.chdir(project)
+    for named in (["analysis.ipynb"], ["analysis.ipynb", "models.py"]):
+        results, _ = lint_files([project / n for n in named], _settings())
+        found = [(f.cell, f.line, f.code) for r in results for f in r.findings]
+        assert found == [(2, 3, "TA101")], found
+        message = next(f.message for r in results for f in r.findings)
+        assert "Classifier.__init__() in models.py:8" in message

@@ -278,6 +278,7 @@ def _lint_files(
             cache = None
     #: every Python source read: the whole-program model is built from them
     python_sources: dict[Path, bytes] = {}
+    notebooks: list[Path] = []
     #: cache hits whose analysis read other files' summaries: valid while those are unchanged
     dependent_hits: dict[int, tuple[str, bytes, str | None]] = {}
     for i, path in enumerate(files):
@@ -295,6 +296,8 @@ def _lint_files(
             continue
         if path.suffix in (".py", ".pyi"):
             python_sources[path] = data
+        elif path.suffix == ".ipynb":
+            notebooks.append(path)  # linked like scripts: they see the local modules beside them
         if len(data) <= settings.max_file_bytes and not mentions_trigger(data, triggers):
             results[i] = FileResult(name, skipped=True)
             continue
@@ -309,11 +312,11 @@ def _lint_files(
                 continue
         todo.append((i, name, data, key))
 
-    if settings.whole_program and settings.project is None and python_sources:
+    if settings.whole_program and settings.project is None and (python_sources or notebooks):
         from torch_audit.lint.project import build_project
 
         settings.project = build_project(
-            list(python_sources), cache=cache, contents=python_sources, jobs=jobs, triggers=triggers
+            [*python_sources, *notebooks], cache=cache, contents=python_sources, jobs=jobs, triggers=triggers
         )
     if settings.project is not None:
         for i, (name, data, key) in dependent_hits.items():

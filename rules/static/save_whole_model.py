@@ -63,6 +63,8 @@ class SaveWholeModel(StaticRule):
         if not isinstance(expr, (cst.Name, cst.Attribute, cst.Call)):
             return False
         src = self.ctx.dataflow.constructor_source(expr, scope, at)
+        if src is not None and src.remote is not None and getattr(src.remote, "kind", None) == "instance":
+            return self.ctx.crossfile.obj_is_module(src.remote)  # a module class of another file
         if src is None or not isinstance(src.node, cst.Call):
             return False
         q = src.qualname

@@ -259,6 +259,8 @@ class Tensors:
                 kinds = {_source_kind(s) for s in returned}
                 return kinds.pop() if len(kinds) == 1 else None
             if q is not None:
+                if self.ctx.crossfile.is_module_class(q):
+                    return MODULE  # an nn.Module subclass of another module of the project
                 return _qualname_kind(q)
             if isinstance(func, cst.Name):
                 cls = self.ctx.modules.local_class(func.value)
