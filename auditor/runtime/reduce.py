@@ -11,10 +11,50 @@ from __future__ import annotations
 import torch
 
 
+#: From this many tensors on the CPU, flattening them into one buffer and reducing it by
+#: segments beats ``torch._foreach_norm`` / a sum per tensor, which on the CPU run one small
+#: kernel per tensor (5,000 ``Linear(4, 4)`` gradients: 22 ms against 10 ms).
+MANY_SMALL = 64
+
+
+def _cpu_many(tensors: list[torch.Tensor]) -> bool:
+    return len(tensors) >= MANY_SMALL and all(
+        t.device.type == "cpu" and t.layout is torch.strided and type(t) in _PLAIN for t in tensors
+    )
+
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def _segments(tensors: list[torch.Tensor], dtype: torch.dtype, op) -> torch.Tensor:
+    """``op(flat, lengths)`` over the tensors flattened into one ``dtype`` buffer, one group per
+    input dtype (the flattening concatenates one dtype at a time), in input order."""
+    out = torch.empty(len(tensors), dtype=dtype)
+    groups: dict[torch.dtype, list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(t.dtype, []).append(i)
+    with torch.no_grad():  # no graph, so no per-tensor detach() (which costs as much as a sum)
+        for idx in groups.values():
+            part = [tensors[i] for i in idx]
+            flat = torch._utils._flatten_dense_tensors(part).to(dtype)
+            lengths = torch.tensor([t.numel() for t in part])
+            out[idx] = op(flat, lengths)
+    return out
+
+
+def _segment_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+    # squares in float64: an element above 1.8e19 must not overflow a finite float32 norm
+    return _segments(tensors, torch.float64, lambda flat, lengths: torch.segment_reduce(
+        flat.square(), "sum", lengths=lengths, unsafe=True, initial=0).sqrt()).float()
+
+
 def norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     """Per-tensor L2 norms as float32 scalars, in input order: float16/bfloat16 tensors reduced
     in float32, the others in their own precision (float64 cannot be narrowed inside the
-    kernel), each group with one fused ``torch._foreach_norm``."""
+    kernel), each group with one fused ``torch._foreach_norm``; many CPU tensors at once with
+    one segment reduction (in float64) instead."""
+    if _cpu_many(tensors):
+        return list(_segment_norms(tensors).unbind())
     low = [i for i, t in enumerate(tensors) if t.element_size() < 4]
     if not low:
         return [n.float() for n in torch._foreach_norm(tensors)]
@@ -26,6 +66,16 @@ def norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         for i, n in zip(wide, torch._foreach_norm([tensors[i] for i in wide])):
             out[i] = n.float()
     return out  # type: ignore[return-value]
+
+
+def norm_vector(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """:func:`norms` as one float32 vector on the first tensor's device (no per-tensor
+    scalars to stack when the segment reduction applies)."""
+    if _cpu_many(tensors):
+        return _segment_norms(tensors)
+    parts = norms(tensors)
+    device = parts[0].device
+    return torch.stack([n if n.device == device else n.to(device) for n in parts])
 
 
 def _norms_float32(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -42,7 +92,11 @@ def finite_sentinels(tensors: list[torch.Tensor]) -> torch.Tensor:
     without squaring (a quarter faster than ``torch._foreach_norm`` there) and it overflows only
     when the values add up past 3e38, where an L2 norm overflows from 1e19. On other devices one
     fused ``torch._foreach_norm``, which launches a few kernels instead of one per tensor.
+    From ``MANY_SMALL`` CPU tensors the same float32 sums by one segment reduction.
     """
+    if _cpu_many(tensors):
+        return _segments(tensors, torch.float32, lambda flat, lengths: torch.segment_reduce(
+            flat, "sum", lengths=lengths, unsafe=True, initial=0))
     if all(t.device.type == "cpu" for t in tensors):
         return torch.stack([t.sum(dtype=torch.float32) for t in tensors])
     return torch.stack([n.to(tensors[0].device) for n in norms(tensors)])

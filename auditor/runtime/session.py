@@ -655,18 +655,15 @@ class AuditSession:
                 if g.is_sparse:
                     g = g.coalesce()._values()
                 grads.append(g)
-        if grads:
-            norms = reduce.norms(grads)
+        vector = reduce.norm_vector(grads) if grads else None
+        device = vector.device if vector is not None else (
+            params[0].device if params else torch.device("cpu"))
+        if vector is not None and len(grads) == len(params):
+            out = vector
         else:
-            norms = []
-        device = norms[0].device if norms else (params[0].device if params else torch.device("cpu"))
-        if len(norms) == len(params):
-            out = stack_scalars(norms)
-        else:
-            zero = torch.zeros((), device=device)
-            it = iter(norms)
-            out = torch.stack([next(it).to(device, torch.float32) if h else zero for h in has_grad]) \
-                if params else torch.zeros(0, device=device)
+            out = torch.zeros(len(params), device=device)
+            if vector is not None:
+                out[[i for i, h in enumerate(has_grad) if h]] = vector
         if dist.active() and any(dist.is_sharded(p) for p in params):
             out = dist.all_reduce_sum(out.square()).sqrt()
         return out

@@ -55,15 +55,16 @@ class NonFiniteParameter(RuntimeCheck):
 
         tensors, labels = [], []
         state = ctx.optimizer.state if ctx.step % max(1, self.opts["state_every"]) == 0 else {}
+        # read under no_grad: no detach() per tensor (as costly as the sum itself on small ones)
         for i, p in enumerate(ctx.params):
             if p.is_floating_point() and p.numel():
-                tensors.append(dist.local(p.detach()))
+                tensors.append(dist.local(p))
                 labels.append((i, None))
-            st = state.get(p)
+            st = state.get(p) if state else None
             if st:
                 for key, v in st.items():
                     if key != "step" and isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel():
-                        tensors.append(dist.local(v.detach()))
+                        tensors.append(dist.local(v))
                         labels.append((i, key))
         if not tensors:
             return

@@ -107,3 +107,29 @@ def test_state_every_1_checks_the_state_on_every_step():
     found, _ = _adam_with_poisoned_moment(steps=8, poison_at=3,
                                           options={"nonfinite-parameter": {"state_every": 1}})
     assert found == [("TA703", 4)]
+
+
+def test_many_small_cpu_tensors_take_the_segment_path_with_the_same_results():
+    """From MANY_SMALL tensors on the CPU the reductions flatten them and reduce by segments
+    (one kernel instead of one per tensor); the values, NaN/inf and empty tensors included,
+    must be those of the per-tensor path."""
+    import torch
+
+    from torch_audit.runtime import reduce
+
+    torch.manual_seed(0)
+    ts = [torch.randn(4, 4) for _ in range(reduce.MANY_SMALL)]
+    ts += [torch.randn(3, dtype=torch.float64), torch.randn(5).half(), torch.empty(0),
+           torch.randn(6, 2).t(), torch.full((2,), 1e20)]
+    ts[3][0, 0] = float("nan")
+    ts[7][1, 1] = float("inf")
+    assert reduce._cpu_many(ts)
+    want = torch.stack([torch.linalg.vector_norm(t.double()).float() for t in ts])
+    got = reduce.norm_vector(ts)
+    assert torch.allclose(got, want, equal_nan=True)
+    assert got[-1].isfinite()  # elements above 1.8e19 square without overflowing
+    assert torch.allclose(torch.stack(reduce.norms(ts)), want, equal_nan=True)
+    sentinels = reduce.finite_sentinels(ts)
+    per_tensor = torch.stack([t.sum(dtype=torch.float32) for t in ts])
+    assert torch.equal(sentinels.isfinite(), per_tensor.isfinite())
+    assert torch.allclose(sentinels, per_tensor, equal_nan=True, rtol=1e-4, atol=1e-4)
