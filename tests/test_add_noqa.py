@@ -195,3 +195,18 @@ def test_cached_findings_keep_their_statement_lines(tmp_path):
     finally:
         os.chdir(old)
     assert "        y)  # torch-audit: ignore[TA101]\n" in (tmp_path / "a.py").read_text()
+
+
+def test_an_internal_error_is_exit_2_and_the_rest_is_suppressed(tmp_path, monkeypatch):
+    import torch_audit.rules.static.bias_before_norm as victim
+
+    def boom(self, node):
+        raise ZeroDivisionError("planted")
+
+    monkeypatch.setattr(victim.BiasBeforeNorm, "leave_Module", boom)
+    (tmp_path / "a.py").write_text(HEADER + "def step(model, x, y):\n    probs = torch.softmax(model(x), dim=1)\n"
+                                   "    return F.cross_entropy(probs, y)\n")
+    result = lint("--add-noqa", "a.py", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "1 internal error(s)" in result.output
+    assert "    return F.cross_entropy(probs, y)  # torch-audit: ignore[TA101]\n" in (tmp_path / "a.py").read_text()

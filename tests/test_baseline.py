@@ -157,3 +157,18 @@ def test_fail_on_applies_to_what_fix_leaves(tmp_path):
     assert "torch.log_softmax(x, dim=1)" in (tmp_path / "w.py").read_text()
     assert "TA106" in result.stdout
     assert lint("--fix", "w.py", cwd=tmp_path).exit_code == 1
+
+
+def test_an_internal_error_while_writing_a_baseline_is_exit_2(tmp_path, monkeypatch):
+    import torch_audit.rules.static.bias_before_norm as victim
+
+    def boom(self, node):
+        raise ZeroDivisionError("planted")
+
+    monkeypatch.setattr(victim.BiasBeforeNorm, "leave_Module", boom)
+    (tmp_path / "a.py").write_text(HEADER + STEP)
+    result = lint("--write-baseline", "base.json", "a.py", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "1 internal error(s)" in result.output
+    [entry] = json.loads((tmp_path / "base.json").read_text())["findings"]  # the rest is recorded
+    assert entry["code"] == "TA101"

@@ -242,11 +242,11 @@ def add_noqa_command(
 
     total = files = missed = failures = errors = 0
     for result in results:
+        errors += result.internal_errors  # a failing rule's findings were not suppressed
         ignored = ignored_for(result.path)
         if not any(suppressible(f) and f.code not in ignored for f in result.findings):
             continue
         outcome = add_noqa_path(result.path, settings, ignored, result.findings)
-        errors += outcome.internal_errors
         missed += outcome.missed
         for note in outcome.notes:
             if not quiet:

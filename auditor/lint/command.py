@@ -234,6 +234,9 @@ def run_lint(paths: list[str], **opts: Any) -> int:
 
         findings, done = apply_baseline_options(findings, opts, root=config.root, relative=_relative)
         if done is not None:
+            if done == EXIT_OK and internal_errors:  # the baseline lacks what the failing rules missed
+                _err(f"torch-audit: error: {internal_errors} internal error(s); run with --verbose for tracebacks")
+                return EXIT_ERROR
             return done
 
     if opts.get("fix") or opts.get("diff"):
