@@ -1,15 +1,17 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.optim import covers, freezes, optimizer_constructions
+from torch_audit.lint.facts.optim import ClassFreeze, construction_freezes, covers, freezes, optimizer_constructions
 from torch_audit.rule import StaticRule
 
 
 class FrozenParamsInOptimizer(StaticRule):
     """## What it does
     Finds an optimizer built from the unfiltered `model.parameters()` after some of the model's
-    parameters were frozen in the same function (`p.requires_grad = False`,
-    `model.backbone.requires_grad_(False)`).
+    parameters were frozen: in the same function (`p.requires_grad = False`,
+    `model.backbone.requires_grad_(False)`), or by the constructor of the model's class, in this
+    file or in another module of the project (a fine-tuning wrapper that freezes its backbone in
+    `__init__`).
 
     ## Why is this bad?
     The optimizer then owns the frozen parameters too. PyTorch's built-in optimizers skip a
@@ -22,7 +24,8 @@ class FrozenParamsInOptimizer(StaticRule):
     parameters states the intent and removes the risk.
 
     ## Known problems
-    Freezing and optimizer construction must be in the same function, with the freeze first.
+    Freezing must happen before the optimizer is built, in the same function or in the
+    constructor of the model's class (helpers that freeze are not followed).
     Freezing *after* the optimizer is built (progressive freezing or unfreezing schedules) is not
     reported: it is a common deliberate pattern and harmless with `set_to_none=True`. An
     optimizer built from `filter(lambda p: p.requires_grad, ...)`, a comprehension, or parameter
@@ -51,6 +54,16 @@ class FrozenParamsInOptimizer(StaticRule):
             events = [f for f in by_scope[id(scope)] if f.index < opt.call.stmt.index]
             for params in opt.params:
                 state: dict[str, object] = {}
+                # frozen by the constructor of the object's class (here or in another module)
+                receiver = params.node.func.value  # type: ignore[union-attr]
+                for cf in construction_freezes(self.ctx, receiver, scope, opt.call.stmt.index):
+                    subject = params.owner + cf.suffix
+                    if cf.value:
+                        for k in list(state):
+                            if covers(subject, k):
+                                del state[k]
+                    else:
+                        state[subject] = cf
                 for f in events:
                     if covers(params.owner, f.subject):
                         if f.value:
@@ -61,6 +74,20 @@ class FrozenParamsInOptimizer(StaticRule):
                         else:
                             state[f.subject] = f
                 if state:
+                    in_class = [(k, v) for k, v in state.items() if isinstance(v, ClassFreeze)]
+                    if in_class:
+                        subject, cf = in_class[0]
+                        self.report(
+                            params.node,
+                            message=(
+                                f"{opt.name} receives all of `{params.owner}.parameters()`, including the "
+                                f"parameters of `{subject}` frozen by its constructor ({cf.where})"
+                            ),
+                            optimizer=opt.name,
+                            owner=params.owner,
+                            related=cf.related,
+                        )
+                        continue
                     first = min(state.values(), key=lambda f: f.index)
                     self.report(
                         params.node,

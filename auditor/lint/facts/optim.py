@@ -138,6 +138,47 @@ def freezes(ctx: "FileContext", scope: Scope) -> list[Freeze]:
     return out
 
 
+@dataclasses.dataclass
+class ClassFreeze:
+    """``requires_grad`` switched in the constructor of the object's class (this file or
+    another): ``suffix`` is the attribute path below the object (``""`` for all of it)."""
+
+    suffix: str
+    value: bool
+    #: where, for a message: ``line 12`` or ``FineTuner.__init__() in model.py:7``
+    where: str
+    related: tuple = ()
+
+
+def construction_freezes(ctx: "FileContext", obj: cst.BaseExpression, scope: Scope, at: int) -> list[ClassFreeze]:
+    """The ``requires_grad`` switches the constructor of ``obj``'s class makes, in order."""
+    source = ctx.dataflow.constructor_source(obj, scope, at)
+    if source is None:
+        return []
+    remote = source.remote
+    if remote is not None and getattr(remote, "kind", None) == "instance":
+        project = ctx.crossfile.project
+        out = []
+        for e in project.function_effects(remote.module, f"{remote.name}.__init__", 2):
+            if e.kind in ("freeze", "unfreeze") and e.subject is not None and e.subject[0] == "self":
+                out.append(ClassFreeze(e.subject[1], e.kind == "unfreeze", str(e.evidence),
+                                       ((e.evidence.path, e.evidence.line, "requires_grad switched here"),)))
+        return out
+    if not isinstance(source.node, cst.Call) or not isinstance(source.node.func, cst.Name):
+        return []
+    cls = ctx.modules.local_class(source.node.func.value)
+    init = cls.init if cls is not None else None
+    if init is None or not init.params:
+        return []
+    me = init.params[0]
+    out = []
+    for f in freezes(ctx, init):
+        if f.subject == me or f.subject.startswith(me + "."):
+            line = ctx.position(f.node).start.line
+            out.append(ClassFreeze(f.subject[len(me):], f.value, f"{cls.name}.__init__() at line {line}"))  # type: ignore[union-attr]
+    return out
+
+
 def _subject(ctx: "FileContext", expr: cst.BaseExpression, scope: Scope, at: int) -> str | None:
     if isinstance(expr, cst.Name):
         a = ctx.dataflow.reaching(expr.value, scope, at)

@@ -31,7 +31,7 @@ import ast
 from typing import Any
 
 #: bump when the format changes: cached summaries of another format are ignored
-FORMAT = 2
+FORMAT = 3
 
 Value = list
 
@@ -270,6 +270,8 @@ class _FunctionWalker:
         self.calls: list[list] = []
         self.self_assign: dict[str, list] = {}
         self.withs: list[str] = []
+        #: loop variables over ``m.parameters()`` (and friends) → the value of ``m``
+        self.param_loops: dict[str, Value] = {}
 
     def value(self, node: ast.AST | None) -> Value:
         return self.owner.value(node, self.names, self.self_name)
@@ -295,6 +297,14 @@ class _FunctionWalker:
             for t in targets:
                 if isinstance(t, ast.Attribute) and t.attr == "grad":
                     self.event("zero_grad", self._subject(t.value), stmt.lineno, loops, branches, grad)
+                if (
+                    isinstance(t, ast.Attribute)
+                    and t.attr == "requires_grad"
+                    and isinstance(value, ast.Constant)
+                    and isinstance(value.value, bool)
+                ):
+                    kind = "unfreeze" if value.value else "freeze"
+                    self.event(kind, self._owner(t.value), stmt.lineno, loops, branches, grad)
             self.expressions(value, stmt.lineno, loops, branches, grad)
             return
         if isinstance(stmt, ast.Return):
@@ -308,6 +318,14 @@ class _FunctionWalker:
         if isinstance(stmt, (ast.For, ast.AsyncFor)):
             self.expressions(stmt.iter, stmt.lineno, loops, branches, grad)
             self.assign(stmt.target, ["for", self.value(stmt.iter)], stmt.lineno)
+            it = stmt.iter
+            if (
+                isinstance(stmt.target, ast.Name)
+                and isinstance(it, ast.Call)
+                and isinstance(it.func, ast.Attribute)
+                and it.func.attr in ("parameters", "modules", "children")
+            ):
+                self.param_loops[stmt.target.id] = self.value(it.func.value)
             self.block(stmt.body, loops=loops + 1, branches=branches, grad=grad)
             self.block(stmt.orelse, loops=loops, branches=branches + 1, grad=grad)
             return
@@ -378,6 +396,13 @@ class _FunctionWalker:
     def _subject(self, node: ast.AST) -> Value:
         return self.value(node)
 
+    def _owner(self, node: ast.AST) -> Value:
+        """Whose parameters a ``requires_grad`` switch is about: ``p`` of ``for p in
+        m.parameters()`` is ``m``'s."""
+        if isinstance(node, ast.Name) and node.id in self.param_loops:
+            return self.param_loops[node.id]
+        return self.value(node)
+
     def event(self, kind: str, subject: Value, line: int, loops: int, branches: int, grad: bool | None, **extra) -> None:
         record = {"k": kind, "s": subject, "l": line, "loops": loops, "br": branches}
         if grad is not None:
@@ -401,6 +426,11 @@ class _FunctionWalker:
     def call(self, node: ast.Call, loops: int, branches: int, grad: bool | None) -> None:
         func = node.func
         line = node.lineno
+        if isinstance(func, ast.Attribute) and func.attr == "requires_grad_":
+            arg = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "requires_grad"), None)
+            if arg is None or (isinstance(arg, ast.Constant) and isinstance(arg.value, bool)):
+                kind = "freeze" if arg is not None and arg.value is False else "unfreeze"  # type: ignore[union-attr]
+                self.event(kind, self._owner(func.value), line, loops, branches, grad)
         if isinstance(func, ast.Attribute):
             method = func.attr
             kind = _EVENT_METHODS.get(method)
