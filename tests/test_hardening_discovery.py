@@ -295,3 +295,31 @@ def test_dist_and_build_are_skipped_only_where_build_outputs_live(tmp_path):
     assert "dist/p/copy.py" in paths_in(proc)
     proc = lint(tmp_path, ".", "--no-cache", "--output-format", "json", "--extend-exclude", "plugins")
     assert paths_in(proc) == {"pkg/dist/sampler.py", "pkg/build/graph.py"}
+
+
+def test_stdin_filename_is_excluded_as_discovery_would_decide(tmp_path):
+    """``--stdin-filename`` (editors, pre-commit) follows the same exclusion rules as the walk."""
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+
+    def excluded(name: str, *extra: str) -> bool:
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch_audit", "lint", "--stdin-filename", name, "--force-exclude",
+             "--output-format", "json", *extra],
+            cwd=tmp_path, env=ENV, input=FIXABLE, capture_output=True, text=True, timeout=120,
+        )
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return json.loads(proc.stdout or "[]") == []
+
+    assert not excluded("pkg/dist/sampler.py")
+    assert excluded("dist/p/copy.py")
+    assert excluded("pkg/generated/x.py", "--extend-exclude", "generated")
+
+
+def test_an_invalid_pattern_with_stdin_is_one_error(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch_audit", "lint", "--stdin-filename", "x.py", "--exclude", "!"],
+        cwd=tmp_path, env=ENV, input=FIXABLE, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln]
+    assert line.startswith("torch-audit: error: ") and "'!'" in line, line

@@ -160,34 +160,12 @@ def discover(
 
     Exclusion globs use .gitignore syntax and are matched against paths relative to ``root``
     (the project root) and against each file or directory name."""
-    exclude, extend_exclude = list(exclude), list(extend_exclude)
-    patterns = [*exclude, *extend_exclude]
-    for option, values in (("--exclude", exclude), ("--extend-exclude", extend_exclude)):
-        for pattern in values:
-            problem = invalid_pattern(pattern) if _suspect(pattern) else None
-            if problem:
-                raise InvalidPattern(f"{option}: invalid pattern {pattern!r}: {problem}")
-    # Build outputs beside a packaging file are skipped along with the default build excludes.
-    build_outputs = all(f"/{name}/" in patterns for name in BUILD_OUTPUT_DIRS)
-    exclude_spec: list[pathspec.PathSpec] = []  # built by the first directory walk
     root = _real(root or Path.cwd())
+    excluded = _exclusion(exclude, extend_exclude, root)
     files: list[Path] = []
     warnings: list[str] = []
     skipped: list[tuple[Path, str]] = []
     seen: set[Path] = set()
-
-    def excluded(path: Path, resolved: Path, is_dir: bool) -> bool:
-        if not exclude_spec:
-            exclude_spec.append(_spec(patterns))
-            exclude_spec.append(_spec(p for p in patterns if not _anchored(p)))
-        spec, name_spec = exclude_spec
-        if is_dir and build_outputs and _is_build_output(resolved):
-            return True
-        try:
-            rel = resolved.relative_to(root).as_posix()
-        except ValueError:  # outside the project: only the unanchored patterns can match
-            return _matches(name_spec, path.name, is_dir)
-        return _matches(name_spec, path.name, is_dir) or _matches(spec, rel, is_dir)
 
     for raw in paths:
         path = Path(raw)
@@ -210,6 +188,45 @@ def discover(
             continue
         _walk_dir(path, excluded, respect_gitignore, files, warnings, seen, skipped)
     return Discovery(files, warnings, skipped)
+
+
+def path_excluded(
+    path: Path, *, exclude: Iterable[str] = DEFAULT_EXCLUDES, extend_exclude: Iterable[str] = (), root: Path | None = None
+) -> bool:
+    """Whether the walk would skip ``path``: an exclude pattern (or the build-output rule)
+    matches it or one of its folders. For a path that is not walked (``--stdin-filename``).
+    Raises :class:`InvalidPattern` as :func:`discover` does."""
+    root = _real(root or Path.cwd())
+    return _excluded_with_parents(path, _real(path), root, _exclusion(exclude, extend_exclude, root))
+
+
+def _exclusion(exclude: Iterable[str], extend_exclude: Iterable[str], root: Path):
+    """``excluded(path, resolved, is_dir)``: the exclusion decision of one walk."""
+    exclude, extend_exclude = list(exclude), list(extend_exclude)
+    patterns = [*exclude, *extend_exclude]
+    for option, values in (("--exclude", exclude), ("--extend-exclude", extend_exclude)):
+        for pattern in values:
+            problem = invalid_pattern(pattern) if _suspect(pattern) else None
+            if problem:
+                raise InvalidPattern(f"{option}: invalid pattern {pattern!r}: {problem}")
+    # Build outputs beside a packaging file are skipped along with the default build excludes.
+    build_outputs = all(f"/{name}/" in patterns for name in BUILD_OUTPUT_DIRS)
+    exclude_spec: list[pathspec.PathSpec] = []  # built on first use
+
+    def excluded(path: Path, resolved: Path, is_dir: bool) -> bool:
+        if not exclude_spec:
+            exclude_spec.append(_spec(patterns))
+            exclude_spec.append(_spec(p for p in patterns if not _anchored(p)))
+        spec, name_spec = exclude_spec
+        if is_dir and build_outputs and _is_build_output(resolved):
+            return True
+        try:
+            rel = resolved.relative_to(root).as_posix()
+        except ValueError:  # outside the project: only the unanchored patterns can match
+            return _matches(name_spec, path.name, is_dir)
+        return _matches(name_spec, path.name, is_dir) or _matches(spec, rel, is_dir)
+
+    return excluded
 
 
 def _excluded_with_parents(path: Path, resolved: Path, root: Path, excluded) -> bool:

@@ -10,7 +10,7 @@ the findings left go to standard error; ``--diff`` prints the diff.
 from __future__ import annotations
 
 import sys
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import click
@@ -20,29 +20,17 @@ from torch_audit.findings import Finding
 
 def is_excluded(path: Path, config: Any, opts: dict[str, Any]) -> bool:
     """Whether directory discovery would skip ``path`` (its name, or a parent directory's name
-    or path relative to the project root, matches an exclude glob)."""
-    import pathspec
-
-    from torch_audit.lint.discover import DEFAULT_EXCLUDES
+    or path relative to the project root, matches an exclude glob; build outputs): the walk's
+    own decision, :func:`torch_audit.lint.discover.path_excluded`."""
+    from torch_audit.lint.discover import DEFAULT_EXCLUDES, path_excluded
 
     exclude = list(opts.get("exclude") or ()) or config.exclude
-    patterns = [*(exclude if exclude is not None else DEFAULT_EXCLUDES), *config.extend_exclude,
-                *(opts.get("extend_exclude") or ())]
-    if not patterns:
-        return False
-    spec = pathspec.GitIgnoreSpec.from_lines(patterns)
-    try:
-        rel = PurePosixPath(Path(path).resolve().relative_to(Path(config.root).resolve()).as_posix())
-    except ValueError:
-        rel = PurePosixPath(Path(path).name)
-    parts = rel.parts
-    for i in range(len(parts)):
-        is_dir = i < len(parts) - 1
-        suffix = "/" if is_dir else ""
-        prefix = "/".join(parts[: i + 1])
-        if spec.match_file(parts[i] + suffix) or spec.match_file(prefix + suffix):
-            return True
-    return False
+    return path_excluded(
+        Path(path),
+        exclude=exclude if exclude is not None else DEFAULT_EXCLUDES,
+        extend_exclude=[*config.extend_exclude, *(opts.get("extend_exclude") or ())],
+        root=Path(config.root),
+    )
 
 
 def read_stdin() -> bytes:
@@ -116,9 +104,15 @@ def run_stdin(
     from torch_audit.lint.engine import LintSettings
     from torch_audit.report import render
 
+    from torch_audit.lint.discover import InvalidPattern
+
     data = read_stdin()
     path = Path(filename)
-    excluded = is_excluded(path, config, opts)
+    try:
+        excluded = is_excluded(path, config, opts)
+    except InvalidPattern as exc:  # a usage error, as in a directory walk
+        click.echo(f"torch-audit: error: {exc}", err=True)
+        return 2
     ignored = _pfi_codes(pfi, filename, config.root)
     settings = LintSettings(
         rules=rules,
