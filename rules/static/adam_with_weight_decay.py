@@ -1,9 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
-from torch_audit.lint import fixes
-from torch_audit.lint.facts.api import bool_argument
-from torch_audit.lint.facts.index import argument
+from torch_audit.lint.api import argument, bool_argument, fixes
 from torch_audit.rule import StaticRule
 
 _ADAM = frozenset({"torch.optim.Adam", "torch.optim._multi_tensor.Adam"})

@@ -1,9 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
-from torch_audit.lint import fixes
-from torch_audit.lint.facts.api import BATCH_NORMS, INSTANCE_NORMS, bool_argument
-from torch_audit.lint.facts.index import argument
+from torch_audit.lint.api import BATCH_NORMS, INSTANCE_NORMS, argument, bool_argument, fixes
 from torch_audit.rule import StaticRule
 
 #: layer → position of its ``bias`` parameter
@@ -180,7 +178,7 @@ class BiasBeforeNorm(StaticRule):
             f"`{layer}` has a bias (an nn.{obj.name.rsplit('.', 1)[-1]} built in {source.evidence}), "
             f"but its output goes straight into `self.{sub.attr}`, which cancels it"
         )
-        from torch_audit.lint.facts.layers import related_locations
+        from torch_audit.lint.api import related_locations
 
         self.report(producer.ctor, message=message, layer=layer, norm=f"self.{sub.attr}",
                     related=related_locations(source))
@@ -242,7 +240,7 @@ def _single_use(expr: cst.BaseExpression, forward, at: int) -> bool:
 
 def _count_loads(node: cst.CSTNode, name: str) -> int:
     """Reads of ``name`` in a statement (for a compound statement, in its header only)."""
-    from torch_audit.lint.traverse import children
+    from torch_audit.lint.api import children
 
     if isinstance(node, cst.BaseCompoundStatement):
         roots = [c for c in children(node) if not isinstance(c, (cst.BaseSuite, cst.Else, cst.ExceptHandler, cst.Finally))]

@@ -1,7 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
-from torch_audit.lint import fixes
+from torch_audit.lint.api import fixes
 from torch_audit.rule import StaticRule
 
 CHECKPOINT_FUNCTIONS = frozenset(

@@ -3,7 +3,7 @@ import re
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.training import CLIP_FUNCTIONS, Event
+from torch_audit.lint.api import CLIP_FUNCTIONS, Event
 from torch_audit.rule import StaticRule
 
 _SCALER = re.compile(r"scaler", re.IGNORECASE)

@@ -1,8 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.api import loss_calls
-from torch_audit.lint.facts.layers import LOGIT_LAYERS, output_width, shape_preserving_dataflow
+from torch_audit.lint.api import LOGIT_LAYERS, loss_calls, output_width, shape_preserving_dataflow
 from torch_audit.rule import StaticRule
 
 

@@ -1,7 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.index import argument
+from torch_audit.lint.api import argument
 from torch_audit.rule import StaticRule
 
 

@@ -1,8 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
-from torch_audit.lint import fixes
-from torch_audit.lint.facts.deprecations import DEPRECATED, TableRule, api_uses, describe
+from torch_audit.lint.api import DEPRECATED, TableRule, api_uses, describe, fixes
 from torch_audit.rule import StaticRule
 
 

@@ -3,12 +3,12 @@ import functools
 import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
-from torch_audit.lint import fixes
-from torch_audit.lint.facts.deprecations import (
+from torch_audit.lint.api import (
     ARGUMENT,
     argument_entries,
     compat_guarded,
     ctx_target,
+    fixes,
     load_table,
     with_migration_notes,
 )

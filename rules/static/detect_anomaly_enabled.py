@@ -3,7 +3,7 @@ import os
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.api import bool_argument
+from torch_audit.lint.api import bool_argument
 from torch_audit.rule import StaticRule
 
 _SET = frozenset({"torch.autograd.set_detect_anomaly", "torch.autograd.anomaly_mode.set_detect_anomaly"})

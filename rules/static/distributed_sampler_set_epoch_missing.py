@@ -3,9 +3,7 @@ import re
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.api import bool_argument
-from torch_audit.lint.facts.index import Call, Loop, Scope, argument
-from torch_audit.lint.facts.names import dotted
+from torch_audit.lint.api import Call, Loop, Scope, argument, bool_argument, dotted
 from torch_audit.rule import StaticRule
 
 _SAMPLERS = frozenset({"torch.utils.data.DistributedSampler"})

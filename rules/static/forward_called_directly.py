@@ -1,9 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Applicability, Edit, Fix, Severity
-from torch_audit.lint import fixes
-from torch_audit.lint.facts.names import dotted
-from torch_audit.lint.facts.tensors import MODULE, tensors
+from torch_audit.lint.api import MODULE, dotted, fixes, tensors
 from torch_audit.rule import StaticRule
 
 #: Methods and functions that register a hook: calling a module from inside one of these hooks

@@ -1,7 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.optim import ClassFreeze, construction_freezes, covers, freezes, optimizer_constructions
+from torch_audit.lint.api import ClassFreeze, construction_freezes, covers, freezes, optimizer_constructions
 from torch_audit.rule import StaticRule
 
 

@@ -3,8 +3,7 @@ import re
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.index import argument
-from torch_audit.lint.facts.layers import is_real_module
+from torch_audit.lint.api import argument, is_real_module
 from torch_audit.rule import StaticRule
 
 #: functional dropouts whose ``training`` parameter defaults to True, with its position

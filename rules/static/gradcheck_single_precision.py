@@ -1,8 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.index import argument
-from torch_audit.lint.facts.names import dotted
+from torch_audit.lint.api import argument, dotted
 from torch_audit.rule import StaticRule
 
 _GRADCHECKS = frozenset(

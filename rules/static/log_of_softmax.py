@@ -1,9 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
-from torch_audit.lint import fixes
-from torch_audit.lint.facts.api import is_softmax
-from torch_audit.lint.facts.layers import describe_source
+from torch_audit.lint.api import describe_source, fixes, is_softmax
 from torch_audit.rule import StaticRule
 
 LOG_FUNCTIONS = frozenset({"torch.log", "torch.Tensor.log"})

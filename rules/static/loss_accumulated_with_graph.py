@@ -1,7 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.index import Loop, Scope, Statement
+from torch_audit.lint.api import Loop, Scope, Statement
 from torch_audit.rule import StaticRule
 
 #: tensor methods whose result still carries the autograd graph of their input

@@ -1,8 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
-from torch_audit.lint import fixes
-from torch_audit.lint.facts.numerics import EXP, cannot_be_small, is_one, torch_call
+from torch_audit.lint.api import EXP, cannot_be_small, fixes, is_one, torch_call
 from torch_audit.rule import StaticRule
 
 

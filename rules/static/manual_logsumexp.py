@@ -1,8 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.index import argument
-from torch_audit.lint.facts.numerics import EXP, LOG, SUM, torch_call
+from torch_audit.lint.api import EXP, LOG, SUM, argument, torch_call
 from torch_audit.rule import StaticRule
 
 

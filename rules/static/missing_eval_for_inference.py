@@ -1,7 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.layers import related_locations
+from torch_audit.lint.api import related_locations
 from torch_audit.rule import StaticRule
 
 
@@ -58,7 +58,7 @@ class MissingEvalForInference(StaticRule):
 
 def _layers(use) -> str:
     """What is known of the model: it has layers whose behaviour differs in eval mode."""
-    from torch_audit.lint.facts.names import dotted
+    from torch_audit.lint.api import dotted
 
     ctor = use.ctor
     name = None
@@ -70,7 +70,7 @@ def _layers(use) -> str:
     if name:
         text = f"it is a `{name.rsplit('.', 1)[-1]}`, whose Dropout/BatchNorm layers keep their training behaviour"
     if ctor is not None and ctor.via is not None:
-        from torch_audit.lint.project.model import describe_site
+        from torch_audit.lint.api import describe_site
 
         text += f" (passed at {describe_site(ctor.via)})"
     return text

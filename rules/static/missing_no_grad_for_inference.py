@@ -1,9 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.index import Scope, Statement
-from torch_audit.lint.facts.inference import INFERENCE_NAME
-from torch_audit.lint.facts.names import dotted
+from torch_audit.lint.api import INFERENCE_NAME, Scope, Statement, dotted
 from torch_audit.rule import StaticRule
 
 #: framework hooks where the framework disables gradients itself

@@ -1,7 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.training import Event
+from torch_audit.lint.api import Event
 from torch_audit.rule import StaticRule
 
 

@@ -1,7 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.layers import is_real_module
+from torch_audit.lint.api import is_real_module
 from torch_audit.rule import StaticRule
 
 

@@ -1,8 +1,15 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.api import exp_of_log_softmax, is_log_softmax, is_softmax, loss_calls
-from torch_audit.lint.facts.layers import LOGIT_LAYERS, describe_source, related_locations
+from torch_audit.lint.api import (
+    LOGIT_LAYERS,
+    describe_source,
+    exp_of_log_softmax,
+    is_log_softmax,
+    is_softmax,
+    loss_calls,
+    related_locations,
+)
 from torch_audit.rule import StaticRule
 
 

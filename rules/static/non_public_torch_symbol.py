@@ -1,7 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.names import canonical, module_name
+from torch_audit.lint.api import canonical, module_name
 from torch_audit.rule import StaticRule
 
 #: underscore names that torch documents as public

@@ -1,9 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.api import BATCH_NORMS
-from torch_audit.lint.facts.index import Call, Scope
-from torch_audit.lint.facts.layers import is_real_module, self_attribute
+from torch_audit.lint.api import BATCH_NORMS, Call, Scope, is_real_module, self_attribute
 from torch_audit.rule import StaticRule
 
 

@@ -1,8 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.names import dotted
-from torch_audit.lint.facts.optim import covers, optimizer_constructions
+from torch_audit.lint.api import covers, dotted, optimizer_constructions
 from torch_audit.rule import StaticRule
 
 _MOVES = frozenset({"cuda", "to", "xpu", "mps", "npu"})

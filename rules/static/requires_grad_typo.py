@@ -1,8 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
-from torch_audit.lint import fixes
-from torch_audit.lint.facts.names import dotted
+from torch_audit.lint.api import dotted, fixes
 from torch_audit.rule import StaticRule
 
 _RIGHT = "requires_grad"

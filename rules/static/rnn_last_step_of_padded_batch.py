@@ -1,8 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.api import bool_argument
-from torch_audit.lint.facts.names import dotted
+from torch_audit.lint.api import bool_argument, dotted
 from torch_audit.rule import StaticRule
 
 _PAD_PACKED = frozenset({"torch.nn.utils.rnn.pad_packed_sequence"})
@@ -93,7 +92,7 @@ class RnnLastStepOfPaddedBatch(StaticRule):
 
 
 def _argument_given(call: cst.Call, position, keyword) -> bool:
-    from torch_audit.lint.facts.index import argument
+    from torch_audit.lint.api import argument
 
     return argument(call, position, keyword) is not None
 

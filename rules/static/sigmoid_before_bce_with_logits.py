@@ -1,9 +1,14 @@
 import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
-from torch_audit.lint import fixes
-from torch_audit.lint.facts.api import SIGMOID_FUNCTIONS, is_sigmoid, loss_calls
-from torch_audit.lint.facts.layers import describe_source, related_locations
+from torch_audit.lint.api import (
+    SIGMOID_FUNCTIONS,
+    describe_source,
+    fixes,
+    is_sigmoid,
+    loss_calls,
+    related_locations,
+)
 from torch_audit.rule import StaticRule
 
 

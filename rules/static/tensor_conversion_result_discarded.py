@@ -1,9 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
-from torch_audit.lint import fixes
-from torch_audit.lint.facts.names import dotted
-from torch_audit.lint.facts.tensors import MODULE, tensors
+from torch_audit.lint.api import MODULE, dotted, fixes, tensors
 from torch_audit.rule import StaticRule
 
 #: tensor methods that return a converted copy and leave the tensor itself unchanged

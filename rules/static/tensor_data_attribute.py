@@ -1,7 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.tensors import tensors
+from torch_audit.lint.api import tensors
 from torch_audit.rule import StaticRule
 
 #: methods that show the receiver of `.data` is a tensor

@@ -1,9 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
-from torch_audit.lint import fixes
-from torch_audit.lint.facts.deprecations import ctx_target
-from torch_audit.lint.facts.untrusted import untrusted_source
+from torch_audit.lint.api import ctx_target, fixes, untrusted_source
 from torch_audit.rule import StaticRule
 
 #: torch.load's default became weights_only=True in this release

@@ -1,5 +1,5 @@
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.deprecations import TRANSFORM, TableRule
+from torch_audit.lint.api import TRANSFORM, TableRule
 from torch_audit.rule import StaticRule
 
 

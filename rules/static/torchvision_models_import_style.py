@@ -1,7 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.names import module_name
+from torch_audit.lint.api import module_name
 from torch_audit.rule import StaticRule
 
 SUBMODULES = ("models", "datasets", "transforms", "ops", "io", "utils")

@@ -1,9 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.facts.layers import is_layer_name, is_real_module, is_stateless_layer
-from torch_audit.lint.facts.modules import LIGHTNING_BASES
-from torch_audit.lint.facts.names import dotted
+from torch_audit.lint.api import LIGHTNING_BASES, dotted, is_layer_name, is_real_module, is_stateless_layer
 from torch_audit.rule import StaticRule
 
 #: methods that reach submodules without naming them

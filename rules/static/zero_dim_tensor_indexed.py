@@ -1,9 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Applicability, Fix, Severity
-from torch_audit.lint import fixes
-from torch_audit.lint.facts.index import argument
-from torch_audit.lint.facts.tensors import tensors
+from torch_audit.lint.api import argument, fixes, tensors
 from torch_audit.rule import StaticRule
 
 #: reductions that give a 0-dim tensor when called with no dimension

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import libcst as cst
 
-from torch_audit.lint.facts.api import MODE_DEPENDENT_LAYERS, MODE_FREE_PREFIXES
+from torch_audit.lint.facts.torch_groups import MODE_DEPENDENT_LAYERS, MODE_FREE_PREFIXES
 from torch_audit.lint.facts.dataflow import MODULE_SELF_METHODS, Source
 from torch_audit.lint.facts.index import GRAD_CONTEXTS, Call, Scope
 from torch_audit.lint.facts.names import dotted
