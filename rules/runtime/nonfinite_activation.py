@@ -8,6 +8,10 @@ from torch_audit.rule import Option
 from torch_audit.runtime.check import RuntimeCheck
 
 
+#: backward() calls whose flags wait for an optimizer step at most
+MAX_BATCHES = 32
+
+
 class NonFiniteActivation(RuntimeCheck):
     """## What it does
     Names the first module (qualified name, class, and the line that called it, or for a
@@ -240,6 +244,10 @@ class NonFiniteActivation(RuntimeCheck):
         if any(s.device != device for s in sentinels):  # a model split over devices
             sentinels = [s.to(device, non_blocking=True) for s in sentinels]
         self._batches.append((self.session.step, records, self._torch.stack(sentinels)))
+        if len(self._batches) >= MAX_BATCHES:
+            # no optimizer step hands them over (a hand-written update): do it now, so that
+            # memory stays bounded (the session reads deferred values in bulk)
+            self._flush_batches()
 
     def _forget(self) -> None:
         """Drop what was recorded since the last backward."""
