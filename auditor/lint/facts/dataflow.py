@@ -76,9 +76,6 @@ class Source:
     #: for arithmetic or a comparison found beyond the file: the sources of its operands
     operands: tuple = ()
 
-    def is_call_of(self, *names: str) -> bool:
-        return self.kind == "call" and self.qualname in names
-
     def is_module(self, *names: str) -> bool:
         return self.kind == "module" and self.qualname in names
 
@@ -112,11 +109,6 @@ class Dataflow:
     def constructor_source(self, expr: cst.BaseExpression, scope: Scope, at: int) -> Source | None:
         found = [s for s in self._object_sources(expr, scope, at, 0, set()) if s.kind == "call"]
         return found[0] if len(found) == 1 else None
-
-    def object_sources(self, expr: cst.BaseExpression, scope: Scope, at: int) -> list[Source]:
-        """Where the object named by ``expr`` was created (following names and attributes but
-        not calls of it)."""
-        return list(self._object_sources(expr, scope, at, 0, set()))
 
     def reaching(self, name: str, scope: Scope, at: int) -> Assignment | None:
         target = scope.lookup_scope(name) or scope

@@ -240,10 +240,6 @@ class Scope:
                 return scope.qualname(value, depth + 1)
         return None
 
-    def is_local_name(self, name: str) -> bool:
-        """True when ``name`` is bound in this function (parameter or assignment)."""
-        return name in self.params or name in self.assignments
-
     def definitions(self, name: str) -> list[Assignment]:
         return self.assignments.get(name, [])
 

@@ -30,14 +30,6 @@ INFERENCE_NAME = re.compile(
     r"prediction|predictions|infer|inference)(_|$)",
     re.IGNORECASE,
 )
-#: names that say "this object is a neural network" (the whole last component must end so:
-#: `model`, `ema_model`, `net2`; not `get_model_kwargs`). RL `policy`/`actor` objects are left
-#: out: they are rarely built with Dropout or BatchNorm.
-MODEL_NAME = re.compile(
-    r"(^|_)(model|net|network|classifier|encoder|decoder|backbone|generator|"
-    r"discriminator|teacher|student|detector|segmenter)\d*$",
-    re.IGNORECASE,
-)
 #: functions that build or initialise a model; a forward pass there initialises lazy layers
 BUILDER_NAME = re.compile(r"^_*(make|build|create|init|setup|get|construct|instantiate)(_|$)|__init__", re.IGNORECASE)
 #: calls that load trained weights into a model built in the same function

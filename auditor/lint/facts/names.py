@@ -93,9 +93,3 @@ def import_bindings(node: cst.Import | cst.ImportFrom) -> list[tuple[str, str]]:
         )
         out.append((local, f"{base}.{name}" if base and not base.endswith(".") else base + name))
     return out
-
-
-def star_imports(node: cst.ImportFrom) -> str | None:
-    if isinstance(node.names, cst.ImportStar):
-        return module_name(node.module)
-    return None

@@ -98,19 +98,6 @@ class Tensors:
     def is_module(self, expr: cst.BaseExpression, scope: Scope, at: int) -> bool:
         return self.kind(expr, scope, at) == MODULE
 
-    def is_parameter(self, expr: cst.BaseExpression, scope: Scope, at: int) -> bool:
-        return self.kind(expr, scope, at) == PARAMETER
-
-    def parameters_owner(self, call: cst.BaseExpression) -> cst.BaseExpression | None:
-        """``model.parameters()`` → ``model`` (also ``named_parameters``), else None."""
-        if (
-            isinstance(call, cst.Call)
-            and isinstance(call.func, cst.Attribute)
-            and call.func.attr.value in ("parameters", "named_parameters")
-        ):
-            return call.func.value
-        return None
-
     def is_module_container(self, expr: cst.BaseExpression, scope: Scope, at: int) -> bool:
         """``nn.ModuleList``/``nn.Sequential``/``nn.ModuleDict`` (its items are modules)."""
         if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value == "values":
@@ -382,10 +369,6 @@ def annotation_kind(param: cst.CSTNode | None, scope: Scope) -> str | None:
     if q == "torch.nn.Module":
         return MODULE
     return None
-
-
-def receiver_text(expr: cst.BaseExpression) -> str:
-    return dotted(expr) or "the value"
 
 
 def tensors(ctx: "FileContext") -> Tensors:

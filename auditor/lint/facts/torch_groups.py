@@ -186,7 +186,3 @@ def bool_argument(call: cst.Call, position: int | None, keyword: str) -> bool | 
     if isinstance(v, cst.Name) and v.value in ("True", "False"):
         return v.value == "True"
     return None
-
-
-def has_argument(call: cst.Call, position: int | None, keyword: str) -> bool:
-    return argument(call, position, keyword) is not None

@@ -451,10 +451,6 @@ class TrainingFacts:
         return out
 
 
-def _is_none(node: cst.BaseExpression) -> bool:
-    return isinstance(node, cst.Name) and node.value == "None"
-
-
 def _subject_at_call(subject: str | None, helper: Scope, call: Call) -> str | None:
     """``subject`` as named in the helper → as named at ``call``: a parameter is replaced by
     the argument passed for it; ``self.x`` stays for a method called on ``self``; other names
