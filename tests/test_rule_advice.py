@@ -66,3 +66,22 @@ def test_unused_submodule_speaks_of_parameters_only_for_layers_that_have_them():
     assert set(found) == {7, 8, 9}
     assert "parameters" not in found[7] and "parameters" not in found[8]  # MaxPool2d, MSELoss
     assert "its parameters never get a gradient" in found[9]  # Linear
+
+
+PRIVATE = b"""\
+import torch
+from torch.nn.modules.utils import _pair
+
+
+def pad(x):
+    return _pair(x)
+"""
+
+
+def test_non_public_symbol_names_the_module_it_was_imported_from():
+    # torch.nn.modules.utils is not torch.nn.utils: the message must not name a path that
+    # does not exist
+    rule = load_catalog().get("TA633")
+    messages = [f.message for f in lint_source("t.py", PRIVATE, LintSettings(rules=[rule])).findings]
+    assert len(messages) == 2
+    assert all("torch.nn.modules.utils._pair" in m for m in messages), messages

@@ -1,7 +1,7 @@
 import libcst as cst
 
 from torch_audit.findings import Severity
-from torch_audit.lint.api import canonical, module_name
+from torch_audit.lint.api import canonical, dotted, module_name
 from torch_audit.rule import StaticRule
 
 #: underscore names that torch documents as public
@@ -59,20 +59,39 @@ class NonPublicTorchSymbol(StaticRule):
             return
         base = module_name(node.module)
         for alias in node.names:
-            q = canonical(f"{base}.{module_name(alias.name)}")
-            part = private_part(q)
+            written = f"{base}.{module_name(alias.name)}"
+            part = private_part(canonical(written)) or private_part(written)
             if part is not None:
-                self.report(alias, how="Import of", qualname=q, part=part)
+                self.report(alias, how="Import of", qualname=written, part=part)
 
     def visit_Import(self, node: cst.Import) -> None:
         for alias in node.names:
-            q = canonical(module_name(alias.name))
-            part = private_part(q)
+            written = module_name(alias.name)
+            part = private_part(canonical(written)) or private_part(written)
             if part is not None:
-                self.report(alias, how="Import of", qualname=q, part=part)
+                self.report(alias, how="Import of", qualname=written, part=part)
 
     def leave_Module(self, node: cst.Module) -> None:
         for call in self.ctx.indexer.all_calls:
             part = private_part(call.qualname)
             if part is not None:
-                self.report(call.node, how="Call of", qualname=call.qualname, part=part)
+                # the path the code imported it from: the canonical name may not exist
+                # (`torch.nn.modules.utils._pair` is not `torch.nn.utils._pair`)
+                shown = _written(call) or call.qualname
+                self.report(call.node, how="Call of", qualname=shown, part=private_part(shown) or part)
+
+
+def _written(call) -> str | None:
+    """``call``'s function as imported: ``_pair`` from ``from torch.nn.modules.utils import
+    _pair`` is ``torch.nn.modules.utils._pair``."""
+    name = dotted(call.node.func)
+    if name is None:
+        return None
+    head, _, rest = name.partition(".")
+    scope = call.scope
+    while scope is not None and head not in scope.bindings and head not in scope.assignments:
+        scope = scope.parent
+    if scope is None or head not in scope.bindings:
+        return None
+    base = scope.bindings[head]
+    return f"{base}.{rest}" if rest else base
