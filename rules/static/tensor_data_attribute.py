@@ -33,8 +33,9 @@ class TensorDataAttribute(StaticRule):
     ## Known problems
     Opt-in: `.data` is also a common attribute of datasets, configurations, named tuples and
     `PackedSequence`s; the rule needs evidence that the receiver is a tensor: a parameter
-    (`model.parameters()`, `.weight`, `.bias`, `.grad`), a tensor the file builds or a parameter
-    annotated `torch.Tensor`, or a tensor built by torch assigned to an attribute's `.data`.
+    (`model.parameters()`, `.weight`, `.bias`, `.grad`), a buffer the class registers
+    (`self.register_buffer("x", ...)`), a tensor the file builds or a parameter annotated
+    `torch.Tensor`, or a tensor built by torch assigned to an attribute's `.data`.
     A method called on `.data` is no evidence (`packed.data.zero_()` only shows that the field
     is a tensor). `self.data`, `args.data`, `cfg.task.data` are never reported.
 
@@ -80,6 +81,24 @@ class TensorDataAttribute(StaticRule):
             instead="an update under torch.no_grad()" if in_place else f"{_short(self.ctx.code(receiver))}.detach()",
         )
 
+    def _registered_buffer(self, receiver: cst.BaseExpression) -> bool:
+        """``self.x`` where the class calls ``self.register_buffer("x", ...)``: a tensor."""
+        if not (isinstance(receiver, cst.Attribute) and isinstance(receiver.value, cst.Name)
+                and receiver.value.value == "self"):
+            return False
+        scope = self.ctx.scope
+        cls = scope.class_scope if scope is not None else None
+        if cls is None:
+            return False
+        for inner in cls.walk():
+            for call in inner.calls:
+                if call.method != "register_buffer" or not call.node.args:
+                    continue
+                name = call.node.args[0].value
+                if isinstance(name, cst.SimpleString) and name.evaluated_value == receiver.attr.value:
+                    return True
+        return False
+
     def _torch_value(self, value: cst.BaseExpression) -> bool:
         """A tensor built by torch: ``torch.zeros_like(...)``, ``torch.tensor(...)``."""
         if isinstance(value, cst.Call):
@@ -89,6 +108,8 @@ class TensorDataAttribute(StaticRule):
 
     def _tensor(self, receiver: cst.BaseExpression) -> bool:
         if isinstance(receiver, cst.Attribute) and receiver.attr.value in TENSOR_ATTRIBUTES:
+            return True
+        if self._registered_buffer(receiver):
             return True
         scope = self.ctx.scope
         stmt = self.ctx.statement
