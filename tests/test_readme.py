@@ -65,6 +65,19 @@ def test_the_quickstart_prints_what_the_readme_says():
             assert line == readme_line
 
 
+def test_the_first_command_installs_what_the_readme_names():
+    """"libcst, click and pathspec, no torch": the install's requirements, read from pyproject."""
+    from torch_audit.config import _tomllib  # tomllib, or tomli before Python 3.11
+
+    tomllib = _tomllib()
+    said = re.search(r"installs the linter \(([^)]*), no torch\)", README)
+    assert said, "the README names what the first command installs"
+    named = set(re.split(r", | and ", said.group(1)))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    required = {re.split(r"[<>=;\[ ]", d, 1)[0] for d in project["dependencies"] if "python_version" not in d}
+    assert named == required and "torch" not in required
+
+
 def test_fix_markers_are_what_the_readme_says():
     """`[*]` marks a finding --fix would fix: none in the example (its fixes are unsafe, counted as
     hidden), each finding with a fix under --unsafe-fixes."""
