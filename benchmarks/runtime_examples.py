@@ -1,0 +1,250 @@
+"""`torch-audit run` on unmodified pytorch/examples scripts: findings and whole-script cost.
+
+Each example runs as its README says (`python main.py FLAGS`), with the script's own flags making
+it small, and under `torch-audit run`, in interleaved pairs (plain first in even pairs, audited
+first in odd ones, so that a drift of the machine's load hits both). It reports, per example, the
+findings of the audited run (there should be none: these are healthy scripts), whether both exit
+statuses agree, and the median over pairs of the audited/plain ratios of wall-clock time and of
+the children's CPU time (user + system; on a shared machine the wall clock mostly measures the
+neighbours). Both runs use one intra-op thread by default (`--threads`): with several, waiting
+for busy cores dominates small models' times.
+
+The examples are not part of this repository and nothing here downloads them (no network at run
+time): give a checkout of https://github.com/pytorch/examples, or a git directory of one, with
+`--examples PATH` (or `TORCH_AUDIT_EXAMPLES`). The files are copied to a temporary folder first.
+Datasets are replaced by small synthetic ones (the scripts' own download or data files are not
+used): a Zipf-distributed word corpus for word_language_model, sine waves made by
+generate_sine_wave.py's own formula with fewer and shorter series for time_sequence_prediction.
+matplotlib, which time_sequence_prediction imports only to plot, is replaced by a stub when it
+is not installed (in both runs). `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` is set for both runs: the
+examples `torch.load` whole models and numpy arrays, which torch >= 2.6 refuses by default.
+
+    python benchmarks/runtime_examples.py --examples ~/src/pytorch-examples --pairs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+@dataclasses.dataclass
+class Example:
+    name: str
+    folder: str  # inside the examples checkout
+    argv: list[str]  # the script and its flags; {data} and {work} are filled in
+    exercises: str
+    setup: Callable[[Path, Path], None] | None = None  # (example folder, work folder)
+
+
+# -- synthetic data ------------------------------------------------------------------------------
+
+
+def _wikitext_like(folder: Path, work: Path) -> None:
+    """train/valid/test.txt of Zipf-distributed words, the format data.Corpus reads."""
+    rng = random.Random(0)
+    vocab = [f"w{i}" for i in range(2000)]
+    weights = [1.0 / (i + 1) for i in range(len(vocab))]
+    data = work / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for split, lines in (("train", 1500), ("valid", 150), ("test", 150)):
+        with open(data / f"{split}.txt", "w") as f:
+            for _ in range(lines):
+                f.write(" " + " ".join(rng.choices(vocab, weights, k=20)) + " \n")
+
+
+def _sine_waves(folder: Path, work: Path) -> None:
+    """traindata.pt by generate_sine_wave.py's formula, with 12 series of 120 points."""
+    code = (
+        "import numpy as np, torch\n"
+        "np.random.seed(2)\n"
+        "T, L, N = 20, 120, 12\n"
+        "x = np.empty((N, L), 'int64')\n"
+        "x[:] = np.array(range(L)) + np.random.randint(-4 * T, 4 * T, N).reshape(N, 1)\n"
+        "torch.save(np.sin(x / 1.0 / T).astype('float64'), open('traindata.pt', 'wb'))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=folder, check=True)
+
+
+EXAMPLES = [
+    Example("word_language_model (LSTM)", "word_language_model",
+            ["main.py", "--data", "{data}", "--epochs", "1", "--emsize", "64", "--nhid", "64",
+             "--save", "{work}/model.pt"],
+            "hand-written SGD update, gradient clipping, validation, torch.save(model)",
+            _wikitext_like),
+    Example("word_language_model (Transformer, AdamW)", "word_language_model",
+            ["main.py", "--data", "{data}", "--epochs", "1", "--emsize", "64", "--nhid", "64",
+             "--model", "Transformer", "--use-optimizer", "--lr", "0.001", "--save", "{work}/model.pt"],
+            "nn.TransformerEncoder built and pickled whole (torch.save(model)), AdamW",
+            _wikitext_like),
+    Example("time_sequence_prediction", "time_sequence_prediction", ["train.py", "--steps", "2"],
+            "LBFGS with a closure (about 20 forward/backward passes a step)", _sine_waves),
+    Example("regression", "regression", ["main.py"],
+            "hand-written SGD update until the loss is small (no torch.optim optimizer)"),
+]
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+def _copy_examples(source: Path, dest: Path, folders: list[str]) -> None:
+    """Copy ``folders`` of a checkout, or of a git directory without a work tree (`git archive`;
+    files absent from a partial mirror are skipped: the data is synthetic anyway)."""
+    if (source / folders[0]).is_dir():
+        for name in folders:
+            shutil.copytree(source / name, dest / name, dirs_exist_ok=True)
+        return
+    listing = subprocess.run(["git", f"--git-dir={source}", "ls-tree", "-r", "--name-only", "HEAD",
+                              *folders], capture_output=True, text=True, check=True).stdout.split()
+    for path in listing:
+        if path.endswith((".py", ".txt", ".md")) and "/data/" not in path:
+            blob = subprocess.run(["git", f"--git-dir={source}", "show", f"HEAD:{path}"],
+                                  capture_output=True)
+            if blob.returncode == 0:
+                (dest / path).parent.mkdir(parents=True, exist_ok=True)
+                (dest / path).write_bytes(blob.stdout)
+
+
+def _stub_matplotlib(where: Path) -> Path | None:
+    try:
+        import matplotlib  # noqa: F401
+        return None
+    except ImportError:
+        pass
+    pkg = where / "matplotlib"
+    pkg.mkdir(parents=True, exist_ok=True)
+    stub = "def __getattr__(name):\n    return lambda *a, **k: None\n"
+    (pkg / "__init__.py").write_text(stub)
+    (pkg / "pyplot.py").write_text(stub)
+    return where
+
+
+def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, subprocess.CompletedProcess]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, done
+
+
+def run_example(ex: Example, checkout: Path, work: Path, pairs: int, env: dict[str, str]) -> dict:
+    folder = checkout / ex.folder
+    case = work / ex.name.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
+    case.mkdir(parents=True, exist_ok=True)
+    if ex.setup is not None:
+        ex.setup(folder, case)
+    argv = [a.format(data=case / "data", work=case) for a in ex.argv]
+    report = case / "findings.json"
+    plain_cmd = [sys.executable, *argv]
+    audited_cmd = [sys.executable, "-m", "torch_audit", "run", "--no-progress", "--output-format", "json",
+                   "-o", str(report), *argv]
+    walls: list[float] = []
+    cpus: list[float] = []
+    statuses: set[tuple[int, int]] = set()
+    notes: set[str] = set()
+    times: dict[str, list[float]] = {"plain": [], "audited": []}
+    for i in range(pairs):
+        order = [("plain", plain_cmd), ("audited", audited_cmd)]
+        if i % 2:
+            order.reverse()
+        got = {}
+        for kind, cmd in order:
+            got[kind] = _timed(cmd, folder, env)
+            times[kind].append(got[kind][0])
+        (pw, pc, pd), (aw, ac, ad) = got["plain"], got["audited"]
+        statuses.add((pd.returncode, ad.returncode))
+        if pd.returncode != 0:
+            raise SystemExit(f"{ex.name}: the plain run failed ({pd.returncode}):\n{pd.stderr[-2000:]}")
+        walls.append(aw / pw)
+        cpus.append(ac / pc if pc else float("nan"))
+        notes.update(line.split("note: ", 1)[1].rstrip(".") for line in ad.stderr.splitlines()
+                     if line.startswith("torch-audit: note: "))
+    findings = json.loads(report.read_text()) if report.exists() else None
+    return {
+        "example": ex.name,
+        "exercises": ex.exercises,
+        "pairs": pairs,
+        "plain_s": statistics.median(times["plain"]),
+        "audited_s": statistics.median(times["audited"]),
+        "wall_ratio": statistics.median(walls),
+        "cpu_ratio": statistics.median(cpus),
+        "exit_statuses": sorted(statuses),
+        "findings": [f"{f['code']} {f['name']}" for f in findings] if findings is not None else None,
+        "notes": sorted(notes),
+        "threads": env.get("OMP_NUM_THREADS", ""),
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    out = ["| example | exercises | plain s | audited s | wall ratio | CPU ratio | exit (plain, run) | findings |",
+           "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    for r in rows:
+        found = "none" if r["findings"] == [] else ", ".join(r["findings"] or ["(no report)"])
+        if any("no torch.optim optimizer stepped" in n for n in r["notes"]):
+            found += " (no optimizer step: step checks did not run, as the report says)"
+        statuses = ", ".join(f"{p}, {a}" for p, a in r["exit_statuses"])
+        out.append(f"| {r['example']} | {r['exercises']} | {r['plain_s']:.2f} | {r['audited_s']:.2f} | "
+                   f"{r['wall_ratio']:.3f}x | {r['cpu_ratio']:.3f}x | {statuses} | {found} |")
+    walls = [r["wall_ratio"] for r in rows]
+    cpus = [r["cpu_ratio"] for r in rows]
+    out.append("")
+    out.append(f"Median over examples: wall {statistics.median(walls):.3f}x, CPU {statistics.median(cpus):.3f}x "
+               f"({rows[0]['pairs']} interleaved pairs each, OMP_NUM_THREADS={rows[0]['threads']}).")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", type=Path, default=os.environ.get("TORCH_AUDIT_EXAMPLES"),
+                        help="a checkout (or git directory) of github.com/pytorch/examples")
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved plain/audited pairs per example")
+    parser.add_argument("--only", action="append", default=[], help="run only examples whose name contains this")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OMP_NUM_THREADS of both runs (1: a shared machine's load decides less)")
+    args = parser.parse_args(argv)
+    if args.examples is None or not Path(args.examples).exists():
+        parser.error("give a checkout of https://github.com/pytorch/examples with --examples PATH "
+                     "(nothing is downloaded)")
+    chosen = [e for e in EXAMPLES if not args.only or any(o in e.name for o in args.only)]
+    with tempfile.TemporaryDirectory(prefix="ta-examples-") as tmp:
+        tmp_path = Path(tmp)
+        checkout = tmp_path / "examples"
+        checkout.mkdir()
+        _copy_examples(Path(args.examples), checkout, sorted({e.folder for e in chosen}))
+        env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "NO_COLOR": "1",
+               "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": str(args.threads)}
+        stub = _stub_matplotlib(tmp_path / "stubs")
+        if stub is not None:
+            env["PYTHONPATH"] = os.pathsep.join([str(stub), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        rows = []
+        for ex in chosen:
+            row = run_example(ex, checkout, tmp_path / "work", args.pairs, env)
+            print(f"{row['example']}: wall {row['wall_ratio']:.3f}x, CPU {row['cpu_ratio']:.3f}x, "
+                  f"findings {row['findings']}", file=sys.stderr, flush=True)
+            rows.append(row)
+    print(markdown(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
