@@ -14,7 +14,11 @@ TRAIN_EVAL_RULES = {f"TA{n}" for n in range(301, 310)}
 
 
 def lint(source: bytes):
+    from torch_audit.lint.project import build_project
+
+    # as `torch-audit lint` does: the file linked as its own project (callers bind parameters)
     settings = LintSettings(rules=load_catalog().select(kind="static"))
+    settings.project = build_project([FIXTURE], contents={FIXTURE: source})
     return lint_source(str(FIXTURE), source, settings).findings
 
 
@@ -32,6 +36,9 @@ def test_the_same_code_outside_lightning_is_flagged():
         "    for x, y in loader:\n"
         "        logits = model(x)\n"
         "        print((logits.argmax(-1) == y).float().mean())\n"
+        "\n\n"
+        "def validate(loader):\n"
+        "    evaluate(Encoder(32, 64), loader)  # an Encoder has BatchNorm and Dropout\n"
         "\n\n"
         "def main():",
     )

@@ -352,8 +352,15 @@ def _json_lint(folder: Path, *extra: str) -> tuple[int, list]:
     return proc.returncode, json.loads(proc.stdout)
 
 
-def _entries(folder: Path) -> list[Path]:
-    return sorted((folder / ".torch_audit_cache").rglob("*.json"))
+def _entries(folder: Path, kind: str = "lint") -> list[Path]:
+    """The cache's lint results, or (``kind="summary"``) the per-module summaries of the
+    whole-program model, which live beside them."""
+    out = []
+    for entry in sorted((folder / ".torch_audit_cache").rglob("*.json")):
+        is_summary = entry.name.startswith("s") and "-" in entry.name.split(".")[0]
+        if is_summary == (kind == "summary"):
+            out.append(entry)
+    return out
 
 
 CORRUPTIONS = {
@@ -392,6 +399,25 @@ def test_corrupt_cache_entries_are_ignored_and_rebuilt(tmp_path):
     for entry in _entries(folder):
         assert isinstance(json.loads(entry.read_bytes()).get("findings"), list)
     assert _json_lint(folder) == (code, expected)
+
+
+def test_corrupt_summary_entries_are_ignored_and_rebuilt(tmp_path):
+    stamp = _source_stamp()
+    kinds = list(CORRUPTIONS)
+    folder = _project(tmp_path, n=len(kinds))
+    code, expected = _json_lint(folder, "--no-cache")
+    assert _json_lint(folder) == (code, expected)  # fills the cache
+    summaries = _entries(folder, "summary")
+    assert len(summaries) == len(kinds)
+    for entry, kind in zip(summaries, kinds):
+        entry.write_bytes(CORRUPTIONS[kind](entry.read_bytes()))
+    for entry in _entries(folder):
+        entry.unlink()  # the lint results must be computed again, from corrupt summaries
+    again = _json_lint(folder)
+    _skip_if_rules_changed(stamp)
+    assert again == (code, expected)
+    for entry in _entries(folder, "summary"):
+        assert json.loads(entry.read_bytes())["summary"]["format"]
 
 
 def test_unusable_cache_directory_only_costs_speed(tmp_path):

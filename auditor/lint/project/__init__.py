@@ -1,10 +1,10 @@
 """The whole-program model: the files being linted, the local modules they import, linked.
 
-:func:`build_project` summarises every file named for linting (and, transitively, the project
-modules they import, which are read and summarised but never reported on) and returns a
+:func:`build_project` summarises every file named for linting and returns a
 :class:`~torch_audit.lint.project.model.Project` that the facts of each file consult when a
-question crosses a function or a file. Summaries are cached by content hash beside the lint
-results, so a warm run reads them instead of parsing.
+question crosses a function or a file. The project modules those files import are read and
+summarised when a question first reaches them (never reported on). Summaries are cached by
+content hash beside the lint results, so a warm run reads them instead of parsing.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Evidence", "Project", "build_project", "summary_digest"]
 
-#: at most this many files that are imported but not linted are read (a bound on the closure)
-MAX_IMPORTED_FILES = 2000
 #: files larger than this are not summarised (generated code)
 MAX_SUMMARY_BYTES = 2 * 1024 * 1024
 
@@ -165,10 +163,11 @@ def build_project(
     jobs: int = 1,
     triggers: tuple[bytes, ...] = (b"torch",),
 ) -> Project:
-    """Summarise ``files`` (Python sources) and the project modules they import, and link them.
+    """Summarise ``files`` (Python sources) and link them; the project modules they import are
+    summarised when a question reaches them.
 
-    Files whose bytes mention none of ``triggers`` are summarised only when a summarised file
-    imports them (a package's ``__init__.py`` that re-exports a model): a file that never
+    Files whose bytes mention none of ``triggers`` are summarised only when a question reaches
+    them (a package's ``__init__.py`` that re-exports a model): a file that never
     mentions torch defines no model, loss or training step of its own. Summaries missing from
     the cache are computed over ``jobs`` processes."""
     paths = [Path(os.path.abspath(f)) for f in files]
@@ -193,34 +192,15 @@ def build_project(
         store.store(data, summary)
         if compiled is not None:
             project.mark_compiled(path, compiled)
-    queue: list[str] = [project.add_file(path) for path, _ in wanted]
+    for path, _ in wanted:
+        project.add_file(path)
     for path, data in sources:
         if data is not None and path not in store.by_path:
             project.register(path)  # linted, mentions no torch: summarised if imported
 
-    # the local modules they import, transitively (read and summarised, never reported on)
-    seen = set(queue)
-    extra = 0
-    while queue and extra < MAX_IMPORTED_FILES:
-        key = queue.pop()
-        summary = project.summary(key)
-        if summary is None:
-            continue
-        for target in [*summary["imports"].values(), *summary["stars"]]:
-            absolute = project.absolute(key, target)
-            if absolute is None:
-                continue
-            parts = absolute.split(".")
-            for i in range(len(parts), 0, -1):
-                found = project.find(".".join(parts[:i]), key)
-                if found is None:
-                    continue
-                if found not in seen:
-                    seen.add(found)
-                    queue.append(found)
-                    project.summary(found)
-                    extra += 1
-                break
+    # The local modules they import (not named, so never reported on) are summarised when a
+    # question first reaches them, in the process that asks: eagerly following the imports of a
+    # library such as transformers would summarise the whole package for every run.
     project.freeze()
     return project
 
