@@ -1,7 +1,7 @@
 """Lint each project of a folder of real repositories twice: each file alone, and as a project
 (the whole-program model), and print what the project model adds and removes.
 
-    python benchmarks/whole_program_review.py CORPUS [--rules default|all] > review.txt
+    python benchmarks/whole_program_review.py CORPUS [--rules default|all] [--jobs N] > review.txt
 
 CORPUS holds one folder per repository (see benchmarks/multifile_corpus.sh). Each repository is
 linted from its own folder, as a user would run `torch-audit lint .` there. Lines are
@@ -27,6 +27,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("corpus", type=Path)
     parser.add_argument("--rules", choices=("default", "all"), default="default")
+    parser.add_argument("--jobs", type=int, default=1)
     args = parser.parse_args()
     catalog = load_catalog()
     rules = catalog.select(kind="static") if args.rules == "default" else catalog.of_kind("static")
@@ -38,7 +39,7 @@ def main() -> int:
         found = {}
         for whole in (False, True):
             start = time.perf_counter()
-            results, _ = lint_files(files, LintSettings(rules=rules, whole_program=whole), jobs=1)
+            results, _ = lint_files(files, LintSettings(rules=rules, whole_program=whole), jobs=args.jobs)
             seconds[whole] += time.perf_counter() - start
             found[whole] = {(f"{repo.name}/{f.path}", f.line, f.code, f.message) for r in results for f in r.findings}
         for label, items in (("NEW", found[True] - found[False]), ("GONE", found[False] - found[True]),
