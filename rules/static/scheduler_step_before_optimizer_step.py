@@ -93,10 +93,10 @@ class SchedulerStepBeforeOptimizerStep(StaticRule):
         return False
 
 
-def _last_epoch_assignments(module: cst.Module) -> set[str]:
-    """``x`` for every ``x.last_epoch = ...`` in the file."""
+def _last_epoch_assignments(root: cst.CSTNode) -> set[str]:
+    """``x`` for every ``x.last_epoch = ...`` under ``root`` (a function, a class)."""
     found: set[str] = set()
-    stack: list[cst.CSTNode] = [module]
+    stack: list[cst.CSTNode] = [root]
     while stack:
         node = stack.pop()
         if isinstance(node, (cst.Assign, cst.AugAssign)):
