@@ -98,7 +98,11 @@ class Linter:
         setup = self.setup(path)
         if setup.excluded:
             return [], setup
-        result = lint_source(str(path), text.encode("utf-8", "surrogatepass"), setup.settings, notebook=False)
+        from torch_audit.lint.project import project_of
+
+        data = text.encode("utf-8", "surrogatepass")
+        setup.settings.project = project_of(path, data)  # the buffer sees the local modules it imports
+        result = lint_source(str(path), data, setup.settings, notebook=False)
         return [f for f in result.findings if f.code not in setup.ignored], setup
 
 

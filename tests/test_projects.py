@@ -146,3 +146,19 @@ def test_a_notebook_sees_the_local_modules_beside_it(monkeypatch):
         assert found == [(2, 3, "TA101")], found
         message = next(f.message for r in results for f in r.findings)
         assert "Classifier.__init__() in models.py:8" in message
+
+
+def test_standard_input_sees_the_local_modules_it_imports():
+    """An editor lints an unsaved buffer through --stdin-filename (the language server through
+    the same project_of): the buffer's imports are read from disk."""
+    import subprocess
+    import sys
+
+    project = FIXTURES / "projects" / "softmax_across_files"
+    source = (project / "pkg" / "train.py").read_bytes()
+    out = subprocess.run(
+        [sys.executable, "-m", "torch_audit", "lint", "--no-cache", "--stdin-filename", "pkg/train.py"],
+        cwd=project, input=source, capture_output=True, timeout=120,
+    )
+    assert out.returncode == 1, out.stderr
+    assert b"pkg/train.py:13:16: TA101" in out.stdout and b"Classifier.forward() in pkg/model.py:13" in out.stdout

@@ -40,7 +40,10 @@ def read_stdin() -> bytes:
 def lint_stdin_bytes(filename: str, data: bytes, settings: Any, ignored: frozenset[str]) -> Any:
     """The :class:`~torch_audit.lint.engine.FileResult` of the standard input's bytes."""
     from torch_audit.lint.engine import lint_source
+    from torch_audit.lint.project import project_of
 
+    if settings.whole_program:
+        settings.project = project_of(filename, data)  # it sees the local modules it imports
     result = lint_source(filename, data, settings)
     if ignored:
         result.findings = [f for f in result.findings if f.code not in ignored]

@@ -205,6 +205,15 @@ def build_project(
     return project
 
 
+def project_of(path: str | Path, data: bytes) -> Project | None:
+    """The project one source sees (standard input, an editor's unsaved buffer): its own bytes
+    as given, the local modules it imports from disk. None for a path that is not Python."""
+    path = Path(os.path.abspath(path))
+    if path.suffix not in (".py", ".pyi", ".ipynb"):
+        return None
+    return build_project([path], contents={path: data} if path.suffix != ".ipynb" else None)
+
+
 class _Display:
     """How messages name a file: relative to the working directory when below it."""
 
