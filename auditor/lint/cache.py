@@ -72,6 +72,19 @@ class Cache:
         self.dir = self.base / fingerprint
         self._ready = False
         self._usable = _SAFE
+        #: the settings folder, opened once (a warm run looks up thousands of entries)
+        self._settings_fd: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # a spawned worker opens its own descriptor
+        return {**self.__dict__, "_settings_fd": None}
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_settings_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def key(self, path: str, data: bytes, extra: Iterable[str] = ()) -> str:
         return cache_key(content_hash(data), path_inputs(path), self.fingerprint, extra)
@@ -110,19 +123,20 @@ class Cache:
             raise
         return fd
 
-    def _open_entry_dir(self, key: str, create: bool) -> int:
-        fd = self._open_base(create)
+    def _open_settings_dir(self, create: bool) -> int:
+        if self._settings_fd is not None:
+            return self._settings_fd
+        base = self._open_base(create)
         try:
             if create:
-                self._write_markers(fd)
-            for name in (self.fingerprint, key[:2]):
-                child = _open_subdir(fd, name, create)
-                os.close(fd)
-                fd = child
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+                self._write_markers(base)
+            self._settings_fd = _open_subdir(base, self.fingerprint, create)
+        finally:
+            os.close(base)
+        return self._settings_fd
+
+    def _open_entry_dir(self, key: str, create: bool) -> int:
+        return _open_subdir(self._open_settings_dir(create), key[:2], create)
 
     def _write_markers(self, base_fd: int) -> None:
         if self._ready:
@@ -156,14 +170,11 @@ class Cache:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_ENTRY_BYTES:
                 return None
-            with os.fdopen(fd, "rb") as fh:
-                fd = -1
-                data = json.loads(fh.read(_MAX_ENTRY_BYTES + 1))
+            data = json.loads(os.read(fd, st.st_size + 1))  # one read: a regular file, small
         except (OSError, ValueError):
             return None
         finally:
-            if fd >= 0:
-                os.close(fd)
+            os.close(fd)
         if not isinstance(data, dict) or not isinstance(data.get("findings"), list):
             return None
         return data
