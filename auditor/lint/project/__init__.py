@@ -77,7 +77,7 @@ class _SummaryStore:
     def summary_of(self, path: Path, data: bytes) -> dict | None:
         summary = self.cached(data)
         if summary is None:
-            summary, _ok = summarize_file(str(path), data)
+            summary, _ok = summarize_file(str(path), data, check=False)  # read, never linted
             self.store(data, summary)
         return summary
 
@@ -103,9 +103,10 @@ def _read(path: Path, max_bytes: int) -> bytes | None:
     return data if len(data) <= max_bytes else None
 
 
-def summarize_file(path: str, data: bytes) -> tuple[dict | None, int | None]:
-    """The summary of a file's bytes, and the hash of its decoded source when CPython compiled
-    it without a problem the engine would report (so the engine can skip compiling it again)."""
+def summarize_file(path: str, data: bytes, check: bool = True) -> tuple[dict | None, int | None]:
+    """The summary of a file's bytes, and (with ``check``, for a file that will be linted) the
+    hash of its decoded source when CPython compiled it without a problem the engine would
+    report, so that the engine need not compile it again."""
     from torch_audit.lint.engine import cpython_parse, decode
 
     try:
@@ -113,13 +114,21 @@ def summarize_file(path: str, data: bytes) -> tuple[dict | None, int | None]:
     except ValueError:
         return None, None
     try:
-        tree, problem = cpython_parse(source, path)
-    except RecursionError:
+        if check:
+            tree, problem = cpython_parse(source, path)
+        else:
+            import ast
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tree, problem = ast.parse(source), None
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None, None
     if tree is None:
         return None, None
     try:
-        return summarize(tree), (hash(source) if problem is None else None)
+        return summarize(tree), (hash(source) if problem is None and check else None)
     except RecursionError:
         return None, None
 

@@ -163,6 +163,9 @@ class Project:
         self._call_index: dict[tuple[str, str], list[CallSite]] | None = None
         self._digests: dict[str, str] = {}
         self._finds: dict[tuple[str, str], str | None] = {}
+        self._indexing = False
+        #: the keys of the files named for linting (the others are only imported)
+        self._named: set[str] = set()
         #: file key → hash of the decoded source CPython compiled cleanly while summarising
         self._compiled: dict[str, int] = {}
         #: keys of the modules whose summaries the current file's analysis read (for the cache)
@@ -174,6 +177,7 @@ class Project:
         key = str(Path(path).absolute())
         if key not in self._names:
             self._names[key] = self.layout.module_name(Path(key))
+        self._named.add(key)
         self.summary(key)
         return key
 
@@ -183,6 +187,7 @@ class Project:
         key = str(Path(path).absolute())
         if key not in self._names:
             self._names[key] = self.layout.module_name(Path(key))
+        self._named.add(key)
         return key
 
     def mark_compiled(self, path: Path, source_hash: int) -> None:
@@ -206,8 +211,14 @@ class Project:
     def freeze(self) -> None:
         """Index the calls of every file summarised so far. Call sites come from these files
         only (summaries read later, while a file is linted, add no callers), so that every
-        worker process sees the same callers whatever order it lints its files in."""
-        self._call_index = self._build_call_index()
+        worker process sees the same callers whatever order it lints its files in. Only calls
+        of functions of these files are indexed: resolving a call into a module nobody named
+        would summarise it (a library's `modeling_utils.py`) for nothing."""
+        self._indexing = True
+        try:
+            self._call_index = self._build_call_index()
+        finally:
+            self._indexing = False
 
     def digest(self, key: str) -> str:
         """A hash of a module's summary: what cached results of its dependents are checked
@@ -234,6 +245,8 @@ class Project:
         return self._display(Path(key))
 
     def _read(self, key: str) -> dict | None:
+        if self._indexing and key not in self._summaries and key not in self._named:
+            return None  # while indexing calls, modules outside the named files are not read
         self.reads.add(key)
         return self.summary(key)
 
