@@ -60,3 +60,35 @@ def test_the_text_report_names_the_root_cause_and_the_html_lists_it_first(tmp_pa
     root = page.index("first non-finite value made by the code between lin")
     assert root < page.index("first non-finite forward output: lin (Linear)")
     assert all(root < page.index(code) for code in ("TA701", "TA702", "TA703"))
+
+
+def test_the_session_report_lists_the_root_cause_first():
+    # the API's report (session.report(), the pytest plugin's section): the same chain order
+    import torch
+    from torch import nn
+
+    import torch_audit
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.drop = nn.Dropout(0.1)
+            self.out = nn.Linear(4, 1)
+
+        def forward(self, x):
+            h = self.lin(x)
+            return self.out(self.drop(h / (h - h)))
+
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with torch_audit.audit(config=False) as session:
+        for _ in range(2):
+            opt.zero_grad()
+            model(torch.randn(8, 4)).pow(2).mean().backward()
+            opt.step()
+    lines = [line for line in session.report().splitlines() if " TA70" in line]
+    assert " TA704 " in lines[0] and "between lin" in lines[0], lines
+    assert all("follow-on of TA704 at step 0" in line for line in lines[1:]), lines
+    assert all("follow-on" not in f.message for f in session.findings)  # the findings stay as read

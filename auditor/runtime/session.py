@@ -973,9 +973,12 @@ def finding_line(f: Finding) -> str:
 
 def format_text(findings: list[Finding], notes: Iterable[str] = ()) -> str:
     """The report: a line per finding (with a ``help:`` line under it when there is help), a
-    summary line and the notes."""
+    summary line and the notes. A chain of non-finite findings is listed root cause first, the
+    others marked as its follow-ons (``torch_audit.runtime.causes``)."""
+    from torch_audit.runtime.causes import root_cause_first
+
     lines = []
-    for f in findings:
+    for f in root_cause_first(list(findings)):
         lines.append(finding_line(f))
         if f.help:
             lines.append(f"  help: {f.help}")
