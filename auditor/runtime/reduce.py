@@ -8,6 +8,8 @@ healthy AMP step into a "non-finite" finding.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 
@@ -18,8 +20,10 @@ MANY_SMALL = 64
 
 
 def _cpu_many(tensors: list[torch.Tensor]) -> bool:
+    # is_cpu/is_sparse are cheap flags; t.device and t.layout build objects (20 ms for 5,000
+    # tensors against 3 ms). A layout the flattening cannot take raises: the callers fall back.
     return len(tensors) >= MANY_SMALL and all(
-        t.device.type == "cpu" and t.layout is torch.strided and type(t) in _PLAIN for t in tensors
+        type(t) in _PLAIN and t.is_cpu and not t.is_sparse for t in tensors
     )
 
 
@@ -54,7 +58,8 @@ def norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     kernel), each group with one fused ``torch._foreach_norm``; many CPU tensors at once with
     one segment reduction (in float64) instead."""
     if _cpu_many(tensors):
-        return list(_segment_norms(tensors).unbind())
+        with contextlib.suppress(RuntimeError):  # an unusual layout: the per-tensor path
+            return list(_segment_norms(tensors).unbind())
     low = [i for i, t in enumerate(tensors) if t.element_size() < 4]
     if not low:
         return [n.float() for n in torch._foreach_norm(tensors)]
@@ -72,7 +77,8 @@ def norm_vector(tensors: list[torch.Tensor]) -> torch.Tensor:
     """:func:`norms` as one float32 vector on the first tensor's device (no per-tensor
     scalars to stack when the segment reduction applies)."""
     if _cpu_many(tensors):
-        return _segment_norms(tensors)
+        with contextlib.suppress(RuntimeError):  # an unusual layout: the per-tensor path
+            return _segment_norms(tensors)
     parts = norms(tensors)
     device = parts[0].device
     return torch.stack([n if n.device == device else n.to(device) for n in parts])
@@ -95,8 +101,9 @@ def finite_sentinels(tensors: list[torch.Tensor]) -> torch.Tensor:
     From ``MANY_SMALL`` CPU tensors the same float32 sums by one segment reduction.
     """
     if _cpu_many(tensors):
-        return _segments(tensors, torch.float32, lambda flat, lengths: torch.segment_reduce(
-            flat, "sum", lengths=lengths, unsafe=True, initial=0))
+        with contextlib.suppress(RuntimeError):  # an unusual layout: the per-tensor path
+            return _segments(tensors, torch.float32, lambda flat, lengths: torch.segment_reduce(
+                flat, "sum", lengths=lengths, unsafe=True, initial=0))
     if all(t.device.type == "cpu" for t in tensors):
         return torch.stack([t.sum(dtype=torch.float32) for t in tensors])
     return torch.stack([n.to(tensors[0].device) for n in norms(tensors)])

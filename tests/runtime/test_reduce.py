@@ -133,3 +133,21 @@ def test_many_small_cpu_tensors_take_the_segment_path_with_the_same_results():
     per_tensor = torch.stack([t.sum(dtype=torch.float32) for t in ts])
     assert torch.equal(sentinels.isfinite(), per_tensor.isfinite())
     assert torch.allclose(sentinels, per_tensor, equal_nan=True, rtol=1e-4, atol=1e-4)
+
+
+def test_when_the_flattening_fails_the_per_tensor_path_answers(monkeypatch):
+    """A layout the flattening cannot take (it raises) gives the per-tensor results."""
+    import torch
+
+    from torch_audit.runtime import reduce
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("cannot flatten this layout")
+
+    ts = [torch.randn(3, 3) for _ in range(reduce.MANY_SMALL)]
+    ts[5][0, 0] = float("inf")
+    want = torch.stack([torch.linalg.vector_norm(t) for t in ts])
+    monkeypatch.setattr(reduce, "_segments", refuse)
+    assert torch.allclose(reduce.norm_vector(ts), want)
+    assert torch.allclose(torch.stack(reduce.norms(ts)), want)
+    assert reduce.finite_sentinels(ts).isfinite().tolist() == [i != 5 for i in range(len(ts))]
