@@ -384,8 +384,7 @@ def _lint_text(path: str, source: str, settings: LintSettings, result: FileResul
     result.findings.extend(findings)
     result.findings.sort(key=lambda f: f.sort_key)
     if project is not None:
-        own = project.module_of(path)
-        result.deps = {m: project.digest(m) for m in sorted(project.reads) if m != own}
+        result.deps = project.stamps(exclude=project.module_of(path))
     return result
 
 

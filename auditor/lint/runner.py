@@ -320,7 +320,7 @@ def _lint_files(
         )
     if settings.project is not None:
         for i, (name, data, key) in dependent_hits.items():
-            if any(settings.project.digest(m) != d for m, d in results[i].deps.items()):
+            if not settings.project.fresh(results[i].deps):
                 del results[i]  # a module it read changed: lint it again
                 todo.append((i, name, data, key))
 

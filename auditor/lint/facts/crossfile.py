@@ -75,9 +75,10 @@ class CrossFile:
         hit = self.resolve(qualname)
         if hit is None:
             return None
-        kind, found, where = hit
         project = self.project
         assert project is not None
+        hit = project.full(hit)
+        kind, found, where = hit
         if kind == "function":
             from torch_audit.lint.project.model import Frame
 
@@ -127,6 +128,7 @@ class CrossFile:
             return None
         from torch_audit.lint.project.model import Frame
 
+        hit = self.project.full(hit)
         fn, where = hit[1], hit[2]
         args, kwargs = _local_arguments(call)
         inner = Frame(where, fn, fn.get("cls"), self.project._bind(fn, args, kwargs, self._frame(scope)))
@@ -248,7 +250,7 @@ class CrossFile:
             if base is None:
                 unknown = True
             elif base[0] == "class":
-                chain.append((base[2], base[1]))
+                chain.append((base[2], project._class(base[2], base[1]["name"]) or base[1]))
             elif base[0] == "external" and base[2] not in ("torch.nn.Module",):
                 return None if not base[2].startswith("torch.nn.") else (True if mode_dependent_ctor(base[2], None) else None)
         from torch_audit.lint.project.model import Frame

@@ -172,7 +172,7 @@ class Dataflow:
         from torch_audit.lint.facts.crossfile import _local_arguments
 
         project = cross.project
-        fn = hit[1]
+        fn = project.full(hit)[1]
         args, kwargs = _local_arguments(expr)
         frame = Frame(hit[2], fn, fn.get("cls"), project._bind(fn, args, kwargs, cross._frame(scope)))
         out = []

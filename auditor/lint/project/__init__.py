@@ -53,6 +53,23 @@ class _SummaryStore:
             self.by_path[path] = None if data is None else self.summary_of(path, data)
         return self.by_path[path]
 
+    def load_outline(self, path: Path) -> dict | None:
+        """What a module defines (see :func:`summary.outline`): its full summary when it is
+        already known, else an outline from a parse (not cached: the parse is the cost)."""
+        if path in self.by_path:
+            return self.by_path[path]
+        data = self.contents.get(path)
+        if data is None:
+            data = _read(path, self.max_bytes)
+        if data is None:
+            self.by_path[path] = None
+            return None
+        cached = self.cached(data)
+        if cached is not None:
+            self.by_path[path] = cached
+            return cached
+        return _outline_of(data)
+
     def _key(self, data: bytes) -> str | None:
         if self.cache is None:
             return None
@@ -133,6 +150,22 @@ def summarize_file(path: str, data: bytes, check: bool = True) -> tuple[dict | N
         return None, None
 
 
+def _outline_of(data: bytes) -> dict | None:
+    import ast
+    import warnings
+
+    from torch_audit.lint.engine import decode
+    from torch_audit.lint.project.summary import outline
+
+    try:
+        source, _ = decode(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return outline(ast.parse(source))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
 #: Below this many files to summarise, a pool costs more than it saves.
 _MIN_FILES_FOR_POOL = 16
 _pool_items: list[tuple[str, bytes]] = []
@@ -184,7 +217,7 @@ def build_project(
     layout = Layout([p for p in paths if p.suffix in (".py", ".pyi", ".ipynb")])
     store = _SummaryStore(cache, max_bytes, given)
     cwd = os.getcwd()
-    project = Project(layout, store.load, _Display(cwd))
+    project = Project(layout, store.load, _Display(cwd), outline=store.load_outline)
 
     # the files that mention torch, summarised now (misses in parallel)
     sources = [(p, given[p] if p in given else _read(p, max_bytes)) for p in paths if p.suffix in (".py", ".pyi")]

@@ -151,9 +151,13 @@ class Project:
         layout: Layout,
         load: Callable[[Path], dict | None],
         display: Callable[[Path], str] = str,
+        outline: Callable[[Path], dict | None] | None = None,
     ) -> None:
         self.layout = layout
         self._load = load
+        self._load_outline = outline or load
+        #: key → what the module defines, for modules not (yet) summarised in full
+        self._outlines: dict[str, dict | None] = {}
         self._display = display
         # A module is known by its file's absolute path (its *key*): two projects linted together
         # may both have a top-level `layers.py`, and each script imports its own.
@@ -168,8 +172,9 @@ class Project:
         self._named: set[str] = set()
         #: file key → hash of the decoded source CPython compiled cleanly while summarising
         self._compiled: dict[str, int] = {}
-        #: keys of the modules whose summaries the current file's analysis read (for the cache)
-        self.reads: set[str] = set()
+        #: the modules the current file's analysis read (for the cache), with how much of each:
+        #: "o" (its outline: what it defines) or "f" (its full summary)
+        self.reads: dict[str, str] = {}
 
     # -- files and modules -------------------------------------------------------------------------
     def add_file(self, path: Path) -> str:
@@ -220,16 +225,30 @@ class Project:
         finally:
             self._indexing = False
 
-    def digest(self, key: str) -> str:
-        """A hash of a module's summary: what cached results of its dependents are checked
-        against."""
-        digest = self._digests.get(key)
+    def digest(self, key: str, level: str = "f") -> str:
+        """A hash of a module's summary (``f``) or outline (``o``): what the cached results of its
+        dependents are checked against."""
+        memo = (key, level)
+        digest = self._digests.get(memo)  # type: ignore[arg-type]
         if digest is None:
             from torch_audit.lint.project import summary_digest
 
-            digest = summary_digest(self.summary(key))
-            self._digests[key] = digest
+            data = self.summary(key) if level == "f" else self._outline(key)
+            digest = f"{level}:{summary_digest(data)}"
+            self._digests[memo] = digest  # type: ignore[index]
         return digest
+
+    def stamps(self, exclude: str | None = None) -> dict[str, str]:
+        """The digests of what the current file's analysis read, at the level it read them."""
+        return {k: self.digest(k, level) for k, level in sorted(self.reads.items()) if k != exclude}
+
+    def fresh(self, stamps: dict[str, str]) -> bool:
+        """Are the modules a cached result read still the same?"""
+        for key, stamp in stamps.items():
+            level = stamp.partition(":")[0] if ":" in stamp else "f"
+            if self.digest(key, level if level in ("o", "f") else "f") != stamp:
+                return False
+        return True
 
     def add_script(self, path: str | Path, source: str) -> str:
         """Make a file the project did not discover (a notebook's code) part of it."""
@@ -245,10 +264,40 @@ class Project:
         return self._display(Path(key))
 
     def _read(self, key: str) -> dict | None:
+        """A module's full summary (its functions' bodies included)."""
         if self._indexing and key not in self._summaries and key not in self._named:
             return None  # while indexing calls, modules outside the named files are not read
-        self.reads.add(key)
+        self.reads[key] = "f"
         return self.summary(key)
+
+    def _outline(self, key: str) -> dict | None:
+        if key in self._summaries:
+            return self._summaries[key]
+        if key not in self._outlines:
+            self._outlines[key] = self._load_outline(Path(key))
+        return self._outlines[key]
+
+    def _read_outline(self, key: str) -> dict | None:
+        """What a module defines: its full summary when known, else its outline (resolving a
+        name needs no function body, and most imported modules are only named, never run)."""
+        if self._indexing and key not in self._summaries and key not in self._named:
+            return None
+        self.reads.setdefault(key, "o")
+        return self._outline(key)
+
+    def full(self, hit: tuple[str, Any, str]) -> tuple[str, Any, str]:
+        """A :meth:`resolve` result with the full definition (bodies included)."""
+        kind, found, key = hit
+        if not isinstance(found, dict) or not found.get("outline"):
+            return hit
+        if kind == "function":
+            name = f"{found['cls']}.{found['name']}" if found.get("cls") else found["name"]
+            full = self._function(key, name)
+        elif kind == "class":
+            full = self._class(key, found["name"])
+        else:
+            return hit
+        return (kind, full, key) if full is not None else hit
 
     # -- names ----------------------------------------------------------------------------------------
     def absolute(self, key: str, name: str) -> str | None:
@@ -291,7 +340,7 @@ class Project:
         ``("external", None, qualname)``, or None when unknown."""
         if depth > 8:
             return None
-        summary = self._read(key)
+        summary = self._read_outline(key)
         if summary is None:
             return None
         head, _, rest = dotted.partition(".")
@@ -361,6 +410,8 @@ class Project:
         """A method of a project class or of its project bases: (method, class name, module)."""
         if depth > 8:
             return None
+        if cls.get("outline"):
+            cls = self._class(module, cls["name"]) or cls
         method = cls["methods"].get(name)
         if method is not None:
             return method, cls["name"], module
@@ -375,6 +426,8 @@ class Project:
         """``self.<attr>`` assignments of a project class or its project bases."""
         if depth > 8:
             return None
+        if cls.get("outline"):
+            cls = self._class(module, cls["name"]) or cls
         entries = cls.get("attrs", {}).get(attr)
         if entries:
             return entries, module, cls
@@ -684,7 +737,7 @@ class Project:
         its constructions) of ``module``, anywhere in the project's summarised files."""
         if self._call_index is None:
             self.freeze()
-        self.reads.add(module)
+        self.reads[module] = "f"
         return self._call_index.get((module, key), [])
 
     def _build_call_index(self) -> dict[tuple[str, str], list[CallSite]]:

@@ -58,6 +58,14 @@ def summarize(tree: ast.Module) -> dict[str, Any]:
     return _Summarizer().module(tree)
 
 
+def outline(tree: ast.Module) -> dict[str, Any]:
+    """What a module defines, without looking inside its functions: enough to resolve a name
+    (imports, re-exports, which names are classes, functions or values, class bases and method
+    names, parameters). A module that is only imported is outlined first and summarised in full
+    only when a question needs a function's body (its returns, events or calls)."""
+    return _Summarizer().module(tree, bodies=False)
+
+
 def summarize_source(source: str | bytes) -> dict[str, Any] | None:
     """The summary of a file's source, or None when CPython cannot parse it."""
     import warnings
@@ -80,10 +88,11 @@ class _Summarizer:
         self.stars: list[str] = []
 
     # -- the module ---------------------------------------------------------------------------
-    def module(self, tree: ast.Module) -> dict[str, Any]:
+    def module(self, tree: ast.Module, bodies: bool = True) -> dict[str, Any]:
+        self.bodies = bodies
         defs: dict[str, Any] = {}
         all_names: list[str] | None = None
-        body = self.function_like("<module>", [], {}, tree.body, kind="module")
+        body = self.function_like("<module>", [], {}, tree.body, kind="module") if bodies else None
         for stmt in _flat(tree.body):
             if isinstance(stmt, (ast.Import, ast.ImportFrom)):
                 self._import(stmt)
@@ -106,7 +115,7 @@ class _Summarizer:
                             defs[t.id] = {"kind": "value", "line": stmt.lineno, "value": UNKNOWN}
                         else:
                             defs[t.id] = {"kind": "value", "line": stmt.lineno, "value": value}
-        return {
+        out = {
             "format": FORMAT,
             "imports": self.imports,
             "stars": self.stars,
@@ -114,6 +123,9 @@ class _Summarizer:
             "defs": defs,
             "body": body,
         }
+        if not bodies:
+            out["outline"] = True
+        return out
 
     def _import(self, stmt: ast.Import | ast.ImportFrom) -> None:
         if isinstance(stmt, ast.Import):
@@ -144,7 +156,10 @@ class _Summarizer:
             if d is not None:
                 defaults[a.arg] = _literal(d)
         decorators = [_dotted(d.func if isinstance(d, ast.Call) else d) or "" for d in node.decorator_list]
-        summary = self.function_like(node.name, params, defaults, node.body, kind=kind)
+        if not getattr(self, "bodies", True):
+            summary = {"name": node.name, "params": params, "defaults": defaults, "outline": True}
+        else:
+            summary = self.function_like(node.name, params, defaults, node.body, kind=kind)
         summary["line"] = node.lineno
         summary["decorators"] = decorators
         if args.vararg is not None:
