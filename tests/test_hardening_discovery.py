@@ -323,3 +323,12 @@ def test_an_invalid_pattern_with_stdin_is_one_error(tmp_path):
     assert proc.returncode == 2
     (line,) = [ln for ln in proc.stderr.splitlines() if ln]
     assert line.startswith("torch-audit: error: ") and "'!'" in line, line
+
+
+@posix
+def test_a_file_name_with_a_newline_stays_on_one_warning_line(tmp_path):
+    (tmp_path / "own.py").write_text(FIXABLE)
+    (tmp_path / "a\nb.py").symlink_to(tmp_path / "missing.py")  # a broken link: warned about
+    proc = lint(tmp_path, ".", "--no-cache", "--output-format", "json")
+    assert paths_in(proc) == {"own.py"}
+    assert messages(proc) == ['torch-audit: warning: "a\\nb.py": broken symbolic link, skipped'], proc.stderr

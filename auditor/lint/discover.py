@@ -96,6 +96,17 @@ def _spec(patterns: Iterable[str]) -> "pathspec.PathSpec":
     return pathspec.GitIgnoreSpec.from_lines(list(patterns))
 
 
+def shown(path: "str | os.PathLike[str]") -> str:
+    """A path in a one-line message: as is, or quoted with escapes when it holds a newline, a
+    control character or bytes that are not UTF-8 (a name must not forge a line of its own)."""
+    text = os.fspath(path)
+    if text.isprintable():
+        return text
+    from torch_audit.report._common import printable
+
+    return printable(text)
+
+
 def _anchored(pattern: str) -> bool:
     """A pattern with a slash before its end matches relative to the root only (.gitignore
     rules), never against a bare file or folder name (``/build/`` is not ``a/build``)."""
@@ -114,7 +125,7 @@ def _gitignore(directory: Path, warnings: list[str]) -> "pathspec.PathSpec | Non
         if not stat.S_ISREG(st.st_mode):
             return None
         if st.st_size > MAX_GITIGNORE_BYTES:
-            warnings.append(f"{path}: too large ({st.st_size / 2**20:.1f} MB), not read")
+            warnings.append(f"{shown(path)}: too large ({st.st_size / 2**20:.1f} MB), not read")
             return None
         with os.fdopen(fd, "rb") as fh:
             fd = -1
@@ -172,7 +183,7 @@ def discover(
         if not os.path.lexists(path):
             raise PathNotFound(f"{raw}: no such file or directory")
         if path.is_symlink() and not path.exists():
-            warnings.append(f"{raw}: {_link_problem(path)}, skipped")
+            warnings.append(f"{shown(raw)}: {_link_problem(path)}, skipped")
             continue
         if path.is_file():
             resolved = _real(path)
@@ -184,7 +195,7 @@ def discover(
                 files.append(path)  # named explicitly: always linted
             continue
         if not path.is_dir():
-            warnings.append(f"{raw}: not a regular file or directory, skipped")
+            warnings.append(f"{shown(raw)}: not a regular file or directory, skipped")
             continue
         _walk_dir(path, excluded, respect_gitignore, files, warnings, seen, skipped)
     return Discovery(files, warnings, skipped)
@@ -276,11 +287,11 @@ def _walk_dir(top, excluded, respect_gitignore, files, warnings, seen, skipped) 
         try:
             st = directory.stat()
         except OSError as exc:
-            warnings.append(f"{directory}: {exc.strerror or exc}, skipped")
+            warnings.append(f"{shown(directory)}: {exc.strerror or exc}, skipped")
             continue
         key = (st.st_dev, st.st_ino)
         if key in visited_dirs:
-            warnings.append(f"{directory}: symbolic link loop, skipped")
+            warnings.append(f"{shown(directory)}: symbolic link loop, skipped")
             continue
         visited_dirs.add(key)
         if respect_gitignore:
@@ -290,7 +301,7 @@ def _walk_dir(top, excluded, respect_gitignore, files, warnings, seen, skipped) 
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError as exc:
-            warnings.append(f"{directory}: {exc.strerror or exc}, skipped")
+            warnings.append(f"{shown(directory)}: {exc.strerror or exc}, skipped")
             continue
         subdirs = []
         for entry in entries:
@@ -301,7 +312,7 @@ def _walk_dir(top, excluded, respect_gitignore, files, warnings, seen, skipped) 
                 is_dir = is_file = False
             is_link = entry.is_symlink()
             if is_link and not is_dir and not is_file:
-                warnings.append(f"{Path(entry.path)}: {_link_problem(Path(entry.path))}, skipped")
+                warnings.append(f"{shown(Path(entry.path))}: {_link_problem(Path(entry.path))}, skipped")
                 continue
             if is_link and is_dir:
                 continue  # not followed (as Ruff): it may lead out of the project, or to `/`
@@ -314,7 +325,7 @@ def _walk_dir(top, excluded, respect_gitignore, files, warnings, seen, skipped) 
                 try:
                     resolved = path.resolve()
                 except (OSError, RuntimeError):
-                    warnings.append(f"{path}: symbolic link loop, skipped")
+                    warnings.append(f"{shown(path)}: symbolic link loop, skipped")
                     continue
             else:
                 resolved = real_directory / entry.name

@@ -38,6 +38,7 @@ import click
 import libcst as cst
 
 from torch_audit.findings import Applicability, Edit, Finding, Fix
+from torch_audit.lint.discover import shown
 from torch_audit.lint.engine import FileResult, LintSettings, decode, lint_source
 
 #: Fix passes per file before giving up (each pass re-lints the new text).
@@ -548,16 +549,16 @@ def apply_fixes_command(
             remaining[fx.path] = fx.findings
             continue
         if not _may_write(fx.path, config.root, named):
-            err(f"torch-audit: warning: {fx.path}: leads outside the project (a symbolic link); not fixed"
+            err(f"torch-audit: warning: {shown(fx.path)}: leads outside the project (a symbolic link); not fixed"
                 " (name it on the command line to fix it)")
             continue
         try:
             write_if_unchanged(fx.path, fx.original, fx.fixed)  # type: ignore[arg-type]
         except FileChanged:
-            err(f"torch-audit: warning: {fx.path}: changed by another program while it was being fixed; not written")
+            err(f"torch-audit: warning: {shown(fx.path)}: changed by another program while it was being fixed; not written")
             continue
         except ReadOnly:
-            err(f"torch-audit: warning: {fx.path}: the file is read-only; not fixed")
+            err(f"torch-audit: warning: {shown(fx.path)}: the file is read-only; not fixed")
             continue
         except OSError as exc:
             err(f"torch-audit: error: {fx.path}: cannot write: {exc.strerror or exc}")

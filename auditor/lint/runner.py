@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from torch_audit.lint.discover import shown
 from torch_audit.lint.engine import FileResult, LintSettings, lint_source, mentions_trigger
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -289,10 +290,10 @@ def _lint_files(
             results[i] = FileResult(name, notes=[_too_big_note(name, big.size, settings)], skipped=True)
             continue
         except _NotRegular:
-            warnings.append(f"{name}: not a regular file, skipped")
+            warnings.append(f"{shown(name)}: not a regular file, skipped")
             continue
         except OSError as exc:
-            warnings.append(f"{name}: cannot read: {exc.strerror or exc}")
+            warnings.append(f"{shown(name)}: cannot read: {exc.strerror or exc}")
             continue
         if path.suffix in (".py", ".pyi"):
             python_sources[path] = data
