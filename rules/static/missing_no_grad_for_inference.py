@@ -29,7 +29,8 @@ class MissingNoGradForInference(StaticRule):
     ## Known problems
     Callers in other modules are not consulted: a function that is always called under `no_grad`
     from another module is reported (wrapping it in `@torch.no_grad()` is harmless). Code that needs input gradients
-    (saliency maps, adversarial attacks, gradient penalties), Lightning's
+    (saliency maps, adversarial attacks, gradient penalties), methods of `nn.Module` subclasses (a
+    `forward` that runs a BatchNorm in eval mode runs in training too), Lightning's
     `validation_step`/`test_step`/`predict_step` and pytest `test_*` functions are skipped, as is
     a model put in eval mode only to freeze BatchNorm while training.
 
@@ -82,6 +83,10 @@ class MissingNoGradForInference(StaticRule):
 
     def _eligible(self, scope: Scope) -> bool:
         if scope.kind == "function" and (scope.name.startswith("test_") or scope.name in _FRAMEWORK_HOOKS):
+            return False
+        if scope.kind == "function" and self.ctx.modules.enclosing_class(scope) is not None:
+            # a method of an nn.Module (its forward freezing a BatchNorm with .eval()): it runs
+            # inside the model's own computation, in training too; the caller decides grad mode
             return False
         for dec in scope.decorators:
             if dec and ("grad" in dec or "inference" in dec):
