@@ -32,3 +32,16 @@ def test_call_lookup_during_and_after_the_walk():
     walk(module, [visit, leave], ctx.stack)
     assert [c.qualname for c in probe.seen] == ["torch.nn.functional.softmax", "torch.nn.functional.relu", None]
     assert all(c is not None for c in probe.after) and len(probe.after) == 3
+
+
+def test_canonical_names_of_torch_nn_modules_exist():
+    """torch.nn re-exports every public layer class of torch.nn.modules.*; private names and
+    helpers keep the path they have (torch.nn._Loss and torch.nn.utils._pair do not exist)."""
+    from torch_audit.lint.facts.names import canonical
+
+    assert canonical("torch.nn.modules.loss.CrossEntropyLoss") == "torch.nn.CrossEntropyLoss"
+    assert canonical("torch.nn.modules.Linear") == "torch.nn.Linear"
+    assert canonical("torch.nn.modules.pooling.MaxPool2d") == "torch.nn.MaxPool2d"
+    assert canonical("torch.nn.modules.utils._pair") == "torch.nn.modules.utils._pair"
+    assert canonical("torch.nn.modules.loss._Loss") == "torch.nn.modules.loss._Loss"
+    assert canonical("torch.nn.modules.batchnorm") == "torch.nn.modules.batchnorm"

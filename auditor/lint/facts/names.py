@@ -13,18 +13,6 @@ import libcst as cst
 #: Long module paths that PyTorch re-exports under a shorter public name. Qualified names are
 #: normalised to the public spelling so that rules match one set of names.
 _CANONICAL_PREFIXES = (
-    ("torch.nn.modules.loss.", "torch.nn."),
-    ("torch.nn.modules.activation.", "torch.nn."),
-    ("torch.nn.modules.batchnorm.", "torch.nn."),
-    ("torch.nn.modules.instancenorm.", "torch.nn."),
-    ("torch.nn.modules.normalization.", "torch.nn."),
-    ("torch.nn.modules.conv.", "torch.nn."),
-    ("torch.nn.modules.linear.", "torch.nn."),
-    ("torch.nn.modules.dropout.", "torch.nn."),
-    ("torch.nn.modules.container.", "torch.nn."),
-    ("torch.nn.modules.rnn.", "torch.nn."),
-    ("torch.nn.modules.module.", "torch.nn."),
-    ("torch.nn.modules.", "torch.nn."),
     ("torch.nn.parallel.data_parallel.", "torch.nn."),
     ("torch.nn.parallel.distributed.", "torch.nn.parallel."),
     ("torch.optim.adam.", "torch.optim."),
@@ -40,9 +28,24 @@ _CANONICAL_PREFIXES = (
 
 @functools.lru_cache(maxsize=8192)
 def canonical(qualname: str) -> str:
+    if qualname.startswith("torch.nn.modules."):
+        return _nn_module_name(qualname)
     for prefix, public in _CANONICAL_PREFIXES:
         if qualname.startswith(prefix):
             return public + qualname[len(prefix):]
+    return qualname
+
+
+def _nn_module_name(qualname: str) -> str:
+    """``torch.nn.modules.loss.CrossEntropyLoss`` and ``torch.nn.modules.Linear`` are
+    ``torch.nn.<Class>``: torch.nn re-exports every public layer class. Private names
+    (``torch.nn.modules.loss._Loss``), helpers (``torch.nn.modules.utils._pair``) and the
+    submodules themselves keep their own path: ``torch.nn._Loss`` does not exist."""
+    parts = qualname[len("torch.nn.modules."):].split(".")
+    last = parts[-1]
+    public_class = last[:1].isupper()
+    if public_class and (len(parts) == 1 or (len(parts) == 2 and parts[0] != "utils" and parts[0].islower())):
+        return f"torch.nn.{last}"
     return qualname
 
 
