@@ -56,3 +56,13 @@ def test_smoke_command_stops_after_max_steps(run_cli, tmp_path):
     sarif = json.loads((tmp_path / "torch-audit-run.sarif").read_text())
     assert sarif["version"] == "2.1.0"
     assert (tmp_path / "torch-audit-run.html").stat().st_size > 0
+
+
+def test_workflow_never_installs_the_unrelated_package_of_the_same_name():
+    """`pip install torch-audit` installs another project (README, Install)."""
+    import re
+
+    installs = [line for line in WORKFLOW.read_text().splitlines() if re.match(r"\s*(- run: )?pip install", line)]
+    ours = [line for line in installs if "torch-audit" in line]
+    assert len(ours) == 3
+    assert all(re.search(r"torch-audit(\[runtime\])? @ git\+", line) for line in ours), ours
