@@ -43,6 +43,8 @@ class _SummaryStore:
         self.max_bytes = max_bytes
         self.contents = contents
         self.by_path: dict[Path, dict | None] = {}
+        #: the trees of outlined modules, to summarise single definitions when asked
+        self.trees: dict[Path, object] = {}
 
     def load(self, path: Path) -> dict | None:
         """The summary of a file (read from disk unless its bytes were given)."""
@@ -68,7 +70,37 @@ class _SummaryStore:
         if cached is not None:
             self.by_path[path] = cached
             return cached
-        return _outline_of(data)
+        tree = _parse(data)
+        if tree is None:
+            return None
+        from torch_audit.lint.project.summary import outline
+
+        self.trees[path] = tree
+        try:
+            return outline(tree)  # type: ignore[arg-type]
+        except RecursionError:
+            return None
+
+    def expand(self, path: Path, name: str) -> dict | None:
+        """The full summary of one top-level definition of an outlined module: a question that
+        needs ``evaluate()``'s body summarises that function, not the whole module."""
+        from torch_audit.lint.project.summary import definition
+
+        tree = self.trees.get(path)
+        if tree is None:
+            return None
+        try:
+            return definition(tree, name)  # type: ignore[arg-type]
+        except RecursionError:
+            return None
+
+    def content_digest(self, path: Path) -> str:
+        from torch_audit.lint.cache import content_hash
+
+        data = self.contents.get(path)
+        if data is None:
+            data = _read(path, self.max_bytes) or b""
+        return content_hash(data)
 
     def _key(self, data: bytes) -> str | None:
         if self.cache is None:
@@ -150,18 +182,17 @@ def summarize_file(path: str, data: bytes, check: bool = True) -> tuple[dict | N
         return None, None
 
 
-def _outline_of(data: bytes) -> dict | None:
+def _parse(data: bytes):
     import ast
     import warnings
 
     from torch_audit.lint.engine import decode
-    from torch_audit.lint.project.summary import outline
 
     try:
         source, _ = decode(data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return outline(ast.parse(source))
+            return ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
 
@@ -217,7 +248,7 @@ def build_project(
     layout = Layout([p for p in paths if p.suffix in (".py", ".pyi", ".ipynb")])
     store = _SummaryStore(cache, max_bytes, given)
     cwd = os.getcwd()
-    project = Project(layout, store.load, _Display(cwd), outline=store.load_outline)
+    project = Project(layout, store.load, _Display(cwd), outline=store.load_outline, store=store)
 
     # the files that mention torch, summarised now (misses in parallel)
     sources = [(p, given[p] if p in given else _read(p, max_bytes)) for p in paths if p.suffix in (".py", ".pyi")]

@@ -152,7 +152,12 @@ class Project:
         load: Callable[[Path], dict | None],
         display: Callable[[Path], str] = str,
         outline: Callable[[Path], dict | None] | None = None,
+        store: Any = None,
     ) -> None:
+        #: summarises single definitions of outlined modules, and hashes file contents
+        self._store = store
+        #: (key, name) → the full summary of one definition of an outlined module
+        self._expanded: dict[tuple[str, str], dict | None] = {}
         self.layout = layout
         self._load = load
         self._load_outline = outline or load
@@ -233,7 +238,12 @@ class Project:
         if digest is None:
             from torch_audit.lint.project import summary_digest
 
-            data = self.summary(key) if level == "f" else self._outline(key)
+            if level == "d" and self._store is not None:
+                # definitions of an outlined module were read: its content stands for them
+                digest = f"d:{self._store.content_digest(Path(key))}"
+                self._digests[memo] = digest  # type: ignore[index]
+                return digest
+            data = self.summary(key) if level in ("f", "d") else self._outline(key)
             digest = f"{level}:{summary_digest(data)}"
             self._digests[memo] = digest  # type: ignore[index]
         return digest
@@ -246,7 +256,7 @@ class Project:
         """Are the modules a cached result read still the same?"""
         for key, stamp in stamps.items():
             level = stamp.partition(":")[0] if ":" in stamp else "f"
-            if self.digest(key, level if level in ("o", "f") else "f") != stamp:
+            if self.digest(key, level if level in ("o", "d", "f") else "f") != stamp:
                 return False
         return True
 
@@ -695,9 +705,35 @@ class Project:
         return [best[1]]
 
     # -- lookups ------------------------------------------------------------------------------------------
+    def _definition(self, module: str, name: str) -> dict | None:
+        """One top-level definition of a module in full: from its summary when it has one,
+        else summarised alone from its outline's tree."""
+        if module in self._summaries or self._store is None or module in self._named:
+            summary = self._read(module)
+            return summary["defs"].get(name) if summary is not None else None
+        outline = self._read_outline(module)
+        if outline is None:
+            return None
+        memo = (module, name)
+        if memo not in self._expanded:
+            found = outline["defs"].get(name)
+            if found is None or found.get("kind") == "value":
+                self._expanded[memo] = found
+            else:
+                expanded = self._store.expand(Path(module), name)
+                self._expanded[memo] = expanded if expanded is not None else found
+        if self.reads.get(module) != "f":
+            self.reads[module] = "d"
+        return self._expanded[memo]
+
     def _class(self, module: str | None, name: str | None) -> dict | None:
         if module is None or name is None:
             return None
+        if module not in self._summaries and module not in self._named and self._store is not None:
+            found = self._definition(module, name)
+            if found is None or found.get("kind") != "class":
+                return None
+            return dict(found, name=name)
         summary = self._read(module)
         if summary is None:
             return None
@@ -709,8 +745,7 @@ class Project:
     def _function(self, module: str | None, key: str | None) -> dict | None:
         if module is None or key is None:
             return None
-        summary = self._read(module)
-        if summary is None:
+        if self._read_outline(module) is None:
             return None
         cls_name, _, name = key.rpartition(".")
         if cls_name:
@@ -719,7 +754,7 @@ class Project:
                 return None
             method = cls["methods"].get(name)
             return dict(method, cls=cls_name) if method is not None else None
-        found = summary["defs"].get(name)
+        found = self._definition(module, name)
         if found is None or found.get("kind") == "class" or found.get("kind") == "value":
             return None
         return dict(found, name=name)

@@ -66,6 +66,18 @@ def outline(tree: ast.Module) -> dict[str, Any]:
     return _Summarizer().module(tree, bodies=False)
 
 
+def definition(tree: ast.Module, name: str) -> dict[str, Any] | None:
+    """The full summary of the top-level function or class ``name`` of a module (as in
+    :func:`summarize`'s ``defs``), or None."""
+    summarizer = _Summarizer()
+    for stmt in _flat(tree.body):
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name == name:
+            return summarizer.function(stmt)
+        if isinstance(stmt, ast.ClassDef) and stmt.name == name:
+            return summarizer.klass(stmt)
+    return None
+
+
 def summarize_source(source: str | bytes) -> dict[str, Any] | None:
     """The summary of a file's source, or None when CPython cannot parse it."""
     import warnings
