@@ -84,12 +84,7 @@ class Linter:
         from torch_audit.lint.stdin import is_excluded
 
         config, rules, pfi, catalog = self._resolved(path)
-        settings = LintSettings(
-            rules=rules,
-            options=config.options,
-            torch_version=config.torch_version,
-            report_unused_suppressions=any(r.name == "unused-suppression" for r in rules),
-        )
+        settings = LintSettings.of(rules, config, config.torch_version)
         return _Setup(settings, config, _pfi_codes(pfi, str(path), config.root), is_excluded(path, config, {}), catalog)
 
     def lint(self, path: Path, text: str) -> tuple[list[Finding], _Setup]:

@@ -175,13 +175,7 @@ def run_lint(paths: list[str], **opts: Any) -> int:
             _err("torch-audit: note: no Python files found under " + ", ".join(paths))
         return EXIT_OK
 
-    settings = LintSettings(
-        rules=rules,
-        options=config.options,
-        torch_version=torch_version,
-        verbose=bool(opts.get("verbose")),
-        report_unused_suppressions=any(r.name == "unused-suppression" for r in rules),
-    )
+    settings = LintSettings.of(rules, config, torch_version, verbose=bool(opts.get("verbose")))
     cache = None
     if not opts.get("no_cache"):
         from torch_audit.lint.cache import Cache  # hashing and JSON: not needed with --no-cache

@@ -44,6 +44,19 @@ class LintSettings:
     #: result records which summaries it read, see :mod:`torch_audit.lint.project`)
     project: Any = dataclasses.field(default=None, repr=False, compare=False)
 
+    @classmethod
+    def of(cls, rules: list[type[StaticRule]], config: Any, torch_version: str | None = None,
+           verbose: bool = False) -> "LintSettings":
+        """The settings a configuration gives the selected rules (unused suppressions are
+        reported when their rule is selected)."""
+        return cls(
+            rules=rules,
+            options=config.options,
+            torch_version=torch_version,
+            verbose=verbose,
+            report_unused_suppressions=any(r.name == "unused-suppression" for r in rules),
+        )
+
     @property
     def triggers(self) -> tuple[bytes, ...]:
         words: set[str] = set()

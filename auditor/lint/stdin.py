@@ -117,13 +117,7 @@ def run_stdin(
         click.echo(f"torch-audit: error: {exc}", err=True)
         return 2
     ignored = _pfi_codes(pfi, filename, config.root)
-    settings = LintSettings(
-        rules=rules,
-        options=config.options,
-        torch_version=torch_version,
-        verbose=bool(opts.get("verbose")),
-        report_unused_suppressions=any(r.name == "unused-suppression" for r in rules),
-    )
+    settings = LintSettings.of(rules, config, torch_version, verbose=bool(opts.get("verbose")))
     if opts.get("fix") or opts.get("diff"):
         return fix_stdin(filename, data, settings, opts, ignored=ignored, excluded=excluded, catalog=catalog,
                          root=config.root)
