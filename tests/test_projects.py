@@ -162,3 +162,24 @@ def test_standard_input_sees_the_local_modules_it_imports():
     )
     assert out.returncode == 1, out.stderr
     assert b"pkg/train.py:13:16: TA101" in out.stdout and b"Classifier.forward() in pkg/model.py:13" in out.stdout
+
+
+def test_a_warm_cache_relints_nothing_whatever_the_cache_held_of_imported_modules(tmp_path, monkeypatch):
+    """A module only imported is outlined on a cold run and may be summarised in full by a
+    later one: the result that read its outline stays valid either way."""
+    import torch_audit.lint.runner as runner
+
+    project = tmp_path / "proj"
+    shutil.copytree(FIXTURES / "projects" / "module_base_in_another_file", project)
+    monkeypatch.chdir(project)
+    linted = []
+    original = runner.lint_source
+    monkeypatch.setattr(runner, "lint_source", lambda name, *a, **k: linted.append(name) or original(name, *a, **k))
+    train = [project / "export.py"]  # base.py is imported (its outline read), not named
+    for _ in range(2):
+        _lint(train, project, cache=Cache(project, _settings().fingerprint("test")))
+    # linting base.py on its own stores its full summary in the cache
+    _lint([project / "base.py"], project, cache=Cache(project, _settings().fingerprint("test")))
+    linted.clear()
+    _lint(train, project, cache=Cache(project, _settings().fingerprint("test")))
+    assert linted == []

@@ -1,7 +1,8 @@
 """``nn.Module`` subclasses defined in the file: submodules built in ``__init__`` and ``forward``.
 
 A class counts as a module when one of its bases resolves to a torch.nn layer or container, a
-Lightning module, a Hugging Face ``PreTrainedModel``, or another module class of this file.
+Lightning module, a Hugging Face ``PreTrainedModel``, another module class of this file, or a
+module class of another module of the project.
 """
 
 from __future__ import annotations
@@ -99,10 +100,12 @@ class ModuleFacts:
             for name, (node, scope, quals, raw) in candidates.items():
                 if name in result:
                     continue
-                is_module = any(
-                    q is not None and (q.startswith(MODULE_BASE_PREFIXES) or q in MODULE_BASES)
-                    for q in quals
-                ) or any(r in result for r in raw if r)
+                is_module = (
+                    any(q is not None and (q.startswith(MODULE_BASE_PREFIXES) or q in MODULE_BASES) for q in quals)
+                    or any(r in result for r in raw if r)
+                    # a base class of another module of the project that is an nn.Module
+                    or any(self.ctx.crossfile.is_module_class(q) for q in quals if q)
+                )
                 if is_module:
                     lightning = any(q in LIGHTNING_BASES for q in quals if q) or any(
                         r in result and result[r].lightning for r in raw if r

@@ -243,7 +243,12 @@ class Project:
                 digest = f"d:{self._store.content_digest(Path(key))}"
                 self._digests[memo] = digest  # type: ignore[index]
                 return digest
-            data = self.summary(key) if level in ("f", "d") else self._outline(key)
+            if level == "o":
+                # what a module defines, the same whether its outline or its full summary is
+                # at hand (which one depends on what the cache holds)
+                data = outline_view(self._outline(key))
+            else:
+                data = self.summary(key)
             digest = f"{level}:{summary_digest(data)}"
             self._digests[memo] = digest  # type: ignore[index]
         return digest
@@ -885,6 +890,24 @@ class Project:
                     )))
         items.sort(key=lambda t: (t[0], t[1]))
         return [e for _, _, e in items]
+
+
+def outline_view(summary: dict | None) -> list | None:
+    """The part of a summary that an outline has too: imports, re-exports, and each top-level
+    name's kind, parameters, bases and method names (what resolving a name reads)."""
+    if summary is None:
+        return None
+    defs = {}
+    for name, d in summary["defs"].items():
+        kind = d.get("kind") or "function"
+        if kind == "class":
+            methods = sorted((m, v.get("params"), v.get("defaults")) for m, v in d.get("methods", {}).items())
+            defs[name] = ["class", d.get("bases"), methods, d.get("class_values")]
+        elif kind == "value":
+            defs[name] = ["value", d.get("value")]
+        else:
+            defs[name] = ["function", d.get("params"), d.get("defaults"), d.get("decorators")]
+    return [summary.get("imports"), summary.get("stars"), summary.get("all"), defs]
 
 
 def render(value: Value, depth: int = 0) -> str:
