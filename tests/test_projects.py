@@ -183,3 +183,21 @@ def test_a_warm_cache_relints_nothing_whatever_the_cache_held_of_imported_module
     linted.clear()
     _lint(train, project, cache=Cache(project, _settings().fingerprint("test")))
     assert linted == []
+
+
+def test_a_new_caller_in_another_file_invalidates_the_cached_result(tmp_path, monkeypatch):
+    """trainer.py's finding rests on main.py's construction of the trainer: a cached result
+    made before main.py passed the discriminator is linted again once it does."""
+    project = tmp_path / "proj"
+    shutil.copytree(FIXTURES / "projects" / "gan_sigmoid_discriminator", project)
+    monkeypatch.chdir(project)
+    main = project / "gan" / "main.py"
+    wired = main.read_text()
+    main.write_text(wired.replace("GANTrainer(generator, Discriminator())", "None"))
+    files = sorted(project.rglob("*.py"))
+    cache = lambda: Cache(project, _settings().fingerprint("test"))  # noqa: E731
+    before, _ = _lint(files, project, cache=cache())
+    assert not [f for f in before if f[2] == "TA104"]
+    main.write_text(wired)
+    after, _ = _lint(files, project, cache=cache())
+    assert {f for f in after if f[2] == "TA104"} == {("gan/trainer.py", 16, "TA104"), ("gan/trainer.py", 17, "TA104")}

@@ -86,6 +86,11 @@ def _code_stamp() -> str:
     import hashlib
     import os
 
+    # the modules every lint imports on first use (the project model, the facts' bridge): a
+    # stamp taken before they load would not cover them, and would change once they had
+    import torch_audit.lint.facts.crossfile  # noqa: F401
+    import torch_audit.lint.project.model  # noqa: F401
+
     stamps = []
     for name, module in sorted(sys.modules.items()):
         path = getattr(module, "__file__", None)

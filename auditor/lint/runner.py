@@ -317,13 +317,17 @@ def _lint_files(
         from torch_audit.lint.project import build_project
 
         settings.project = build_project(
-            [*python_sources, *notebooks], cache=cache, contents=python_sources, jobs=jobs, triggers=triggers
+            [*python_sources, *notebooks], cache=cache, contents=python_sources, jobs=jobs, triggers=triggers,
+            lint=(),  # nothing yet: what is linted is known once the cache hits are checked
         )
     if settings.project is not None:
+        from torch_audit.lint.project import summarize_for_lint
+
         for i, (name, data, key) in dependent_hits.items():
             if not settings.project.fresh(results[i].deps):
                 del results[i]  # a module it read changed: lint it again
                 todo.append((i, name, data, key))
+        summarize_for_lint(settings.project, [Path(name) for _, name, _, _ in todo], jobs)
 
     done = len(results)
     if on_progress:

@@ -235,26 +235,44 @@ def build_project(
     max_bytes: int = MAX_SUMMARY_BYTES,
     jobs: int = 1,
     triggers: tuple[bytes, ...] = (b"torch",),
+    lint: Iterable[Path] | None = None,
 ) -> Project:
-    """Summarise ``files`` (Python sources) and link them; the project modules they import are
-    summarised when a question reaches them.
+    """Link ``files`` (the files named for linting) into a project.
 
-    Files whose bytes mention none of ``triggers`` are summarised only when a question reaches
-    them (a package's ``__init__.py`` that re-exports a model): a file that never
-    mentions torch defines no model, loss or training step of its own. Summaries missing from
-    the cache are computed over ``jobs`` processes."""
+    Nothing is summarised that no question needs: a module's summary is read from the cache or
+    computed when a question first reaches it (the local modules the files import are outlined
+    first, see :mod:`.model`), and callers are looked for only in named files that mention the
+    callee's name. The files about to be linted (``lint``; by default every named file that
+    mentions one of ``triggers``) are summarised now, over ``jobs`` processes, from the AST the
+    engine's syntax check needs: the engine then skips that check."""
     paths = [Path(os.path.abspath(f)) for f in files]
     given = {Path(os.path.abspath(p)): d for p, d in (contents or {}).items()}
     layout = Layout([p for p in paths if p.suffix in (".py", ".pyi", ".ipynb")])
     store = _SummaryStore(cache, max_bytes, given)
-    cwd = os.getcwd()
-    project = Project(layout, store.load, _Display(cwd), outline=store.load_outline, store=store)
+    project = Project(layout, store.load, _Display(os.getcwd()), outline=store.load_outline, store=store)
+    named: dict[str, bytes] = {}
+    for path in paths:
+        if path.suffix in (".py", ".pyi"):
+            data = given[path] if path in given else _read(path, max_bytes)
+            if data is not None:
+                given.setdefault(path, data)
+                named[project.register(path)] = data
+    project.set_named(named)
+    if lint is None:
+        lint = [p for p in paths if p in given and any(t in given[p] for t in triggers)]
+    summarize_for_lint(project, lint, jobs)
+    return project
 
-    # the files that mention torch, summarised now (misses in parallel)
-    sources = [(p, given[p] if p in given else _read(p, max_bytes)) for p in paths if p.suffix in (".py", ".pyi")]
-    wanted = [(p, d) for p, d in sources if d is not None and any(t in d for t in triggers)]
+
+def summarize_for_lint(project: Project, paths: Iterable[Path], jobs: int = 1) -> None:
+    """Summarise the files about to be linted (the cache's first, the others over ``jobs``
+    processes), marking those CPython compiled cleanly so that the engine skips its check."""
+    store = project._store
     misses = []
-    for path, data in wanted:
+    for path in (Path(os.path.abspath(p)) for p in paths):
+        data = store.contents.get(path)
+        if data is None or path in store.by_path:
+            continue
         summary = store.cached(data)
         if summary is None:
             misses.append((path, data))
@@ -265,17 +283,6 @@ def build_project(
         store.store(data, summary)
         if compiled is not None:
             project.mark_compiled(path, compiled)
-    for path, _ in wanted:
-        project.add_file(path)
-    for path, data in sources:
-        if data is not None and path not in store.by_path:
-            project.register(path)  # linted, mentions no torch: summarised if imported
-
-    # The local modules they import (not named, so never reported on) are summarised when a
-    # question first reaches them, in the process that asks: eagerly following the imports of a
-    # library such as transformers would summarise the whole package for every run.
-    project.freeze()
-    return project
 
 
 def project_of(path: str | Path, data: bytes) -> Project | None:

@@ -169,7 +169,11 @@ class Project:
         self._summaries: dict[str, dict | None] = {}
         #: key → dotted module name (for relative imports), None for a script outside packages
         self._names: dict[str, str | None] = {}
-        self._call_index: dict[tuple[str, str], list[CallSite]] | None = None
+        #: (module, function key) → its call sites; named file → the project calls it makes
+        self._sites: dict[tuple[str, str], list[CallSite]] = {}
+        self._file_calls: dict[str, list] = {}
+        #: the bytes of the files named for linting, by key
+        self._named_bytes: dict[str, bytes] = {}
         self._digests: dict[str, str] = {}
         self._finds: dict[tuple[str, str], str | None] = {}
         self._indexing = False
@@ -182,18 +186,9 @@ class Project:
         self.reads: dict[str, str] = {}
 
     # -- files and modules -------------------------------------------------------------------------
-    def add_file(self, path: Path) -> str:
-        """Make a file part of the project (summarised now); returns its key."""
-        key = str(Path(path).absolute())
-        if key not in self._names:
-            self._names[key] = self.layout.module_name(Path(key))
-        self._named.add(key)
-        self.summary(key)
-        return key
-
     def register(self, path: Path) -> str:
-        """Make a file known to the project without summarising it yet (it is summarised when
-        a summarised file imports it)."""
+        """Make a file named for linting part of the project (summarised when a question, or
+        linting it, needs its summary); returns its key."""
         key = str(Path(path).absolute())
         if key not in self._names:
             self._names[key] = self.layout.module_name(Path(key))
@@ -218,40 +213,37 @@ class Project:
             self._summaries[key] = self._load(Path(key))
         return self._summaries[key]
 
-    def freeze(self) -> None:
-        """Index the calls of every file summarised so far. Call sites come from these files
-        only (summaries read later, while a file is linted, add no callers), so that every
-        worker process sees the same callers whatever order it lints its files in. Only calls
-        of functions of these files are indexed: resolving a call into a module nobody named
-        would summarise it (a library's `modeling_utils.py`) for nothing."""
-        self._indexing = True
-        try:
-            self._call_index = self._build_call_index()
-        finally:
-            self._indexing = False
-
     def digest(self, key: str, level: str = "f") -> str:
-        """A hash of a module's summary (``f``) or outline (``o``): what the cached results of its
-        dependents are checked against."""
+        """What the cached results of a module's dependents are checked against: the content
+        of the module's file (whatever was read of it: outline, definitions or summary, all
+        follow from the content), or for ``c`` (``key`` is ``@calls:<name>``) the contents of
+        every named file that may call ``<name>``."""
         memo = (key, level)
         digest = self._digests.get(memo)  # type: ignore[arg-type]
         if digest is None:
-            from torch_audit.lint.project import summary_digest
+            if level == "c":
+                import hashlib
 
-            if level == "d" and self._store is not None:
-                # definitions of an outlined module were read: its content stands for them
-                digest = f"d:{self._store.content_digest(Path(key))}"
-                self._digests[memo] = digest  # type: ignore[index]
-                return digest
-            if level == "o":
-                # what a module defines, the same whether its outline or its full summary is
-                # at hand (which one depends on what the cache holds)
-                data = outline_view(self._outline(key))
+                h = hashlib.blake2b(digest_size=16)
+                for k in self._candidates(key[len("@calls:"):]):
+                    h.update(f"{k}\0{self._content_digest(k)}\0".encode("utf-8", "surrogateescape"))
+                digest = f"c:{h.hexdigest()}"
             else:
-                data = self.summary(key)
-            digest = f"{level}:{summary_digest(data)}"
+                digest = f"{level}:{self._content_digest(key)}"
             self._digests[memo] = digest  # type: ignore[index]
         return digest
+
+    def _content_digest(self, key: str) -> str:
+        data = self._named_bytes.get(key)
+        if data is not None:
+            from torch_audit.lint.cache import content_hash
+
+            return content_hash(data)
+        if self._store is not None:
+            return self._store.content_digest(Path(key))
+        from torch_audit.lint.project import summary_digest
+
+        return summary_digest(self.summary(key))
 
     def stamps(self, exclude: str | None = None) -> dict[str, str]:
         """The digests of what the current file's analysis read, at the level it read them."""
@@ -261,7 +253,7 @@ class Project:
         """Are the modules a cached result read still the same?"""
         for key, stamp in stamps.items():
             level = stamp.partition(":")[0] if ":" in stamp else "f"
-            if self.digest(key, level if level in ("o", "d", "f") else "f") != stamp:
+            if self.digest(key, level if level in ("o", "d", "f", "c") else "f") != stamp:
                 return False
         return True
 
@@ -772,20 +764,48 @@ class Project:
         return out
 
     # -- callers -----------------------------------------------------------------------------------------
+    def set_named(self, contents: dict[str, bytes]) -> None:
+        """The bytes of every file named for linting, by key: callers are looked for there."""
+        self._named_bytes = contents
+        self._named.update(contents)
+
+    def _candidates(self, name: str) -> list[str]:
+        """Named files that may call ``name`` (their bytes mention it)."""
+        word = name.encode("utf-8", "surrogateescape")
+        return sorted(k for k, data in self._named_bytes.items() if word in data)
+
     def call_sites(self, module: str, key: str) -> list[CallSite]:
         """Calls of the project function ``key`` (``name`` or ``Class.method``; ``Class`` for
-        its constructions) of ``module``, anywhere in the project's summarised files."""
-        if self._call_index is None:
-            self.freeze()
+        its constructions) of ``module``, in the files named for linting. Only files whose bytes
+        mention the name can call it by name, so only those are summarised and read; the
+        answer depends on the named files alone, whatever order a worker lints them in."""
+        memo = (module, key)
+        if memo not in self._sites:
+            name = key.rpartition(".")[2]
+            sites: list[CallSite] = []
+            for caller in self._candidates(name):
+                sites.extend(site for target, site in self._calls_of(caller) if target == memo)
+            self._sites[memo] = sites
         self.reads[module] = "f"
-        return self._call_index.get((module, key), [])
+        self.reads["@calls:" + key.rpartition(".")[2]] = "c"
+        return self._sites[memo]
 
-    def _build_call_index(self) -> dict[tuple[str, str], list[CallSite]]:
-        index: dict[tuple[str, str], list[CallSite]] = {}
-        for module, summary in list(self._summaries.items()):
-            if summary is None:
-                continue
-            frames = [Frame(module, summary["body"])]
+    def _calls_of(self, module: str) -> list[tuple[tuple[str, str], CallSite]]:
+        """The calls of project functions that a named file makes, with their targets.
+
+        Resolving a call may not summarise a module nobody named (a library's
+        `modeling_utils.py` would be summarised for nothing)."""
+        if module in self._file_calls:
+            return self._file_calls[module]
+        out: list[tuple[tuple[str, str], CallSite]] = []
+        summary = self.summary(module)
+        self._file_calls[module] = out
+        if summary is None:
+            return out
+        reads = dict(self.reads)
+        self._indexing = True
+        try:
+            frames = [Frame(module, summary["body"])] if summary.get("body") else []
             for name, d in summary["defs"].items():
                 if d.get("kind") == "class":
                     frames.extend(Frame(module, dict(m, cls=name), name) for m in d["methods"].values())
@@ -794,11 +814,12 @@ class Project:
             for frame in frames:
                 for call, line, loops, branches, grad in frame.fn.get("calls", []):
                     target = self._call_target(call, frame)
-                    if target is None:
-                        continue
-                    site = CallSite(call, frame, self.path_of(module), line, loops, branches, grad)
-                    index.setdefault(target, []).append(site)
-        return index
+                    if target is not None:
+                        out.append((target, CallSite(call, frame, self.path_of(module), line, loops, branches, grad)))
+        finally:
+            self._indexing = False
+            self.reads = reads  # what indexing touched is covered by the `@calls:` stamp
+        return out
 
     def _call_target(self, call: Value, frame: Frame) -> tuple[str, str] | None:
         func = call[1]
@@ -890,24 +911,6 @@ class Project:
                     )))
         items.sort(key=lambda t: (t[0], t[1]))
         return [e for _, _, e in items]
-
-
-def outline_view(summary: dict | None) -> list | None:
-    """The part of a summary that an outline has too: imports, re-exports, and each top-level
-    name's kind, parameters, bases and method names (what resolving a name reads)."""
-    if summary is None:
-        return None
-    defs = {}
-    for name, d in summary["defs"].items():
-        kind = d.get("kind") or "function"
-        if kind == "class":
-            methods = sorted((m, v.get("params"), v.get("defaults")) for m, v in d.get("methods", {}).items())
-            defs[name] = ["class", d.get("bases"), methods, d.get("class_values")]
-        elif kind == "value":
-            defs[name] = ["value", d.get("value")]
-        else:
-            defs[name] = ["function", d.get("params"), d.get("defaults"), d.get("decorators")]
-    return [summary.get("imports"), summary.get("stars"), summary.get("all"), defs]
 
 
 def render(value: Value, depth: int = 0) -> str:
