@@ -323,11 +323,15 @@ def _lint_files(
     if settings.project is not None:
         from torch_audit.lint.project import summarize_for_lint
 
+        summarize_for_lint(settings.project, [Path(name) for _, name, _, _ in todo], jobs)
+        settings.project.note_changed(Path(name) for _, name, _, _ in todo)
+        stale = []
         for i, (name, data, key) in dependent_hits.items():
             if not settings.project.fresh(results[i].deps):
                 del results[i]  # a module it read changed: lint it again
-                todo.append((i, name, data, key))
-        summarize_for_lint(settings.project, [Path(name) for _, name, _, _ in todo], jobs)
+                stale.append((i, name, data, key))
+        summarize_for_lint(settings.project, [Path(name) for _, name, _, _ in stale], jobs)
+        todo.extend(stale)
 
     done = len(results)
     if on_progress:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 # the same notions of "returns the same module" and "the same values" as the per-file dataflow's
 from torch_audit.lint.facts.dataflow import MODULE_SELF_METHODS, TRANSPARENT_METHODS
@@ -29,6 +29,8 @@ from torch_audit.lint.project.summary import UNKNOWN, Value
 _MAX_DEPTH = 14
 #: at most this many call sites are followed for one parameter
 _MAX_CALL_SITES = 16
+#: a name that more named files mention is stamped by the whole set of named files
+_MAX_CALLER_STAMP = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +176,10 @@ class Project:
         self._file_calls: dict[str, list] = {}
         #: the bytes of the files named for linting, by key
         self._named_bytes: dict[str, bytes] = {}
+        #: names called by the named files linted again in this run (see :meth:`fresh`)
+        self._changed_names: set[str] = set()
+        self._world: str | None = None
+        self._content_digests: dict[str, str] = {}
         self._digests: dict[str, str] = {}
         self._finds: dict[tuple[str, str], str | None] = {}
         self._indexing = False
@@ -222,18 +228,23 @@ class Project:
         digest = self._digests.get(memo)  # type: ignore[arg-type]
         if digest is None:
             if level == "c":
-                import hashlib
-
-                h = hashlib.blake2b(digest_size=16)
-                for k in self._candidates(key[len("@calls:"):]):
-                    h.update(f"{k}\0{self._content_digest(k)}\0".encode("utf-8", "surrogateescape"))
-                digest = f"c:{h.hexdigest()}"
+                candidates = self._candidates(key[len("@calls:"):])
+                if len(candidates) > _MAX_CALLER_STAMP:
+                    digest = self._world_digest()  # a common name: any change of a named file
+                else:
+                    digest = "c:" + "|".join(f"{k}={self._content_digest(k)}" for k in candidates)
             else:
                 digest = f"{level}:{self._content_digest(key)}"
             self._digests[memo] = digest  # type: ignore[index]
         return digest
 
     def _content_digest(self, key: str) -> str:
+        found = self._content_digests.get(key)
+        if found is None:
+            found = self._content_digests[key] = self._compute_content_digest(key)
+        return found
+
+    def _compute_content_digest(self, key: str) -> str:
         data = self._named_bytes.get(key)
         if data is not None:
             from torch_audit.lint.cache import content_hash
@@ -250,12 +261,51 @@ class Project:
         return {k: self.digest(k, level) for k, level in sorted(self.reads.items()) if k != exclude}
 
     def fresh(self, stamps: dict[str, str]) -> bool:
-        """Are the modules a cached result read still the same?"""
+        """Are the modules a cached result read still the same?
+
+        For the callers of a name (``@calls:<name>``) this is checked without searching every
+        named file again: the files that called it then must be unchanged, and none of the
+        files linted again in this run (the changed ones, :meth:`note_changed`) may call it."""
         for key, stamp in stamps.items():
-            level = stamp.partition(":")[0] if ":" in stamp else "f"
-            if self.digest(key, level if level in ("o", "d", "f", "c") else "f") != stamp:
+            level, _, value = stamp.partition(":")
+            if level == "c":
+                if key[len("@calls:"):] in self._changed_names:
+                    return False
+                for pair in filter(None, value.split("|")):
+                    k, _, digest = pair.rpartition("=")
+                    if k not in self._named_bytes or self._content_digest(k) != digest:
+                        return False
+            elif level == "w":
+                if self._world_digest() != stamp:
+                    return False
+            elif self.digest(key, level if level in ("o", "d", "f") else "f") != stamp:
                 return False
         return True
+
+    def note_changed(self, paths: Iterable[Path]) -> None:
+        """The named files linted again in this run: the names they call may have new callers."""
+        for path in paths:
+            summary = self.summary(str(Path(path).absolute()))
+            if summary is None:
+                continue
+            frames = [summary.get("body") or {}]
+            for d in summary["defs"].values():
+                frames.extend(d.get("methods", {}).values() if d.get("kind") == "class" else [d])
+            for fn in frames:
+                for call, *_ in fn.get("calls", []):
+                    func = call[1]
+                    if func[0] in ("name", "self"):
+                        self._changed_names.add(func[1].rpartition(".")[2])
+
+    def _world_digest(self) -> str:
+        if self._world is None:
+            import hashlib
+
+            h = hashlib.blake2b(digest_size=16)
+            for k in sorted(self._named_bytes):
+                h.update(f"{k}\0{self._content_digest(k)}\0".encode("utf-8", "surrogateescape"))
+            self._world = f"w:{h.hexdigest()}"
+        return self._world
 
     def add_script(self, path: str | Path, source: str) -> str:
         """Make a file the project did not discover (a notebook's code) part of it."""
