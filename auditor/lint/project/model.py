@@ -29,7 +29,7 @@ from torch_audit.lint.project.summary import UNKNOWN, Value
 _MAX_DEPTH = 14
 #: at most this many call sites are followed for one parameter
 _MAX_CALL_SITES = 16
-#: a name that more named files mention is stamped by the whole set of named files
+#: a name that more named files mention is not stamped with the list of its callers
 _MAX_CALLER_STAMP = 32
 
 
@@ -178,7 +178,7 @@ class Project:
         self._named_bytes: dict[str, bytes] = {}
         #: names called by the named files linted again in this run (see :meth:`fresh`)
         self._changed_names: set[str] = set()
-        self._world: str | None = None
+        self._changed_bytes: list[bytes] = []
         self._content_digests: dict[str, str] = {}
         self._digests: dict[str, str] = {}
         self._finds: dict[tuple[str, str], str | None] = {}
@@ -230,7 +230,8 @@ class Project:
             if level == "c":
                 candidates = self._candidates(key[len("@calls:"):])
                 if len(candidates) > _MAX_CALLER_STAMP:
-                    digest = self._world_digest()  # a common name: any change of a named file
+                    # a common name: stale when a file linted again mentions it (see fresh())
+                    digest = "m:"
                 else:
                     digest = "c:" + "|".join(f"{k}={self._content_digest(k)}" for k in candidates)
             else:
@@ -265,7 +266,10 @@ class Project:
 
         For the callers of a name (``@calls:<name>``) this is checked without searching every
         named file again: the files that called it then must be unchanged, and none of the
-        files linted again in this run (the changed ones, :meth:`note_changed`) may call it."""
+        files linted again in this run (the changed ones, :meth:`note_changed`) may call it.
+        A name that more than :data:`_MAX_CALLER_STAMP` files mention is stale only when a
+        changed file mentions it (a caller that stops mentioning it entirely goes unseen until
+        the dependent itself changes)."""
         for key, stamp in stamps.items():
             level, _, value = stamp.partition(":")
             if level == "c":
@@ -275,8 +279,9 @@ class Project:
                     k, _, digest = pair.rpartition("=")
                     if k not in self._named_bytes or self._content_digest(k) != digest:
                         return False
-            elif level == "w":
-                if self._world_digest() != stamp:
+            elif level == "m":
+                word = key[len("@calls:"):].encode("utf-8", "surrogateescape")
+                if key[len("@calls:"):] in self._changed_names or any(word in data for data in self._changed_bytes):
                     return False
             elif self.digest(key, level if level in ("o", "d", "f") else "f") != stamp:
                 return False
@@ -296,16 +301,9 @@ class Project:
                     func = call[1]
                     if func[0] in ("name", "self"):
                         self._changed_names.add(func[1].rpartition(".")[2])
-
-    def _world_digest(self) -> str:
-        if self._world is None:
-            import hashlib
-
-            h = hashlib.blake2b(digest_size=16)
-            for k in sorted(self._named_bytes):
-                h.update(f"{k}\0{self._content_digest(k)}\0".encode("utf-8", "surrogateescape"))
-            self._world = f"w:{h.hexdigest()}"
-        return self._world
+            data = self._named_bytes.get(str(Path(path).absolute()))
+            if data is not None:
+                self._changed_bytes.append(data)
 
     def add_script(self, path: str | Path, source: str) -> str:
         """Make a file the project did not discover (a notebook's code) part of it."""
