@@ -178,7 +178,6 @@ class Project:
         self._named_bytes: dict[str, bytes] = {}
         #: names called by the named files linted again in this run (see :meth:`fresh`)
         self._changed_names: set[str] = set()
-        self._changed_bytes: list[bytes] = []
         self._content_digests: dict[str, str] = {}
         self._digests: dict[str, str] = {}
         self._finds: dict[tuple[str, str], str | None] = {}
@@ -268,8 +267,8 @@ class Project:
         named file again: the files that called it then must be unchanged, and none of the
         files linted again in this run (the changed ones, :meth:`note_changed`) may call it.
         A name that more than :data:`_MAX_CALLER_STAMP` files mention is stale only when a
-        changed file mentions it (a caller that stops mentioning it entirely goes unseen until
-        the dependent itself changes)."""
+        changed file calls it (a caller that stops calling it goes unseen until the dependent
+        itself changes, or the cache is cleared)."""
         for key, stamp in stamps.items():
             level, _, value = stamp.partition(":")
             if level == "c":
@@ -280,8 +279,7 @@ class Project:
                     if k not in self._named_bytes or self._content_digest(k) != digest:
                         return False
             elif level == "m":
-                word = key[len("@calls:"):].encode("utf-8", "surrogateescape")
-                if key[len("@calls:"):] in self._changed_names or any(word in data for data in self._changed_bytes):
+                if key[len("@calls:"):] in self._changed_names:
                     return False
             elif self.digest(key, level if level in ("o", "d", "f") else "f") != stamp:
                 return False
@@ -301,9 +299,7 @@ class Project:
                     func = call[1]
                     if func[0] in ("name", "self"):
                         self._changed_names.add(func[1].rpartition(".")[2])
-            data = self._named_bytes.get(str(Path(path).absolute()))
-            if data is not None:
-                self._changed_bytes.append(data)
+
 
     def add_script(self, path: str | Path, source: str) -> str:
         """Make a file the project did not discover (a notebook's code) part of it."""
