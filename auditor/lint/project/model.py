@@ -626,7 +626,7 @@ class Project:
             if method in TRANSPARENT_METHODS:
                 return self.sources(func[1], frame, depth + 1, element)
             if method in ("forward", "__call__"):
-                return self.apply_all(self.objects(func[1], frame, depth + 1), args, kwargs, frame, depth, element)
+                return self.apply_all(self.objects(func[1], frame, depth + 1), depth, element)
             receiver = self.objects(func[1], frame, depth + 1)
             if len(receiver) == 1 and receiver[0].kind == "instance":
                 # a method of a project object
@@ -637,7 +637,7 @@ class Project:
         if func[0] == "self":
             objs = self.objects(func, frame, depth + 1)
             if objs != [UNKNOWN_OBJ]:
-                return self.apply_all(objs, args, kwargs, frame, depth, element)
+                return self.apply_all(objs, depth, element)
             # self.helper(...): a method of the class
             cls = self._class(frame.module, frame.cls) if frame.cls else None
             if cls is not None:
@@ -677,7 +677,7 @@ class Project:
         inner = Frame(where, fn, cls_name, self._bind(fn, args, kwargs, frame, skip_self=True), obj)
         return self._return_sources(inner, depth, element)
 
-    def apply_all(self, objs: list[Obj], args, kwargs, frame: Frame, depth: int, element) -> list[Src]:
+    def apply_all(self, objs: list[Obj], depth: int, element: Any) -> list[Src]:
         return self._flat(self.apply(o, depth + 1, element) for o in objs)
 
     def apply(self, obj: Obj, depth: int = 0, element: Any = None) -> list[Src]:
@@ -706,13 +706,7 @@ class Project:
         returns = frame.fn.get("returns") or []
         if not returns:
             return [UNKNOWN_SRC]
-        out: list[Src] = []
-        for r in returns:
-            for s in self.sources(r, frame, depth + 1, element):
-                if s.evidence is not None and s.evidence.what == frame.label:
-                    pass
-                out.append(s)
-        return out
+        return self._flat(self.sources(r, frame, depth + 1, element) for r in returns)
 
     # -- binding ----------------------------------------------------------------------------------------
     def _bind(self, fn: dict, args: list, kwargs: dict, caller: Frame | None, skip_self: bool = False) -> dict | None:
