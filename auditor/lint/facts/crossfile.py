@@ -80,20 +80,25 @@ class CrossFile:
         hit = project.full(hit)
         kind, found, where = hit
         if kind == "function":
-            from torch_audit.lint.project.model import Frame
-
-            fn = found
-            args, kwargs = _local_arguments(call)
-            inner = Frame(where, fn, fn.get("cls"), project._bind(fn, args, kwargs, self._frame(scope)))
-            return [self.source(s) for s in project._return_sources(inner, 0, element)]
+            return self._returns(hit, call, scope, element)
         if kind == "class":
             obj = self.instance(hit, call)
             from torch_audit.lint.facts.dataflow import Source
 
             return [Source("call", call, scope, None, None, name=found["name"], remote=obj)]
-        if kind == "value":
-            return None
         return None
+
+    def _returns(self, hit, call: cst.Call, scope: "Scope", element: Any = None) -> "list[Source]":
+        """What a call of the project function ``hit`` returns, its parameters bound to the
+        call's literal arguments."""
+        from torch_audit.lint.project.model import Frame
+
+        project = self.project
+        assert project is not None
+        _, fn, where = project.full(hit)
+        args, kwargs = _local_arguments(call)
+        inner = Frame(where, fn, fn.get("cls"), project._bind(fn, args, kwargs, self._frame(scope)))
+        return [self.source(s) for s in project._return_sources(inner, 0, element)]
 
     def instance(self, hit, call: cst.Call | None) -> "Obj":
         from torch_audit.lint.project.model import Evidence, Obj
@@ -126,13 +131,7 @@ class CrossFile:
             return None
         if hit is None or hit[0] != "function":
             return None
-        from torch_audit.lint.project.model import Frame
-
-        hit = self.project.full(hit)
-        fn, where = hit[1], hit[2]
-        args, kwargs = _local_arguments(call)
-        inner = Frame(where, fn, fn.get("cls"), self.project._bind(fn, args, kwargs, self._frame(scope)))
-        found = [self.source(s) for s in self.project._return_sources(inner, 0, None)]
+        found = self._returns(hit, call, scope)
         return found if found and all(s.kind != "unknown" for s in found) else None
 
     def module_output(self, qualname: str, call: cst.Call, element: Any = None) -> "list[Source] | None":
