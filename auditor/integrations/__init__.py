@@ -10,6 +10,6 @@ Each module imports its framework only when used; none of them is imported by th
 
 from __future__ import annotations
 
-from torch_audit.integrations._common import FAIL_LEVELS, at_or_above, summarise
+from torch_audit.integrations.session_owner import FAIL_LEVELS, at_or_above, summarise
 
 __all__ = ["FAIL_LEVELS", "at_or_above", "summarise"]

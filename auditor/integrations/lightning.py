@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from torch_audit.integrations._common import SessionOwner, log_finding
+from torch_audit.integrations.session_owner import SessionOwner, log_finding
 
 __all__ = ["AuditCallback", "make_callback"]
 

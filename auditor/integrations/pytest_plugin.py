@@ -63,7 +63,7 @@ def _check_marker(item: pytest.Item) -> str | None:
         return str(exc)
     if kwargs is None:
         return None
-    from torch_audit.integrations._common import parse_fail_on
+    from torch_audit.integrations.session_owner import parse_fail_on
 
     try:
         parse_fail_on(kwargs.get("fail_on", "error"))
@@ -165,7 +165,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         session.__exit__(None, None, None)  # may raise AuditFailure with fail_fast: a test failure
     _attach(item, session)
     if kwargs is not None:
-        from torch_audit.integrations._common import at_or_above
+        from torch_audit.integrations.session_owner import at_or_above
 
         failing = at_or_above(session.findings, kwargs.get("fail_on", "error"))
         if failing:

@@ -32,7 +32,7 @@ import logging
 from typing import Any
 
 from torch_audit.findings import Severity
-from torch_audit.integrations._common import SessionOwner, log_finding
+from torch_audit.integrations.session_owner import SessionOwner, log_finding
 
 try:
     from transformers import TrainerCallback

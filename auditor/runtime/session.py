@@ -30,7 +30,7 @@ from torch_audit.findings import Finding, Severity
 from torch_audit.runtime import dist, reduce
 from torch_audit.runtime.check import RuntimeCheck
 from torch_audit.runtime.errors import AuditFailure, SessionActiveError
-from torch_audit.runtime.index import ModelIndex
+from torch_audit.runtime.model_index import ModelIndex
 from torch_audit.runtime.intercept import CallWindow
 from torch_audit.runtime.settings import INTERNAL_ERROR_CODE
 from torch_audit.runtime.source import (

@@ -14,12 +14,15 @@ from typing import Any
 import torch
 
 def _package_dirs() -> tuple[str, ...]:
-    import torch_audit
-    import torch_audit.rules
+    """torch's directory and torch-audit's two (``auditor/`` and ``rules/``, mapped by
+    setuptools' package-dir): located through the import system's specs, without importing
+    ``torch_audit`` from here (which imports this module lazily: no import cycle)."""
+    import importlib.util
 
     dirs = [os.path.dirname(os.path.abspath(torch.__file__))]
-    for pkg in (torch_audit, torch_audit.rules):
-        dirs.extend(os.path.abspath(p) for p in pkg.__path__)
+    for name in ("torch_audit", "torch_audit.rules"):
+        spec = importlib.util.find_spec(name)
+        dirs.extend(os.path.abspath(p) for p in (spec.submodule_search_locations or ()) if spec)
     return tuple(d.rstrip(os.sep) + os.sep for d in dirs)
 
 

@@ -38,8 +38,8 @@ class BatchNormTinyBatch(RuntimeCheck):
     def setup(self) -> None:
         import torch
 
-        from torch_audit.runtime import dist
-        from torch_audit.runtime.util import is_batchnorm
+        from torch_audit.runtime.check_helpers import dist
+        from torch_audit.runtime.check_helpers import is_batchnorm
 
         self._torch = torch
         self._is_bn = is_batchnorm

@@ -30,7 +30,7 @@ class CrossEntropySingleClass(RuntimeCheck):
         x = event.input
         if x.dim() < 2 or x.shape[1] != 1:
             return
-        from torch_audit.runtime.util import site_str
+        from torch_audit.runtime.check_helpers import site_str
 
         site = event.site
         path, line = site if site else (None, None)

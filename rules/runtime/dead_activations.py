@@ -62,7 +62,7 @@ class DeadActivations(RuntimeCheck):
         out = event.output
         if out.dim() < 2 or out.shape[0] == 0 or not out.is_floating_point():
             return
-        from torch_audit.runtime.util import site_str
+        from torch_audit.runtime.check_helpers import site_str
 
         module = event.module
         site = event.site

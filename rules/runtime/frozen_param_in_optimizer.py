@@ -48,8 +48,8 @@ class FrozenParamInOptimizer(RuntimeCheck):
                 frozen[i] = (ctx.name(p, i), self.session.index.owner(p), ctx.step)
 
     def on_finish(self) -> None:
-        from torch_audit.runtime.util import names_list
-        from torch_audit.runtime.source import optimizer_line  # imports torch
+        from torch_audit.runtime.check_helpers import names_list
+        from torch_audit.runtime.check_helpers import optimizer_line
 
         for label, frozen in self._frozen.items():
             if not frozen:

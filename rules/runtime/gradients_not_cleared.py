@@ -99,7 +99,7 @@ class GradientsNotCleared(RuntimeCheck):
             return
         grads = [(id(p.grad), p.grad._version) for p in params]
         with torch.no_grad():
-            from torch_audit.runtime.reduce import norms
+            from torch_audit.runtime.check_helpers import norms
 
             self._manual = (params, grads, torch.stack(norms([p.detach() for p in params])))
 
@@ -117,7 +117,7 @@ class GradientsNotCleared(RuntimeCheck):
         if not kept:
             self._manual_streak = 0
             return
-        from torch_audit.runtime.reduce import norms
+        from torch_audit.runtime.check_helpers import norms
 
         with torch.no_grad():
             now = torch.stack(norms([params[i].detach() for i in kept]))
@@ -133,7 +133,7 @@ class GradientsNotCleared(RuntimeCheck):
             if self._manual_streak < self.MANUAL_REPEATS or self._manual_done:
                 return
             self._manual_done = True
-            from torch_audit.runtime.util import names_list
+            from torch_audit.runtime.check_helpers import names_list
 
             path, line = site if site else (None, None)
             self.report("manual-update", step=step, module=owner, path=path, line=line,
@@ -159,8 +159,8 @@ class GradientsNotCleared(RuntimeCheck):
                 stale.append(i)
         if not stale:
             return
-        from torch_audit.runtime.util import names_list
-        from torch_audit.runtime.source import optimizer_line  # imports torch
+        from torch_audit.runtime.check_helpers import names_list
+        from torch_audit.runtime.check_helpers import optimizer_line
 
         names = [ctx.name(ctx.params[i], i) for i in stale]
         self.report(ctx.label, step=ctx.step, module=self.session.index.owner(ctx.params[stale[0]]),

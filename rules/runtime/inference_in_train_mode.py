@@ -37,7 +37,7 @@ class InferenceInTrainMode(RuntimeCheck):
     def setup(self) -> None:
         import torch
 
-        from torch_audit.runtime.util import is_batchnorm, mode_dependent
+        from torch_audit.runtime.check_helpers import is_batchnorm, mode_dependent
 
         self._torch = torch
         self._mode_dependent = mode_dependent

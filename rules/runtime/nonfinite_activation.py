@@ -81,15 +81,15 @@ class NonFiniteActivation(RuntimeCheck):
     def setup(self) -> None:
         import torch
 
-        from torch_audit.runtime.source import user_site
+        from torch_audit.runtime.check_helpers import user_site
 
         self._torch = torch
         self._user_site = user_site
         self._root_site = None
-        from torch_audit.runtime.transparent import parameters_to_read
+        from torch_audit.runtime.check_helpers import parameters_to_read
 
         self._parameters_to_read = parameters_to_read
-        from torch_audit.runtime.transparent import finite_preserving_parameters
+        from torch_audit.runtime.check_helpers import finite_preserving_parameters
 
         self._finite_preserving = finite_preserving_parameters
         import os
@@ -132,7 +132,7 @@ class NonFiniteActivation(RuntimeCheck):
                 self._forget()
                 self._forwards = 1
         if self._armed and self._mode is None:
-            from torch_audit.runtime.precise import FirstNonFiniteOp
+            from torch_audit.runtime.check_helpers import FirstNonFiniteOp
 
             self._armed = False
             self._mode = FirstNonFiniteOp()
@@ -145,7 +145,7 @@ class NonFiniteActivation(RuntimeCheck):
         mode.__exit__(None, None, None)
         if mode.found is None:
             return
-        from torch_audit.runtime.util import site_str
+        from torch_audit.runtime.check_helpers import site_str
 
         op, site = mode.found
         path, line = site if site else (None, None)
@@ -214,7 +214,7 @@ class NonFiniteActivation(RuntimeCheck):
 
     def _covered_by_input(self, module, args, output, indices: list) -> bool:
         """Whether ``output`` is finite whenever the module's input is, and the input is a
-        module output read unchanged (see ``torch_audit.runtime.transparent``); the module's
+        module output read unchanged (see ``torch_audit.runtime.finite_preserving``); the module's
         parameters are then read instead (their indices appended to ``indices``)."""
         params = self._parameters_to_read(module, output)
         if params is None or not args:
@@ -295,7 +295,7 @@ class NonFiniteActivation(RuntimeCheck):
         """The module of ``meta[k]`` received a non-finite input it cannot have made: the code
         that ran between the last module output read finite (``meta[k - 1]``) and this call,
         in the enclosing module's ``forward``, made it."""
-        from torch_audit.runtime.util import site_str
+        from torch_audit.runtime.check_helpers import site_str
 
         index = self.session.index
         module, _, site, _ = meta[k]
@@ -327,7 +327,7 @@ class NonFiniteActivation(RuntimeCheck):
                              f"from finite input: look at the operations in between"))
 
     def _locate(self, values: list[float], meta: list, step: int) -> None:
-        from torch_audit.runtime.source import is_torch_class
+        from torch_audit.runtime.check_helpers import is_torch_class
 
         for k, (module, idx, site, dtype) in enumerate(meta):
             if all(math.isfinite(values[i]) for i in idx):
@@ -348,7 +348,7 @@ class NonFiniteActivation(RuntimeCheck):
                 loc = self.session.module_location(module)
                 if loc:
                     path, line = loc
-            from torch_audit.runtime.util import site_str
+            from torch_audit.runtime.check_helpers import site_str
 
             where = f" called at {site_str(site)}" if site else ""
             self.report(name, step=step, module=name, path=path, line=line, value="non-finite",

@@ -40,8 +40,8 @@ class NonFiniteGradient(RuntimeCheck):
     def on_step_pre(self, ctx) -> None:
         if not ctx.checked:
             return
-        from torch_audit.runtime.util import names_list
-        from torch_audit.runtime.source import optimizer_line  # imports torch
+        from torch_audit.runtime.check_helpers import names_list
+        from torch_audit.runtime.check_helpers import optimizer_line
 
         norms = ctx.grad_norms()
         params, has = ctx.params, ctx.has_grad

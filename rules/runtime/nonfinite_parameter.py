@@ -48,10 +48,10 @@ class NonFiniteParameter(RuntimeCheck):
             return
         import torch
 
-        from torch_audit.runtime import dist
-        from torch_audit.runtime.reduce import finite_sentinels
-        from torch_audit.runtime.util import names_list
-        from torch_audit.runtime.source import optimizer_line  # imports torch
+        from torch_audit.runtime.check_helpers import dist
+        from torch_audit.runtime.check_helpers import finite_sentinels
+        from torch_audit.runtime.check_helpers import names_list
+        from torch_audit.runtime.check_helpers import optimizer_line
 
         tensors, labels = [], []
         state = ctx.optimizer.state if ctx.step % max(1, self.opts["state_every"]) == 0 else {}

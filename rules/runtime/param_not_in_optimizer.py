@@ -89,7 +89,7 @@ class ParamNotInOptimizer(RuntimeCheck):
                 self._candidates[p] = ctx.step
 
     def on_finish(self) -> None:
-        from torch_audit.runtime.util import names_list
+        from torch_audit.runtime.check_helpers import names_list
 
         optimized = self._optimized()
         index = self.session.index

@@ -59,7 +59,7 @@ class ProbabilitiesIntoCrossEntropy(RuntimeCheck):
             return
         import torch
 
-        from torch_audit.runtime.util import site_str
+        from torch_audit.runtime.check_helpers import site_str
 
         with torch.no_grad():
             xd = x.detach()

@@ -38,7 +38,7 @@ class TrainingInEvalMode(RuntimeCheck):
     def setup(self) -> None:
         import torch
 
-        from torch_audit.runtime.util import mode_dependent
+        from torch_audit.runtime.check_helpers import mode_dependent
 
         self._torch = torch
         self._mode_dependent = mode_dependent
@@ -67,8 +67,8 @@ class TrainingInEvalMode(RuntimeCheck):
         seen, self._seen = self._seen, {}
         if not seen:
             return
-        from torch_audit.runtime.util import names_list
-        from torch_audit.runtime.source import optimizer_line  # imports torch
+        from torch_audit.runtime.check_helpers import names_list
+        from torch_audit.runtime.check_helpers import optimizer_line
 
         updated = {id(p) for p, h in zip(ctx.params, ctx.has_grad) if h}
         index = self.session.index

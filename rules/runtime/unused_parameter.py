@@ -49,8 +49,8 @@ class UnusedParameter(RuntimeCheck):
                 never[key] = (ctx.name(p, i), self.session.index.owner(p), ctx.step)
 
     def on_finish(self) -> None:
-        from torch_audit.runtime.util import names_list
-        from torch_audit.runtime.source import optimizer_line  # imports torch
+        from torch_audit.runtime.check_helpers import names_list
+        from torch_audit.runtime.check_helpers import optimizer_line
 
         groups: dict[tuple, list] = {}
         for (label, i), (name, owner, step) in sorted(self._never.items(), key=lambda kv: kv[0][1]):

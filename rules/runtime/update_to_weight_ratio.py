@@ -65,7 +65,7 @@ class UpdateToWeightRatio(RuntimeCheck):
             return
         import torch
 
-        from torch_audit.runtime.reduce import norms
+        from torch_audit.runtime.check_helpers import norms
 
         idx, before = entry
         after = [ctx.params[i].detach() for i in idx]

@@ -1,7 +1,7 @@
 """nonfinite-activation names the first module whose output went non-finite.
 
 The sentinel reads each output once, as it is produced, and skips outputs that cannot be
-non-finite unless their input was (``torch_audit.runtime.transparent``). Every scenario here is
+non-finite unless their input was (``torch_audit.runtime.finite_preserving``). Every scenario here is
 run twice, with the skipping and with every output read, and must name the same module: the
 skipping is an optimisation that may never change what is reported.
 """
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import torch_audit
-from torch_audit.runtime import transparent
+from torch_audit.runtime import check_helpers as transparent
 
 
 def _first_nonfinite(model: nn.Module, x: torch.Tensor, *, steps: int = 1) -> list[str]:
