@@ -1,6 +1,8 @@
 """The ``torch-audit`` command line: ``lint``, ``rules``, ``rule`` (and ``run``).
 
-Exit codes, as Ruff: 0 no findings, 1 findings, 2 usage, configuration or internal error.
+Exit codes and output formats are :mod:`torch_audit.output`'s. The commands' drivers
+(``torch_audit.lint.command``, ``torch_audit.runtime.cli``) are imported when a command runs and
+never import this module back.
 """
 
 from __future__ import annotations
@@ -13,36 +15,12 @@ from typing import Any
 import click
 
 from torch_audit import __version__
-
-EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
-
-
-def _split_selectors(values: tuple[str, ...]) -> list[str]:
-    out: list[str] = []
-    for v in values:
-        out.extend(p.strip() for p in v.split(",") if p.strip())
-    return out
+from torch_audit.output import EXIT_ERROR, EXIT_FINDINGS, FAIL_LEVELS, FORMATS
 
 
 def _fail(message: str) -> "click.exceptions.Exit":
     click.echo(f"torch-audit: error: {message}", err=True)
     return click.exceptions.Exit(EXIT_ERROR)
-
-
-def write_output(text: str, output_file: str | None, *, color: bool | None = None) -> None:
-    """Print, or write ``--output-file`` atomically (never half a report on disk). ``color=True``
-    keeps ANSI colour that click would strip when stdout is not a terminal (``FORCE_COLOR``)."""
-    if output_file is None:
-        if text:
-            click.echo(text, nl=False, color=color)
-        return
-    from torch_audit.atomic import write_text_atomic
-
-    try:
-        Path(output_file).parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(Path(output_file), text)
-    except OSError as exc:
-        raise _fail(f"cannot write {output_file}: {exc.strerror or exc}") from None
 
 
 #: `run`'s line in `torch-audit --help`, written here so that listing the commands does not import
@@ -63,7 +41,7 @@ def _run_unavailable(exc: ImportError) -> click.Command:
 
     def unavailable() -> None:
         click.echo(f"torch-audit: error: `torch-audit run` {why}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_ERROR)
 
     return click.Command(
         "run", callback=unavailable, help=RUN_SHORT_HELP, add_help_option=False,
@@ -112,9 +90,6 @@ def cli() -> None:
     """
 
 
-OUTPUT_FORMATS = ("text", "full", "json", "sarif", "github", "gitlab", "junit")
-
-
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=str))
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -123,7 +98,7 @@ OUTPUT_FORMATS = ("text", "full", "json", "sarif", "github", "gitlab", "junit")
 @click.option("--ignore", multiple=True, help="Rules to disable (same forms as --select).")
 @click.option("--extend-select", multiple=True, help="Rules to enable in addition to the selection.")
 @click.option("--preview/--no-preview", default=None, help="Enable preview rules.")
-@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), default="text", show_default=True,
+@click.option("--output-format", type=click.Choice(FORMATS), default="text", show_default=True,
               help="text: one line per finding; full: each finding with its source line, a caret under it and what to do; "
                    "json; sarif (code scanning); github (workflow annotations); gitlab (Code Quality report); junit (XML).")
 @click.option("-o", "--output-file", type=click.Path(dir_okay=False, path_type=str), help="Write the report to this file.")
@@ -141,7 +116,7 @@ OUTPUT_FORMATS = ("text", "full", "json", "sarif", "github", "gitlab", "junit")
               help="Apply the excludes to files named explicitly too (for pre-commit, which names every file).")
 @click.option("--show-settings", is_flag=True, help="Print the resolved settings, where each came from, and exit.")
 @click.option("--show-files", is_flag=True, help="Print the files that would be linted (and what the excludes skipped), and exit.")
-@click.option("--fail-on", type=click.Choice(["info", "warning", "error"]), default=None,
+@click.option("--fail-on", type=click.Choice(FAIL_LEVELS), default=None,
               help="Exit 1 only for findings at or above this severity (default: info, any finding); the others are still shown.")
 @click.option("--add-noqa", is_flag=True, help="Add a `# torch-audit: ignore[CODE]` comment to every current finding.")
 @click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path),

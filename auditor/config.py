@@ -56,6 +56,17 @@ KEYS = {
 CONFIG_FILES = (".torch-audit.toml", "torch-audit.toml")
 
 
+def split_selectors(values: "str | tuple[str, ...] | list[str] | None") -> list[str]:
+    """Rule selectors as given on a command line or to ``audit()``: each value may hold several,
+    comma-separated (``--select TA1,bias-before-norm --select TA402``). Blanks are dropped."""
+    if isinstance(values, str):
+        values = (values,)
+    out: list[str] = []
+    for v in values or ():
+        out.extend(p.strip() for p in v.split(",") if p.strip())
+    return out
+
+
 class ConfigError(Exception):
     """A configuration problem, reported as one line with exit code 2."""
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from torch_audit.cli import cli
 from torch_audit.findings import Finding, Severity
-from torch_audit.lint.command import fails
+from torch_audit.output import fails
 
 HEADER = "import torch\nimport torch.nn.functional as F\n\n\n"
 STEP = textwrap.dedent("""\

@@ -10,8 +10,9 @@ import click
 
 from torch_audit import __version__
 from torch_audit.catalog import CatalogError, Layer, UnknownSelector, load_catalog
-from torch_audit.config import Config, ConfigError, find_config, load_config
+from torch_audit.config import Config, ConfigError, find_config, load_config, split_selectors
 from torch_audit.findings import Finding
+from torch_audit.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, OutputError, exit_code, message, write_report
 from torch_audit.lint import gc_paused
 from torch_audit.lint.discover import DEFAULT_EXCLUDES, PathNotFound, discover
 from torch_audit.lint.engine import LintSettings
@@ -20,20 +21,12 @@ from torch_audit.lint.runner import ProgressBar, default_jobs, lint_files
 if TYPE_CHECKING:  # pragma: no cover
     import pathspec
 
-EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 #: Show a progress bar from this many files on, and only on a terminal.
 PROGRESS_MIN_FILES = 300
 
 
 def _err(message: str) -> None:
     click.echo(message, err=True)
-
-
-def _selectors(values: tuple[str, ...] | list[str] | None) -> list[str]:
-    out: list[str] = []
-    for v in values or ():
-        out.extend(p.strip() for p in v.split(",") if p.strip())
-    return out
 
 
 def resolve_config(paths: list[str], config_file: Path | None, catalog) -> Config:
@@ -66,9 +59,9 @@ def _resolve_selection(paths: list[str], opts: dict[str, Any], catalog):
     config = resolve_config(paths, opts.get("config_file"), catalog)
     file_layer = Layer(config.select, config.ignore, config.extend_select)
     cli_layer = Layer(
-        _selectors(opts.get("select")) or None,  # an empty --select is no --select
-        _selectors(opts.get("ignore")),
-        _selectors(opts.get("extend_select")),
+        split_selectors(opts.get("select")) or None,  # an empty --select is no --select
+        split_selectors(opts.get("ignore")),
+        split_selectors(opts.get("extend_select")),
     )
     preview = opts.get("preview")
     preview = config.preview if preview is None else preview
@@ -84,18 +77,7 @@ def _pfi_codes(pfi: list[tuple[pathspec.PathSpec, set[str]]], path: str, root: P
     return frozenset(code for spec, codes in pfi if spec.match_file(rel) for code in codes)
 
 
-def fails(findings: list[Finding], fail_on: str | None) -> bool:
-    """Whether ``findings`` fail the run: one at or above ``--fail-on`` (by default ``info``,
-    so that any finding fails)."""
-    from torch_audit.findings import Severity
-
-    threshold = Severity.parse(fail_on or "info").rank
-    return any(f.severity.rank >= threshold for f in findings)
-
-
 def run_lint(paths: list[str], **opts: Any) -> int:
-    from torch_audit.report import color_wanted, render
-
     # The static rules are enough to lint; the runtime ones are imported only when the
     # configuration or the command line names one of them (it saves start-up time).
     problem: Exception | None = None
@@ -134,8 +116,8 @@ def run_lint(paths: list[str], **opts: Any) -> int:
         else:
             _err(f"torch-audit: no configuration file found from {paths[0]} upwards; using the defaults")
     if opts.get("show_settings"):
-        from torch_audit.cli import write_output
         from torch_audit.lint.show import show_settings
+        from torch_audit.output import write_output
 
         write_output(show_settings(config, opts, rules, torch_version, catalog), None)
         return EXIT_OK
@@ -163,8 +145,8 @@ def run_lint(paths: list[str], **opts: Any) -> int:
     for w in found.warnings:
         _err(f"torch-audit: warning: {w}")
     if opts.get("show_files"):
-        from torch_audit.cli import write_output
         from torch_audit.lint.show import show_files, skipped_lines
+        from torch_audit.output import write_output
 
         write_output(show_files(found), None)
         for line in skipped_lines(found, config, opts):  # stderr: stdout stays a list of files
@@ -193,7 +175,7 @@ def run_lint(paths: list[str], **opts: Any) -> int:
         if progress:
             progress.close()
         _err(f"torch-audit: {getattr(exc, 'message', 'interrupted')}")
-        return getattr(exc, "exit_code", 130)
+        return getattr(exc, "exit_code", EXIT_INTERRUPTED)
     if progress:
         progress.close()
     for w in read_warnings:
@@ -239,30 +221,14 @@ def run_lint(paths: list[str], **opts: Any) -> int:
         return apply_fixes_command(findings, results, settings, opts, config=config, catalog=catalog, named=paths)
 
     findings.sort(key=lambda f: f.sort_key)
-    fmt = opts.get("output_format") or "text"
-    output_file = opts.get("output_file")
-    color = fmt in ("text", "full") and output_file is None and color_wanted(sys.stdout)
-    text = render(
-        findings,
-        fmt,
-        catalog=catalog,
-        root=config.root,
-        color=color,
-        statistics=bool(opts.get("statistics")),
-        show_fix_hint=not quiet,
-        summary=not quiet,
-        files_checked=len(found.files),
-        unsafe_fixes=bool(opts.get("unsafe_fixes")),
-    )
-    if quiet and fmt == "text" and not opts.get("statistics"):
-        text = "".join(line + "\n" for line in text.splitlines() if line and ":" in line.split(" ")[0])
-    from torch_audit.cli import write_output
-
-    write_output(text, output_file, color=color or None)
-    if internal_errors:
-        if not settings.verbose:
-            _err(f"torch-audit: error: {internal_errors} internal error(s); run with --verbose for tracebacks")
+    try:
+        write_report(
+            findings, opts.get("output_format") or "text", output_file=opts.get("output_file"),
+            quiet=quiet, statistics=bool(opts.get("statistics")), catalog=catalog, root=config.root,
+            files_checked=len(found.files), unsafe_fixes=bool(opts.get("unsafe_fixes")),
+        )
+    except OutputError as exc:
+        message(str(exc), "error")
         return EXIT_ERROR
-    if not opts.get("exit_zero") and fails(findings, opts.get("fail_on")):
-        return EXIT_FINDINGS
-    return EXIT_OK
+    return exit_code(findings, fail_on=opts.get("fail_on"), exit_zero=bool(opts.get("exit_zero")),
+                     internal_errors=internal_errors, verbose=settings.verbose)

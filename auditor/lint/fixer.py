@@ -28,7 +28,6 @@ import hashlib
 import os
 import re
 import stat
-import sys
 import tempfile
 import traceback
 from pathlib import Path
@@ -40,12 +39,11 @@ import libcst as cst
 from torch_audit.findings import Applicability, Edit, Finding, Fix
 from torch_audit.lint.discover import shown
 from torch_audit.lint.engine import FileResult, LintSettings, decode, lint_source
+from torch_audit.output import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, OutputError, exit_code, message, write_output, write_report
 
 #: Fix passes per file before giving up (each pass re-lints the new text).
 MAX_PASSES = 10
 _NEWLINE = re.compile(r"\r\n?|\n")
-
-EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
 class FixError(Exception):
@@ -493,7 +491,6 @@ def apply_fixes_command(
     A file whose real path is outside the project root (a link in the tree to a file elsewhere)
     is written only when it, or a folder holding it, was ``named`` on the command line."""
     from torch_audit.lint.command import _relative, per_file_ignored
-    from torch_audit.report import render
 
     unsafe = bool(opts.get("unsafe_fixes"))
     diff_only = bool(opts.get("diff"))
@@ -569,54 +566,31 @@ def apply_fixes_command(
         remaining[fx.path] = fx.findings
 
     left = sorted((f for fs in remaining.values() for f in fs), key=lambda f: f.sort_key)
-    if diff_only:
-        text = "".join(diffs)
-        from torch_audit.cli import write_output
-
-        write_output(text, opts.get("output_file"))
-        if not quiet:
+    try:
+        if diff_only:
+            text = "".join(diffs)
+            write_output(text, opts.get("output_file"))
+        else:
+            write_report(
+                left, fmt, output_file=opts.get("output_file"), quiet=quiet,
+                statistics=bool(opts.get("statistics")), catalog=catalog, root=config.root,
+                files_checked=len(results), unsafe_fixes=unsafe,
+            )
+    except OutputError as exc:
+        message(str(exc), "error")
+        return EXIT_ERROR
+    if not quiet:  # stderr: never mixed into a JSON/SARIF report on stdout
+        if not diff_only:
+            err(f"Fixed {_plural(fixed_total, 'finding')} ({len(left)} remaining).")
+        else:
             err(
                 f"Would fix {_plural(fixed_total, 'finding')} in {_plural(changed_files, 'file')}"
                 f" ({len(left)} remaining)." if fixed_total else "No fixes to apply."
             )
-        if errors or write_failures:
-            if not settings.verbose and errors:
-                err(f"torch-audit: error: {errors} internal error(s); run with --verbose for tracebacks")
-            return EXIT_ERROR
-        return EXIT_FINDINGS if text else EXIT_OK
-
-    output_file = opts.get("output_file")
-    from torch_audit.report import color_wanted
-
-    color = fmt in ("text", "full") and output_file is None and color_wanted(sys.stdout)
-    files_checked = len(results)
-    rendered = render(
-        left,
-        fmt,
-        catalog=catalog,
-        root=config.root,
-        color=color,
-        statistics=bool(opts.get("statistics")),
-        show_fix_hint=not quiet,
-        summary=not quiet,
-        files_checked=files_checked,
-        unsafe_fixes=unsafe,
-    )
-    if quiet and fmt == "text" and not opts.get("statistics"):
-        rendered = "".join(
-            line + "\n" for line in rendered.splitlines() if line and ":" in line.split(" ")[0]
-        )
-    from torch_audit.cli import write_output
-
-    write_output(rendered, output_file, color=color or None)
-    if not quiet:  # stderr: never mixed into a JSON/SARIF report on stdout
-        err(f"Fixed {_plural(fixed_total, 'finding')} ({len(left)} remaining).")
-    if errors or write_failures:
-        if not settings.verbose and errors:
-            err(f"torch-audit: error: {errors} internal error(s); run with --verbose for tracebacks")
+    if write_failures and not errors:
         return EXIT_ERROR
-    from torch_audit.lint.command import fails
-
-    if not opts.get("exit_zero") and fails(left, opts.get("fail_on")):  # --fail-on
-        return EXIT_FINDINGS
-    return EXIT_OK
+    if diff_only:  # exit 1 when there is a diff (as Ruff), whatever --fail-on says
+        status = exit_code([], internal_errors=errors, verbose=settings.verbose)
+        return status or (EXIT_FINDINGS if text else EXIT_OK)
+    return exit_code(left, fail_on=opts.get("fail_on"), exit_zero=bool(opts.get("exit_zero")),
+                     internal_errors=errors, verbose=settings.verbose)

@@ -44,7 +44,7 @@ def settings_rows(
     config: Config, opts: dict[str, Any], torch_version: str | None
 ) -> list[tuple[str, Any, str]]:
     """``(key, value, source)`` for every setting of the linter."""
-    from torch_audit.lint.command import _selectors  # the one parser of comma-separated options
+    from torch_audit.config import split_selectors as _selectors  # the one parser of comma-separated options
 
     def row(key: str, file_value: Any, opt: str | None = None, cli_value: Any = None):
         from_cli = opt is not None and _given(opts, opt)

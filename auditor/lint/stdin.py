@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from torch_audit.findings import Finding
+from torch_audit.output import EXIT_ERROR, OutputError, exit_code, message, write_report
 
 
 def is_excluded(path: Path, config: Any, opts: dict[str, Any]) -> bool:
@@ -56,8 +57,8 @@ def fix_stdin(
 ) -> int:
     """``--fix``/``--diff`` on standard input: the fixed source (``--fix``) or the diff on
     standard output, the findings left on standard error."""
-    from torch_audit.lint.command import fails
     from torch_audit.lint.fixer import fix_bytes, unified_diff
+    from torch_audit.output import fails
     from torch_audit.report import render
 
     out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
@@ -103,9 +104,8 @@ def run_stdin(
     torch_version: str | None,
 ) -> int:
     """``lint --stdin-filename``, from the resolved configuration on: the exit code."""
-    from torch_audit.lint.command import _pfi_codes, _relative, fails
+    from torch_audit.lint.command import _pfi_codes, _relative
     from torch_audit.lint.engine import LintSettings
-    from torch_audit.report import render
 
     from torch_audit.lint.discover import InvalidPattern
 
@@ -140,20 +140,15 @@ def run_stdin(
         )
         if done is not None:
             return done
-    fmt = opts.get("output_format") or "text"
-    output_file = opts.get("output_file")
-    text = render(
-        sorted(findings, key=lambda f: f.sort_key), fmt, catalog=catalog, root=config.root, color=False,
-        statistics=bool(opts.get("statistics")), show_fix_hint=not quiet, summary=not quiet,
-        files_checked=0 if excluded else 1, unsafe_fixes=bool(opts.get("unsafe_fixes")),
-    )
-    if quiet and fmt == "text" and not opts.get("statistics"):
-        text = "".join(line + "\n" for line in text.splitlines() if line and ":" in line.split(" ")[0])
-    from torch_audit.cli import write_output
-
-    write_output(text, output_file)
-    if internal_errors:
-        if not settings.verbose:
-            click.echo(f"torch-audit: error: {internal_errors} internal error(s); run with --verbose for tracebacks", err=True)
-        return 2
-    return 1 if not opts.get("exit_zero") and fails(findings, opts.get("fail_on")) else 0
+    try:
+        write_report(
+            sorted(findings, key=lambda f: f.sort_key), opts.get("output_format") or "text",
+            output_file=opts.get("output_file"), quiet=quiet, statistics=bool(opts.get("statistics")),
+            color=False, catalog=catalog, root=config.root, files_checked=0 if excluded else 1,
+            unsafe_fixes=bool(opts.get("unsafe_fixes")),
+        )
+    except OutputError as exc:
+        message(str(exc), "error")
+        return EXIT_ERROR
+    return exit_code(findings, fail_on=opts.get("fail_on"), exit_zero=bool(opts.get("exit_zero")),
+                     internal_errors=internal_errors, verbose=settings.verbose)

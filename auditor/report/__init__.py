@@ -24,10 +24,7 @@ from torch_audit.report._sarif import render_sarif, sarif_log
 from torch_audit.report._text import render_statistics, render_text, summary_lines
 from torch_audit.report._text import statistics as rule_statistics
 
-FORMATS = ("text", "full", "json", "sarif", "github", "gitlab", "junit")
-#: The formats for people: ``text`` (one line per finding, Ruff's ``concise``) and ``full``
-#: (the same lines, each followed by its source frame and its ``= help:`` line, Ruff's ``full``).
-TEXT_FORMATS = ("text", "full")
+from torch_audit.output import FORMATS, TEXT_FORMATS  # the one list of formats
 
 __all__ = [
     "FORMATS",
