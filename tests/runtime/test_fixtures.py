@@ -1,16 +1,16 @@
 """One harness over fixtures/runtime/*/: bad.py gives exactly the codes of its `# expect:` line,
 good.py gives none, with every default and preview runtime check enabled (plus the folder's own
-check when it is opt-in)."""
+check when it is opt-in): a good.py is the "Use instead" example of `torch-audit rule CODE`, so it
+must not set off any other check either."""
 
 from __future__ import annotations
 
 import pytest
 
+from harness import expected_codes, run_fixture, runtime_fixture_dirs
 from torch_audit.catalog import load_catalog, slug_of
 
-from .conftest import expected_codes, fixture_dirs, run_fixture
-
-DIRS = fixture_dirs()
+DIRS = runtime_fixture_dirs()
 
 
 @pytest.mark.parametrize("folder", DIRS, ids=lambda p: p.name)
@@ -35,7 +35,9 @@ def test_every_runtime_check_has_fixtures():
     for rule in catalog.of_kind("runtime"):
         if rule.code == "TA799":
             continue  # internal errors are tested in test_session.py
+        folder = DIRS[0].parent / slug_of(rule)
         assert slug_of(rule) in names, f"no fixtures/runtime/{slug_of(rule)}/ for {rule.code}"
-        assert rule.code in expected_codes(
-            __import__("pathlib").Path(DIRS[0]).parent / slug_of(rule) / "bad.py"
-        ), f"fixtures/runtime/{slug_of(rule)}/bad.py does not expect {rule.code}"
+        assert (folder / "good.py").is_file(), f"fixtures/runtime/{slug_of(rule)}/ has no good.py"
+        assert rule.code in expected_codes(folder / "bad.py"), (
+            f"fixtures/runtime/{slug_of(rule)}/bad.py does not expect {rule.code}"
+        )
