@@ -39,6 +39,45 @@ def test_rule_declaration(rule):
     assert rule.code in page and "## What it does" in page
 
 
+def event_problems(check) -> list[str]:
+    """Everything wrong with a runtime check's event declaration: ``validate_events`` (an unknown
+    event, an event without its ``on_<event>``), and an ``on_<event>`` the check does not
+    subscribe to (the session would never call it)."""
+    from torch_audit.runtime.check import validate_events
+
+    problems = validate_events(check)
+    handlers = {name[len("on_"):] for name in dir(check) if name.startswith("on_") and callable(getattr(check, name))}
+    for event in sorted(handlers - set(check.events)):
+        problems.append(f"{check.__name__}: has on_{event} but does not subscribe to {event!r}")
+    return problems
+
+
+@pytest.mark.parametrize("check", load_catalog().of_kind("runtime"), ids=lambda r: r.name)
+def test_runtime_check_declares_its_events(check):
+    problems = event_problems(check)
+    assert problems == [], f"{check.code} declares its events wrongly:\n" + "\n".join(problems)
+
+
+def test_a_wrongly_declared_check_fails_the_event_meta_test():
+    from torch_audit.runtime.check import RuntimeCheck
+
+    class Broken(RuntimeCheck):
+        code = "TA798"
+        events = frozenset({"forwards", "backward"})  # a misspelt event; no on_backward
+
+        def on_step_pre(self, *args):  # never subscribed: the session would never call it
+            pass
+
+    assert sorted(event_problems(Broken)) == [
+        "Broken: has on_step_pre but does not subscribe to 'step_pre'",
+        "Broken: subscribes to 'backward' but has no on_backward",
+        "Broken: subscribes to 'forwards' but has no on_forwards",
+        "Broken: unknown events ['forwards']",
+    ]
+    with pytest.raises(AssertionError, match="declares its events wrongly"):
+        test_runtime_check_declares_its_events(Broken)
+
+
 def test_rule_module_naming_follows_the_bad_pattern():
     """Rules are named after what is wrong (`SoftmaxBeforeCrossEntropy`), not after the act of
     looking for it (`CheckSoftmax`); a bad pattern that itself starts with such a word
