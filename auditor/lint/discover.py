@@ -102,7 +102,7 @@ def shown(path: "str | os.PathLike[str]") -> str:
     text = os.fspath(path)
     if text.isprintable():
         return text
-    from torch_audit.report._common import printable
+    from torch_audit.paths import printable
 
     return printable(text)
 

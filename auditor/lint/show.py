@@ -11,7 +11,7 @@ from typing import Any
 
 from torch_audit.config import Config
 from torch_audit.lint.discover import DEFAULT_EXCLUDES, Discovery
-from torch_audit.report._common import display_path
+from torch_audit.paths import display_path
 
 DEFAULT = "default"
 COMMAND_LINE = "command line"

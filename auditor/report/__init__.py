@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from torch_audit.findings import Finding
-from torch_audit.report._common import color_wanted, escape_surrogates_in_json
 from torch_audit.report._github import escape_data, escape_property, render_github
-from torch_audit.report._json import render_json, render_json_statistics
+from torch_audit.report._json import escape_surrogates_in_json, render_json, render_json_statistics
 from torch_audit.report._sarif import render_sarif, sarif_log
-from torch_audit.report._text import render_statistics, render_text, summary_lines
+from torch_audit.report._text import color_wanted, render_statistics, render_text, summary_lines
 from torch_audit.report._text import statistics as rule_statistics
 
 from torch_audit.output import FORMATS, TEXT_FORMATS  # the one list of formats

@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Iterable
 
 from torch_audit.findings import Finding
-from torch_audit.report._common import repo_relative_posix
+from torch_audit.paths import repo_relative_posix
 from torch_audit.report._frames import SourceLines
 
 _SPACE = re.compile(r"\s+")

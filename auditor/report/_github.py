@@ -10,7 +10,8 @@ from __future__ import annotations
 from torch_audit.findings import Finding, Severity
 import os
 
-from torch_audit.report._common import display_path, ordered, printable, repo_relative_posix
+from torch_audit.paths import display_path, printable, repo_relative_posix
+from torch_audit.report._order import ordered
 from torch_audit.report._text import runtime_suffix
 
 COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}

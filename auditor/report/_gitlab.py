@@ -11,7 +11,8 @@ import os
 from typing import Any
 
 from torch_audit.findings import Finding, Severity
-from torch_audit.report._common import ordered, repo_relative_posix
+from torch_audit.paths import repo_relative_posix
+from torch_audit.report._order import ordered
 from torch_audit.report._fingerprint import fingerprints
 from torch_audit.report._text import runtime_suffix
 

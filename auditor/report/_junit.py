@@ -9,7 +9,8 @@ from collections import defaultdict
 from xml.etree import ElementTree as ET
 
 from torch_audit.findings import Finding
-from torch_audit.report._common import display_path, ordered
+from torch_audit.paths import display_path
+from torch_audit.report._order import ordered
 from torch_audit.report._text import runtime_suffix
 
 # XML 1.0 cannot carry most control characters, even escaped

@@ -13,14 +13,10 @@ from typing import Any
 from urllib.parse import quote
 
 from torch_audit.findings import Applicability, Finding, Severity
+from torch_audit.paths import absolute_uri, repo_relative_posix
 from torch_audit.report._fingerprint import fingerprints
-from torch_audit.report._common import (
-    absolute_uri,
-    is_runtime,
-    json_safe,
-    ordered,
-    repo_relative_posix,
-)
+from torch_audit.report._json import json_safe
+from torch_audit.report._order import is_runtime, ordered
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"

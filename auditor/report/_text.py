@@ -7,18 +7,14 @@ to do about it); ``text`` is Ruff's ``concise``."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from typing import Any
 
 from torch_audit.findings import Applicability, Finding, Severity
+from torch_audit.paths import display_path
 from torch_audit.report._frames import SourceLines, frame_lines
-from torch_audit.report._common import (
-    display_path,
-    fix_is_applicable,
-    is_runtime,
-    ordered,
-    plural,
-)
+from torch_audit.report._order import is_runtime, ordered
 
 RESET = "\x1b[0m"
 BOLD = "\x1b[1m"
@@ -28,6 +24,32 @@ YELLOW = "\x1b[33m"
 CYAN = "\x1b[36m"
 
 SEVERITY_COLOR = {Severity.ERROR: RED, Severity.WARNING: YELLOW, Severity.INFO: CYAN}
+
+
+def color_wanted(stream: Any) -> bool:
+    """ANSI colour for ``stream``: never with ``NO_COLOR``, always with ``FORCE_COLOR`` (any
+    non-empty value, https://no-color.org and https://force-color.org), otherwise on a terminal."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or unusual stream
+        return False
+
+
+def fix_is_applicable(finding: Finding, unsafe_fixes: bool) -> bool:
+    """Whether ``--fix`` would apply this finding's fix (Ruff's rule: safe fixes always,
+    unsafe ones only with ``--unsafe-fixes``)."""
+    fix = finding.fix
+    if fix is None:
+        return False
+    return fix.applicability == Applicability.SAFE or unsafe_fixes
+
+
+def plural(n: int, singular: str, plural_form: str | None = None) -> str:
+    return f"{n} {singular if n == 1 else (plural_form or singular + 's')}"
 
 
 class _Style:

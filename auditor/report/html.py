@@ -427,7 +427,7 @@ def render_html(
     meta: Mapping[str, str] | None = None,
 ) -> str:
     """The whole report as one HTML document (a string)."""
-    from torch_audit.report._common import ordered
+    from torch_audit.report._order import ordered
 
     from torch_audit.runtime.causes import root_cause_first
 
