@@ -1,7 +1,9 @@
 """One harness over fixtures/runtime/*/: bad.py gives exactly the codes of its `# expect:` line,
-good.py gives none, with every default and preview runtime check enabled (plus the folder's own
-check when it is opt-in): a good.py is the "Use instead" example of `torch-audit rule CODE`, so it
-must not set off any other check either."""
+good.py and every trap_*.py give none, with every default and preview runtime check enabled (plus
+the folder's own check when it is opt-in). good.py is the short "Use instead" example of
+`torch-audit rule CODE`, so it must not set off any other check either; the edge cases a careless
+check would fire on (accumulation on purpose, frozen statistics, several optimizers) live in
+trap_*.py."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from harness import expected_codes, run_fixture, runtime_fixture_dirs
 from torch_audit.catalog import load_catalog, slug_of
 
 DIRS = runtime_fixture_dirs()
+TRAPS = sorted(p for folder in DIRS for p in folder.glob("trap_*.py"))
 
 
 @pytest.mark.parametrize("folder", DIRS, ids=lambda p: p.name)
@@ -27,6 +30,20 @@ def test_bad_fixture_reports_expected_codes(folder):
 def test_good_fixture_is_silent(folder):
     session = run_fixture(folder / "good.py")
     assert session.findings == [], session.report()
+
+
+@pytest.mark.parametrize("trap", TRAPS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_trap_fixture_is_silent(trap):
+    session = run_fixture(trap)
+    assert session.findings == [], session.report()
+
+
+def test_runtime_fixture_files_are_named_bad_good_or_trap_and_good_is_short():
+    for folder in DIRS:
+        for path in folder.glob("*.py"):
+            assert path.name in ("bad.py", "good.py") or path.name.startswith("trap_"), path
+        lines = len((folder / "good.py").read_text().strip().splitlines())
+        assert lines <= 40, f"{folder.name}/good.py has {lines} lines: move the edge cases into trap_*.py"
 
 
 def test_every_runtime_check_has_fixtures():
