@@ -1,11 +1,13 @@
+"""Pytest fixtures shared by every test. The helpers the rule tests share (static and runtime
+alike) live in ``tests/harness.py`` and are imported from there: ``from harness import ...``."""
+
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "fixtures"
+from harness import ROOT
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ command line gives the same codes."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -13,35 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from torch_audit.catalog import load_catalog, slug_of
+from harness import RUNTIME_FIXTURES as RUNTIME, expected_codes, runtime_selection
 from torch_audit.runtime.cli import audit_script, resolve_settings
 
-ROOT = Path(__file__).resolve().parents[1]
-RUNTIME = ROOT / "fixtures" / "runtime"
 SCRIPTS = sorted(p for p in RUNTIME.glob("*/*.py") if p.name in ("bad.py", "good.py") or p.name.startswith("trap_"))
 
 
 def expected(path: Path) -> set[str]:
-    if path.name != "bad.py":  # good.py and the traps are silent
-        return set()
-    codes: set[str] = set()
-    for line in path.read_text().splitlines():
-        m = re.match(r"\s*#\s*expect:\s*(.*)$", line)
-        if m:
-            codes.update(re.findall(r"TA\d{3}", m.group(1)))
-    return codes
-
-
-def selection(path: Path) -> tuple[str, ...]:
-    """Every default and preview check, plus the folder's own check when it is opt-in (as the
-    runtime fixture harness does)."""
-    own = [r.code for r in load_catalog().of_kind("runtime") if slug_of(r) == path.parent.name]
-    return ("ALL", *own)
+    """bad.py gives the codes of its `# expect:` line; good.py and the traps are silent."""
+    return expected_codes(path) if path.name == "bad.py" else set()
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_fixture_gives_expected_codes(path, capsys):
-    settings = resolve_settings({"select": selection(path), "preview": True}, path)
+    settings = resolve_settings({"select": tuple(runtime_selection(path)), "preview": True}, path)
     outcome = audit_script(str(path), audit_options=settings.audit_options)
     assert outcome.exception is None, outcome.exception
     assert outcome.status == 0
