@@ -130,37 +130,18 @@ def cli() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Print findings only, no summary or notes.")
 def lint(paths: tuple[str, ...], **opts: Any) -> None:
     """Check PATHS (default: the current directory) statically."""
-    _check_adoption_options(opts)
+    from torch_audit.lint.options import LintOptions, OptionsError
+
+    try:
+        options = LintOptions.from_command_line(paths, **opts)
+    except OptionsError as exc:
+        raise _fail(str(exc)) from None
     from torch_audit.lint import gc_paused
 
     with gc_paused():  # imports libcst
         from torch_audit.lint.command import run_lint
 
-    code = run_lint(_stdin_paths(list(paths), opts) or ["."], **opts)
-    sys.exit(code)
-
-
-def _stdin_paths(paths: list[str], opts: dict[str, Any]) -> list[str]:
-    """Standard input is read, as Ruff does, when PATHS is `-`, or absent with --stdin-filename;
-    its name (`-` without --stdin-filename) then stands for the paths."""
-    if paths not in ([], ["-"]) or (not paths and opts.get("stdin_filename") is None):
-        opts["stdin_filename"] = None  # files named: they are linted, standard input is not read
-        return paths
-    if opts.get("stdin_filename") is None:
-        opts["stdin_filename"] = "-"
-    if opts.get("add_noqa"):
-        raise _fail("--add-noqa needs files to edit, not standard input")
-    return [opts["stdin_filename"]]
-
-
-def _check_adoption_options(opts: dict[str, Any]) -> None:
-    """--add-noqa, --baseline and --write-baseline each change what a run does: one at a time,
-    and not with --fix/--diff (which would rewrite the lines they key on)."""
-    chosen = [name for name, key in (("--add-noqa", "add_noqa"), ("--baseline", "baseline"),
-              ("--write-baseline", "write_baseline"), ("--fix", "fix"), ("--diff", "diff")) if opts.get(key)]
-    adoption = [c for c in chosen if c not in ("--fix", "--diff")]
-    if adoption and len(chosen) > 1:
-        raise _fail(f"{chosen[0]} cannot be combined with {chosen[1]}")
+    sys.exit(run_lint(options))
 
 
 @cli.command("rules")

@@ -49,12 +49,13 @@ class Linter:
     """Configuration lookup (cached by file and modification time) and in-process linting."""
 
     def __init__(self) -> None:
-        self._configs: dict[tuple[Any, ...], tuple[Any, Any, Any, Any]] = {}
+        self._configs: dict[tuple[Any, ...], Any] = {}  # Selection
 
-    def _resolved(self, path: Path) -> tuple[Any, Any, Any, Any]:
+    def _resolved(self, path: Path) -> Any:  # Selection
         from torch_audit.catalog import UnknownSelector, load_catalog
         from torch_audit.config import ConfigError, find_config
-        from torch_audit.lint.command import _resolve_selection
+        from torch_audit.lint.options import LintOptions
+        from torch_audit.lint.selection import select_rules
 
         config_path = find_config(path)
         try:
@@ -67,11 +68,11 @@ class Linter:
             for kinds in (("static",), ("static", "runtime")):
                 catalog = load_catalog(kinds)
                 try:
-                    config, rules, pfi = _resolve_selection([str(path)], {"config_file": config_path}, catalog)
+                    chosen = select_rules([str(path)], LintOptions(config_file=config_path), catalog)
                 except (ConfigError, UnknownSelector) as exc:
                     problem = exc
                     continue
-                self._configs[key] = (config, rules, pfi, catalog)
+                self._configs[key] = chosen
                 break
             else:
                 raise ConfigError(str(problem))
@@ -79,13 +80,13 @@ class Linter:
 
     def setup(self, path: Path) -> _Setup:
         """Raises ConfigError (a one-line message) for a broken configuration."""
-        from torch_audit.lint.command import _pfi_codes
         from torch_audit.lint.engine import LintSettings
         from torch_audit.lint.stdin import is_excluded
 
-        config, rules, pfi, catalog = self._resolved(path)
-        settings = LintSettings.of(rules, config, config.torch_version)
-        return _Setup(settings, config, _pfi_codes(pfi, str(path), config.root), is_excluded(path, config, {}), catalog)
+        chosen = self._resolved(path)
+        config = chosen.config
+        settings = LintSettings.of(chosen.rules, config, config.torch_version)
+        return _Setup(settings, config, chosen.ignored_for(str(path)), is_excluded(path, config), chosen.catalog)
 
     def lint(self, path: Path, text: str) -> tuple[list[Finding], _Setup]:
         from torch_audit.lint.engine import lint_source

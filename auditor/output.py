@@ -1,5 +1,6 @@
 """A command's way out: the output formats, the report on standard output or in a file, the exit
-code. ``lint``, ``lint --fix``/``--diff``, ``lint --stdin-filename`` (and ``run``) end here.
+code. ``lint``, ``lint --fix``/``--diff``, ``lint --stdin-filename`` (and ``run``) end here;
+``torch_audit.report.write_report`` renders a report and writes it through :func:`write_output`.
 
 Exit codes, as Ruff: 0 no findings (or none at or above ``--fail-on``, or ``--exit-zero``),
 1 findings, 2 usage, configuration or internal error, 130 interrupted.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch_audit.findings import Finding, Severity
@@ -35,12 +36,17 @@ class OutputError(Exception):
     """The report cannot be written where it was asked to go (a usage error: exit 2)."""
 
 
+def stderr(text: str) -> None:
+    """``text`` as is (a traceback, a summary line) on standard error."""
+    import click
+
+    click.echo(text, err=True)
+
+
 def message(text: str, kind: str | None = None) -> None:
     """One line of the tool's own on standard error: ``torch-audit: <kind>: <text>`` (or
     ``torch-audit: <text>`` without a kind). Never on standard output, which holds the report."""
-    import click
-
-    click.echo(f"torch-audit: {kind}: {text}" if kind else f"torch-audit: {text}", err=True)
+    stderr(f"torch-audit: {kind}: {text}" if kind else f"torch-audit: {text}")
 
 
 def write_output(text: str, output_file: str | os.PathLike[str] | None, *, color: bool | None = None) -> None:
@@ -94,37 +100,3 @@ def exit_code(
     if not exit_zero and fails(findings, fail_on):
         return EXIT_FINDINGS
     return EXIT_OK
-
-
-def finding_lines(text: str) -> str:
-    """The lines of a ``text`` report that are findings (``--quiet``): no summary, no notes."""
-    return "".join(line + "\n" for line in text.splitlines() if line and ":" in line.split(" ")[0])
-
-
-def write_report(
-    findings: list["Finding"],
-    fmt: str,
-    *,
-    output_file: str | None = None,
-    quiet: bool = False,
-    statistics: bool = False,
-    color: bool | None = None,
-    **render_args: Any,
-) -> None:
-    """Render ``findings`` (``torch_audit.report.render``) and write them (:func:`write_output`).
-
-    ``color=None`` decides as the linter does: ANSI colour for ``text``/``full`` on standard
-    output when it is wanted (``NO_COLOR``, ``FORCE_COLOR``, a terminal). ``quiet``: no summary
-    (and for ``text``, only the finding lines). ``render_args`` go to ``render`` (``catalog``,
-    ``root``, ``files_checked``, ``unsafe_fixes``, ...). Raises :class:`OutputError`."""
-    import sys
-
-    from torch_audit.report import color_wanted, render
-
-    if color is None:
-        color = fmt in TEXT_FORMATS and output_file is None and color_wanted(sys.stdout)
-    text = render(findings, fmt, color=color, statistics=statistics, show_fix_hint=not quiet,
-                  summary=not quiet, **render_args)
-    if quiet and fmt == "text" and not statistics:
-        text = finding_lines(text)
-    write_output(text, output_file, color=color or None)

@@ -211,8 +211,9 @@ def test_file_changed_between_read_and_write_is_skipped(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fixer, "fix_path", fix_then_edit)
     from torch_audit.lint.command import run_lint
+    from torch_audit.lint.options import LintOptions
 
-    code = run_lint([str(path)], fix=True, unsafe_fixes=True, no_cache=True, jobs=1, quiet=True)
+    code = run_lint(LintOptions(paths=(str(path),), fix=True, unsafe_fixes=True, no_cache=True, jobs=1, quiet=True))
     assert code == 1
     assert path.read_text() == BIAS_SRC + "# edited meanwhile\n"
 
@@ -329,8 +330,9 @@ def test_rename_failing_leaves_every_file_intact(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(fixer.os, "replace", failing_replace)
     from torch_audit.lint.command import run_lint
+    from torch_audit.lint.options import LintOptions
 
-    code = run_lint([str(tmp_path)], fix=True, unsafe_fixes=True, no_cache=True, jobs=1)
+    code = run_lint(LintOptions(paths=(str(tmp_path),), fix=True, unsafe_fixes=True, no_cache=True, jobs=1))
     assert code == 2
     assert "cannot write" in capsys.readouterr().err
     for p, text in files.items():
@@ -351,7 +353,8 @@ def fsync(fd):
     return real_fsync(fd)
 fixer.os.fsync = fsync
 from torch_audit.lint.command import run_lint
-run_lint([sys.argv[1]], fix=True, unsafe_fixes=True, no_cache=True, jobs=1)
+from torch_audit.lint.options import LintOptions
+run_lint(LintOptions(paths=(sys.argv[1],), fix=True, unsafe_fixes=True, no_cache=True, jobs=1))
 """
 
 

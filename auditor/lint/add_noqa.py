@@ -230,12 +230,12 @@ def add_noqa_path(
 
 
 def add_noqa_command(
-    results: list[Any], settings: Any, opts: dict[str, Any], *, ignored_for: Callable[[str], frozenset[str]]
+    results: list[Any], settings: Any, options: Any, *, ignored_for: Callable[[str], frozenset[str]]
 ) -> int:
     """Suppress the findings of ``results`` (the lint run's) in place; 0, or 2 on a failure."""
     from torch_audit.atomic import write_bytes_atomic
 
-    quiet = bool(opts.get("quiet"))
+    quiet = options.quiet
 
     def err(message: str) -> None:
         click.echo(message, err=True)

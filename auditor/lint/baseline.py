@@ -17,9 +17,12 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from torch_audit.findings import Finding
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch_audit.lint.options import LintOptions
 
 VERSION = 1
 #: Findings of these rules are never recorded: they are the tool's own failures, not the code's.
@@ -183,7 +186,7 @@ def new_findings(
 
 def apply_baseline_options(
     findings: list[Finding],
-    opts: dict,
+    options: "LintOptions",
     *,
     root: Path,
     relative: Callable[[str, Path], str],
@@ -199,7 +202,7 @@ def apply_baseline_options(
         return relative(path, root)
 
     sources = SourceLines(read)
-    target = opts.get("write_baseline")
+    target = options.write_baseline
     if target:
         from torch_audit.atomic import write_text_atomic
 
@@ -211,15 +214,15 @@ def apply_baseline_options(
             click.echo(f"torch-audit: error: cannot write {target}: {exc.strerror or exc}", err=True)
             return findings, 2
         recorded = sum(1 for f in findings if f.name not in NEVER_BASELINED)
-        if not opts.get("quiet"):
+        if not options.quiet:
             click.echo(f"torch-audit: wrote {recorded} finding(s) to the baseline {target}", err=True)
         return findings, 0
     try:
-        baseline = load(Path(opts["baseline"]))
+        baseline = load(Path(options.baseline))  # type: ignore[arg-type]
     except BaselineError as exc:
         click.echo(f"torch-audit: error: {exc}", err=True)
         return findings, 2
     kept, covered = new_findings(findings, baseline, rel, sources)
-    if covered and not opts.get("quiet"):
-        click.echo(f"torch-audit: note: {covered} finding(s) recorded in {opts['baseline']} not shown", err=True)
+    if covered and not options.quiet:
+        click.echo(f"torch-audit: note: {covered} finding(s) recorded in {options.baseline} not shown", err=True)
     return kept, None

@@ -33,13 +33,11 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterable
 
-import click
 import libcst as cst
 
 from torch_audit.findings import Applicability, Edit, Finding, Fix
 from torch_audit.lint.discover import shown
 from torch_audit.lint.engine import FileResult, LintSettings, decode, lint_source
-from torch_audit.output import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, OutputError, exit_code, message, write_output, write_report
 
 #: Fix passes per file before giving up (each pass re-lints the new text).
 MAX_PASSES = 10
@@ -457,140 +455,3 @@ def fix_files(
 
     with worker_pool(jobs, _init_worker, (settings, kwargs)) as pool:
         return list(pool.map(_fix_one, items, chunksize=1))
-
-
-def _may_write(path: str, root: Any, named: list[str] | None) -> bool:
-    """Whether ``--fix`` may write ``path``: its real path is inside the project root, or inside
-    (or is) a path named on the command line. A repository must not make --fix rewrite files
-    elsewhere through a link."""
-    real = os.path.realpath(path)
-    allowed = [os.path.realpath(root)] if root is not None else []
-    allowed += [os.path.realpath(p) for p in named or ()]
-    for base in allowed:
-        if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
-            return True
-    return False
-
-
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    return f"{n} {word if n == 1 else (plural or word + 's')}"
-
-
-def apply_fixes_command(
-    findings: list[Finding],
-    results: list[FileResult],
-    settings: LintSettings,
-    opts: dict[str, Any],
-    *,
-    config: Any,
-    catalog: Any,
-    named: list[str] | None = None,
-) -> int:
-    """``lint --fix`` / ``lint --diff``: fix, write (or diff), render what remains.
-
-    A file whose real path is outside the project root (a link in the tree to a file elsewhere)
-    is written only when it, or a folder holding it, was ``named`` on the command line."""
-    from torch_audit.lint.command import _relative, per_file_ignored
-
-    unsafe = bool(opts.get("unsafe_fixes"))
-    diff_only = bool(opts.get("diff"))
-    quiet = bool(opts.get("quiet"))
-    fmt = opts.get("output_format") or "text"
-
-    def err(message: str) -> None:
-        click.echo(message, err=True)
-
-    pfi = per_file_ignored(config, catalog)
-
-    def ignored_for(path: str) -> frozenset[str]:
-        if not pfi:
-            return frozenset()
-        rel = _relative(path, config.root)
-        codes: set[str] = set()
-        for spec, cs in pfi:
-            if spec.match_file(rel):
-                codes |= cs
-        return frozenset(codes)
-
-    by_path: dict[str, list[Finding]] = {}
-    for f in findings:
-        by_path.setdefault(f.path, []).append(f)
-    todo = [p for p, fs in by_path.items() if any(applicable(f, unsafe) for f in fs)]
-    from torch_audit.lint.runner import default_jobs
-
-    jobs = opts.get("jobs") or default_jobs()
-    fixes = fix_files([(p, ignored_for(p)) for p in todo], settings, jobs=jobs, unsafe=unsafe)
-
-    remaining: dict[str, list[Finding]] = {p: list(fs) for p, fs in by_path.items()}
-    fixed_total = 0
-    refixed = {x.path for x in fixes}
-    errors = sum(r.internal_errors for r in results if r.path not in refixed)
-    write_failures = 0
-    diffs: list[str] = []
-    changed_files = 0
-    for fx in fixes:
-        for note in fx.notes:
-            if not quiet:
-                err(f"torch-audit: note: {note}")
-        if settings.verbose:
-            for tb in fx.tracebacks:
-                err(tb)
-        errors += fx.internal_errors
-        if not fx.changed:
-            remaining[fx.path] = fx.findings if fx.findings or fx.original else remaining.get(fx.path, [])
-            continue
-        if diff_only:
-            diffs.append(unified_diff(fx.path, fx.original, fx.fixed))  # type: ignore[arg-type]
-            fixed_total += fx.applied
-            changed_files += 1
-            remaining[fx.path] = fx.findings
-            continue
-        if not _may_write(fx.path, config.root, named):
-            err(f"torch-audit: warning: {shown(fx.path)}: leads outside the project (a symbolic link); not fixed"
-                " (name it on the command line to fix it)")
-            continue
-        try:
-            write_if_unchanged(fx.path, fx.original, fx.fixed)  # type: ignore[arg-type]
-        except FileChanged:
-            err(f"torch-audit: warning: {shown(fx.path)}: changed by another program while it was being fixed; not written")
-            continue
-        except ReadOnly:
-            err(f"torch-audit: warning: {shown(fx.path)}: the file is read-only; not fixed")
-            continue
-        except OSError as exc:
-            err(f"torch-audit: error: {fx.path}: cannot write: {exc.strerror or exc}")
-            write_failures += 1
-            continue
-        fixed_total += fx.applied
-        changed_files += 1
-        remaining[fx.path] = fx.findings
-
-    left = sorted((f for fs in remaining.values() for f in fs), key=lambda f: f.sort_key)
-    try:
-        if diff_only:
-            text = "".join(diffs)
-            write_output(text, opts.get("output_file"))
-        else:
-            write_report(
-                left, fmt, output_file=opts.get("output_file"), quiet=quiet,
-                statistics=bool(opts.get("statistics")), catalog=catalog, root=config.root,
-                files_checked=len(results), unsafe_fixes=unsafe,
-            )
-    except OutputError as exc:
-        message(str(exc), "error")
-        return EXIT_ERROR
-    if not quiet:  # stderr: never mixed into a JSON/SARIF report on stdout
-        if not diff_only:
-            err(f"Fixed {_plural(fixed_total, 'finding')} ({len(left)} remaining).")
-        else:
-            err(
-                f"Would fix {_plural(fixed_total, 'finding')} in {_plural(changed_files, 'file')}"
-                f" ({len(left)} remaining)." if fixed_total else "No fixes to apply."
-            )
-    if write_failures and not errors:
-        return EXIT_ERROR
-    if diff_only:  # exit 1 when there is a diff (as Ruff), whatever --fail-on says
-        status = exit_code([], internal_errors=errors, verbose=settings.verbose)
-        return status or (EXIT_FINDINGS if text else EXIT_OK)
-    return exit_code(left, fail_on=opts.get("fail_on"), exit_zero=bool(opts.get("exit_zero")),
-                     internal_errors=errors, verbose=settings.verbose)

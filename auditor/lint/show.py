@@ -11,6 +11,7 @@ from typing import Any
 
 from torch_audit.config import Config
 from torch_audit.lint.discover import DEFAULT_EXCLUDES, Discovery
+from torch_audit.lint.options import LintOptions
 from torch_audit.paths import display_path
 
 DEFAULT = "default"
@@ -25,11 +26,6 @@ def _source(config: Config, key: str, from_cli: bool) -> str:
     return DEFAULT
 
 
-def _given(opts: dict[str, Any], key: str) -> bool:
-    value = opts.get(key)
-    return value not in (None, (), [], False)
-
-
 def _toml(value: Any) -> str:
     if value is None:
         return '"latest"'
@@ -41,13 +37,12 @@ def _toml(value: Any) -> str:
 
 
 def settings_rows(
-    config: Config, opts: dict[str, Any], torch_version: str | None
+    config: Config, options: LintOptions, torch_version: str | None
 ) -> list[tuple[str, Any, str]]:
     """``(key, value, source)`` for every setting of the linter."""
-    from torch_audit.config import split_selectors as _selectors  # the one parser of comma-separated options
 
     def row(key: str, file_value: Any, opt: str | None = None, cli_value: Any = None):
-        from_cli = opt is not None and _given(opts, opt)
+        from_cli = opt is not None and options.given(opt)
         source = _source(config, key, from_cli)
         if from_cli and key in config.keys_set and config.path is not None and key != "exclude":
             source = f"{config.path} + {COMMAND_LINE}"  # the command line adds to the file's list
@@ -55,30 +50,30 @@ def settings_rows(
 
     select = config.select if config.select is not None else "(every stable rule that is not opt-in)"
     exclude = list(config.exclude) if config.exclude is not None else list(DEFAULT_EXCLUDES)
-    preview_cli = opts.get("preview")
-    force_cli = bool(opts.get("force_exclude"))
-    if _given(opts, "select"):  # a --select starts afresh: the file's ignore and extend-select drop out
+    preview_cli = options.preview
+    force_cli = bool(options.force_exclude)
+    if options.given("select"):  # a --select starts afresh: the file's ignore and extend-select drop out
         dropped = "command line (--select drops the file's value)"
         selection = [
-            ("select", _selectors(opts.get("select")), COMMAND_LINE),
-            ("ignore", _selectors(opts.get("ignore")), dropped),
-            ("extend-select", _selectors(opts.get("extend_select")), dropped),
+            ("select", options.selectors("select"), COMMAND_LINE),
+            ("ignore", options.selectors("ignore"), dropped),
+            ("extend-select", options.selectors("extend_select"), dropped),
         ]
     else:
         selection = [
             row("select", select),
-            row("ignore", config.ignore, "ignore", [*config.ignore, *_selectors(opts.get("ignore"))]),
+            row("ignore", config.ignore, "ignore", [*config.ignore, *options.selectors("ignore")]),
             row("extend-select", config.extend_select, "extend_select",
-                [*config.extend_select, *_selectors(opts.get("extend_select"))]),
+                [*config.extend_select, *options.selectors("extend_select")]),
         ]
     return [
         *selection,
         ("preview", config.preview if preview_cli is None else preview_cli,
          _source(config, "preview", preview_cli is not None)),
-        ("torch-version", torch_version, _source(config, "torch-version", _given(opts, "torch_version"))),
-        row("exclude", exclude, "exclude", list(opts.get("exclude") or ())),
+        ("torch-version", torch_version, _source(config, "torch-version", options.given("torch_version"))),
+        row("exclude", exclude, "exclude", list(options.exclude)),
         row("extend-exclude", config.extend_exclude, "extend_exclude",
-            [*config.extend_exclude, *(opts.get("extend_exclude") or ())]),
+            [*config.extend_exclude, *options.extend_exclude]),
         ("respect-gitignore", config.respect_gitignore, _source(config, "respect-gitignore", False)),
         ("force-exclude", force_cli or config.force_exclude, _source(config, "force-exclude", force_cli)),
         ("per-file-ignores", config.per_file_ignores, _source(config, "per-file-ignores", False)),
@@ -86,14 +81,14 @@ def settings_rows(
     ]
 
 
-def show_settings(config: Config, opts: dict[str, Any], rules: list, torch_version: str | None, catalog) -> str:
+def show_settings(config: Config, options: LintOptions, rules: list, torch_version: str | None, catalog) -> str:
     lines = [
         f"Configuration file: {config.path if config.path is not None else '(none found; defaults)'}",
         f"Project root: {config.root}",
         "",
         "Settings (value  # where it came from):",
     ]
-    rows = settings_rows(config, opts, torch_version)
+    rows = settings_rows(config, options, torch_version)
     width = max(len(key) for key, _, _ in rows)
     for key, value, source in rows:
         if isinstance(value, dict):
@@ -123,15 +118,15 @@ def _forms(path: Path, root: Path) -> list[str]:
     return [form + "/" if is_directory else form for form, is_directory in forms]
 
 
-def _skip_reason(path: Path, reason: str, config: Config, opts: dict[str, Any]) -> str:
+def _skip_reason(path: Path, reason: str, config: Config, options: LintOptions) -> str:
     if reason != "exclude":
         return f"listed in {display_path(reason)}"
     import pathspec
 
-    replaced = list(opts.get("exclude") or ()) or config.exclude
+    replaced, extended = options.excludes(config)
     groups = [
         (replaced, "exclude") if replaced is not None else (list(DEFAULT_EXCLUDES), "the default excludes"),
-        ([*config.extend_exclude, *(opts.get("extend_exclude") or ())], "extend-exclude"),
+        (extended, "extend-exclude"),
     ]
     forms = _forms(path, config.root)
     for patterns, label in groups:
@@ -147,10 +142,10 @@ def show_files(found: Discovery) -> str:
     return "".join(display_path(str(path)) + "\n" for path in sorted(found.files))
 
 
-def skipped_lines(found: Discovery, config: Config, opts: dict[str, Any]) -> list[str]:
+def skipped_lines(found: Discovery, config: Config, options: LintOptions) -> list[str]:
     """What the excludes and the .gitignore files kept out (a directory once, not its
     contents), each with the pattern or file responsible."""
     return [
-        f"skipped {display_path(str(path))}{'/' if path.is_dir() else ''}: {_skip_reason(path, reason, config, opts)}"
+        f"skipped {display_path(str(path))}{'/' if path.is_dir() else ''}: {_skip_reason(path, reason, config, options)}"
         for path, reason in sorted(found.skipped)
     ]

@@ -11,25 +11,38 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from torch_audit.findings import Finding
-from torch_audit.output import EXIT_ERROR, OutputError, exit_code, message, write_report
+from torch_audit.output import (
+    EXIT_ERROR,
+    EXIT_FINDINGS,
+    EXIT_OK,
+    OutputError,
+    exit_code,
+    message,
+    stderr,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch_audit.lint.options import LintOptions
+    from torch_audit.lint.selection import Selection
 
 
-def is_excluded(path: Path, config: Any, opts: dict[str, Any]) -> bool:
+def is_excluded(path: Path, config: Any, options: "LintOptions | None" = None) -> bool:
     """Whether directory discovery would skip ``path`` (its name, or a parent directory's name
     or path relative to the project root, matches an exclude glob; build outputs): the walk's
     own decision, :func:`torch_audit.lint.discover.path_excluded`."""
     from torch_audit.lint.discover import DEFAULT_EXCLUDES, path_excluded
+    from torch_audit.lint.options import LintOptions
 
-    exclude = list(opts.get("exclude") or ()) or config.exclude
+    exclude, extend_exclude = (options or LintOptions()).excludes(config)
     return path_excluded(
         Path(path),
         exclude=exclude if exclude is not None else DEFAULT_EXCLUDES,
-        extend_exclude=[*config.extend_exclude, *(opts.get("extend_exclude") or ())],
+        extend_exclude=extend_exclude,
         root=Path(config.root),
     )
 
@@ -52,43 +65,40 @@ def lint_stdin_bytes(filename: str, data: bytes, settings: Any, ignored: frozens
 
 
 def fix_stdin(
-    filename: str, data: bytes, settings: Any, opts: dict[str, Any], *, ignored: frozenset[str], excluded: bool,
+    filename: str, data: bytes, settings: Any, options: "LintOptions", *, ignored: frozenset[str], excluded: bool,
     catalog: Any, root: Path,
 ) -> int:
     """``--fix``/``--diff`` on standard input: the fixed source (``--fix``) or the diff on
     standard output, the findings left on standard error."""
     from torch_audit.lint.fixer import fix_bytes, unified_diff
-    from torch_audit.output import fails
     from torch_audit.report import render
 
     out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
     if excluded:
-        if not opts.get("diff"):
+        if not options.diff:
             _write_bytes(out, data)  # an editor replaces the buffer with this: never empty it
-        return 0
-    fx = fix_bytes(filename, data, settings, unsafe=bool(opts.get("unsafe_fixes")), ignored=ignored)
+        return EXIT_OK
+    fx = fix_bytes(filename, data, settings, unsafe=options.unsafe_fixes, ignored=ignored)
     fixed = fx.fixed if fx.changed else data
-    if opts.get("diff"):
+    if options.diff:
         if fx.changed:
             click.echo(unified_diff(filename, data, fixed), nl=False)
     else:
         _write_bytes(out, fixed)
     left: list[Finding] = fx.findings
-    if settings.verbose:
-        for tb in fx.tracebacks:
-            click.echo(tb, err=True)
-    if not opts.get("quiet"):
-        for note in fx.notes:
-            click.echo(f"torch-audit: note: {note}", err=True)
-    if left and not opts.get("diff"):
+    for tb in fx.tracebacks if settings.verbose else ():
+        stderr(tb)
+    for note in fx.notes if not options.quiet else ():
+        message(note, "note")
+    if left and not options.diff:
         text = render(left, "text", catalog=catalog, root=root, color=False, statistics=False,
                       show_fix_hint=False, summary=False, files_checked=1)
         click.echo(text, nl=False, err=True)
-    if fx.internal_errors:
-        return 2
-    if opts.get("diff"):
-        return 1 if fx.changed else 0
-    return 1 if not opts.get("exit_zero") and fails(left, opts.get("fail_on")) else 0
+    if fx.internal_errors:  # the tracebacks were printed with --verbose; no summary line here
+        return EXIT_ERROR
+    if options.diff:
+        return EXIT_FINDINGS if fx.changed else EXIT_OK
+    return exit_code(left, fail_on=options.fail_on, exit_zero=options.exit_zero)
 
 
 def _write_bytes(out: Any, data: bytes) -> None:
@@ -99,56 +109,55 @@ def _write_bytes(out: Any, data: bytes) -> None:
         click.echo(data.decode("utf-8", "surrogateescape"), nl=False)
 
 
-def run_stdin(
-    filename: str, opts: dict[str, Any], *, config: Any, catalog: Any, rules: list[Any], pfi: Any,
-    torch_version: str | None,
-) -> int:
-    """``lint --stdin-filename``, from the resolved configuration on: the exit code."""
-    from torch_audit.lint.command import _pfi_codes, _relative
-    from torch_audit.lint.engine import LintSettings
-
+def run_stdin(options: "LintOptions", chosen: "Selection", *, torch_version: str | None) -> int:
+    """``lint --stdin-filename``, from the resolved selection on: the exit code."""
     from torch_audit.lint.discover import InvalidPattern
+    from torch_audit.lint.engine import LintSettings
+    from torch_audit.lint.selection import relative
 
+    filename = options.stdin_filename
+    assert filename is not None
+    config = chosen.config
     data = read_stdin()
-    path = Path(filename)
     try:
-        excluded = is_excluded(path, config, opts)
+        excluded = is_excluded(Path(filename), config, options)
     except InvalidPattern as exc:  # a usage error, as in a directory walk
-        click.echo(f"torch-audit: error: {exc}", err=True)
-        return 2
-    ignored = _pfi_codes(pfi, filename, config.root)
-    settings = LintSettings.of(rules, config, torch_version, verbose=bool(opts.get("verbose")))
-    if opts.get("fix") or opts.get("diff"):
-        return fix_stdin(filename, data, settings, opts, ignored=ignored, excluded=excluded, catalog=catalog,
-                         root=config.root)
-    quiet = bool(opts.get("quiet"))
+        message(str(exc), "error")
+        return EXIT_ERROR
+    ignored = chosen.ignored_for(filename)
+    settings = LintSettings.of(chosen.rules, config, torch_version, verbose=options.verbose)
+    if options.fixing:
+        return fix_stdin(filename, data, settings, options, ignored=ignored, excluded=excluded,
+                         catalog=chosen.catalog, root=config.root)
     findings: list[Finding] = []
     internal_errors = 0
     if not excluded:
         result = lint_stdin_bytes(filename, data, settings, ignored)
         findings, internal_errors = result.findings, result.internal_errors
-        for note in result.notes if not quiet else ():
-            click.echo(f"torch-audit: note: {note}", err=True)
+        for note in result.notes if not options.quiet else ():
+            message(note, "note")
         for tb in result.tracebacks if settings.verbose else ():
-            click.echo(tb, err=True)
-    if opts.get("write_baseline") or opts.get("baseline"):
+            stderr(tb)
+    if options.write_baseline or options.baseline:
         from torch_audit.lint.baseline import apply_baseline_options
 
         findings, done = apply_baseline_options(
-            findings, opts, root=config.root, relative=_relative,
+            findings, options, root=config.root, relative=relative,
             read=lambda p: data if p == filename else None,
         )
         if done is not None:
             return done
+    from torch_audit.report import write_report
+
     try:
         write_report(
-            sorted(findings, key=lambda f: f.sort_key), opts.get("output_format") or "text",
-            output_file=opts.get("output_file"), quiet=quiet, statistics=bool(opts.get("statistics")),
-            color=False, catalog=catalog, root=config.root, files_checked=0 if excluded else 1,
-            unsafe_fixes=bool(opts.get("unsafe_fixes")),
+            sorted(findings, key=lambda f: f.sort_key), options.output_format,
+            output_file=options.output_file, quiet=options.quiet, statistics=options.statistics,
+            color=False, catalog=chosen.catalog, root=config.root, files_checked=0 if excluded else 1,
+            unsafe_fixes=options.unsafe_fixes,
         )
     except OutputError as exc:
         message(str(exc), "error")
         return EXIT_ERROR
-    return exit_code(findings, fail_on=opts.get("fail_on"), exit_zero=bool(opts.get("exit_zero")),
+    return exit_code(findings, fail_on=options.fail_on, exit_zero=options.exit_zero,
                      internal_errors=internal_errors, verbose=settings.verbose)

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from torch_audit.findings import Finding
+from torch_audit.output import FORMATS, TEXT_FORMATS, write_output  # the one list of formats
 from torch_audit.report._github import escape_data, escape_property, render_github
 from torch_audit.report._json import escape_surrogates_in_json, render_json, render_json_statistics
 from torch_audit.report._sarif import render_sarif, sarif_log
 from torch_audit.report._text import color_wanted, render_statistics, render_text, summary_lines
 from torch_audit.report._text import statistics as rule_statistics
-
-from torch_audit.output import FORMATS, TEXT_FORMATS  # the one list of formats
 
 __all__ = [
     "FORMATS",
@@ -35,6 +34,7 @@ __all__ = [
     "sarif_log",
     "rule_statistics",
     "summary_lines",
+    "write_report",
 ]
 
 
@@ -108,3 +108,35 @@ def _render(findings, fmt, *, catalog, root, color, statistics, show_fix_hint, t
 
         return render_junit(findings, tool_name=tool_name)
     return render_sarif(findings, catalog=catalog, root=Path(root), tool_name=tool_name)
+
+
+def finding_lines(text: str) -> str:
+    """The lines of a ``text`` report that are findings (``--quiet``): no summary, no notes."""
+    return "".join(line + "\n" for line in text.splitlines() if line and ":" in line.split(" ")[0])
+
+
+def write_report(
+    findings: list["Finding"],
+    fmt: str,
+    *,
+    output_file: str | None = None,
+    quiet: bool = False,
+    statistics: bool = False,
+    color: bool | None = None,
+    **render_args: Any,
+) -> None:
+    """Render ``findings`` (:func:`render`) and write them (:func:`torch_audit.output.write_output`).
+
+    ``color=None`` decides as the linter does: ANSI colour for ``text``/``full`` on standard
+    output when it is wanted (``NO_COLOR``, ``FORCE_COLOR``, a terminal). ``quiet``: no summary
+    (and for ``text``, only the finding lines). ``render_args`` go to ``render`` (``catalog``,
+    ``root``, ``files_checked``, ``unsafe_fixes``, ...). Raises :class:`~torch_audit.output.OutputError`."""
+    import sys
+
+    if color is None:
+        color = fmt in TEXT_FORMATS and output_file is None and color_wanted(sys.stdout)
+    text = render(findings, fmt, color=color, statistics=statistics, show_fix_hint=not quiet,
+                  summary=not quiet, **render_args)
+    if quiet and fmt == "text" and not statistics:
+        text = finding_lines(text)
+    write_output(text, output_file, color=color or None)
