@@ -115,6 +115,10 @@ class Finding:
     #: where the evidence lies beyond the reported line (another file's softmax, the call site
     #: a finding rests on): (path, line, what is there); SARIF's relatedLocations
     related: tuple[tuple[str, int, str], ...] = ()
+    #: notebooks only: (line, column, end line, end column) in the ``.ipynb`` file itself, for
+    #: the formats whose consumers show the raw file (SARIF, GitHub, GitLab). Computed when the
+    #: notebook is linted, so that reporters never read files; cached, not in ``to_dict``.
+    raw_region: tuple[int, int, int, int] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.severity = Severity.parse(self.severity)
@@ -172,6 +176,8 @@ class Finding:
             kwargs["fix"] = Fix.from_dict(kwargs["fix"])
         if kwargs.get("statement_lines") is not None:
             kwargs["statement_lines"] = tuple(kwargs["statement_lines"])
+        if kwargs.get("raw_region") is not None:
+            kwargs["raw_region"] = tuple(kwargs["raw_region"])
         if kwargs.get("related"):
             kwargs["related"] = tuple((r["path"], r["line"], r["message"]) for r in kwargs["related"])
         return cls(**kwargs)
@@ -179,4 +185,6 @@ class Finding:
     def to_cache(self) -> dict[str, Any]:
         data = self.to_dict()
         data["statement_lines"] = list(self.statement_lines) if self.statement_lines else None
+        if self.raw_region is not None:
+            data["raw_region"] = list(self.raw_region)
         return data

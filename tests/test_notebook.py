@@ -129,6 +129,29 @@ def test_text_json_sarif_github_positions(run_cli, tmp_path):
     assert m and raw_lines[int(m.group(1)) - 1][int(m.group(2)) - 1 :].startswith("F.cross_entropy")
 
 
+def test_reporters_map_cells_without_reading_the_notebook(tmp_path):
+    """Reporters are pure functions of the findings: the raw positions are computed at lint
+    time (Finding.raw_region), survive the cache, and the file may be gone when rendering."""
+    from torch_audit.findings import Finding
+    from torch_audit.report import render
+
+    path = tmp_path / "nb.ipynb"
+    shutil.copy(NOTEBOOKS / "train.ipynb", path)
+    raw_lines = path.read_text(encoding="utf-8").splitlines()
+    findings = lint(path).findings
+    path.unlink()
+    ta311 = [f for f in findings if f.code == "TA311"]
+    assert ta311 and all(f.raw_region is not None for f in findings)
+    line, column, _, end_column = ta311[0].raw_region
+    assert raw_lines[line - 1][column - 1 : end_column - 1] in ("x.to(device)", "y.to(device)")
+    again = Finding.from_dict(json.loads(json.dumps(ta311[0].to_cache())))
+    assert again.raw_region == ta311[0].raw_region and "raw_region" not in ta311[0].to_dict()
+    sarif = json.loads(render(ta311[:1], "sarif", root=tmp_path))
+    region = sarif["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["region"]
+    assert (region["startLine"], region["startColumn"]) == (line, column)
+    assert f"line={line},col={column}," in render(ta311[:1], "github")
+
+
 def test_cache_keeps_cells(run_cli, tmp_path):
     shutil.copy(NOTEBOOKS / "train.ipynb", tmp_path / "nb.ipynb")
     (tmp_path / "pyproject.toml").write_text("[tool.torch-audit]\n")

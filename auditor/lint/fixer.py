@@ -205,8 +205,6 @@ def fix_bytes(
     ``only``: restrict to fixes of these codes. ``ignored``: codes dropped from every lint
     (per-file ignores). Never raises for a bad fix: it is dropped and reported."""
     if path.lower().endswith(".ipynb"):  # fixes the cells' code, splices only changed cells back
-        from torch_audit.lint.notebook import fix_notebook
-
         return fix_notebook(path, data, settings, unsafe=unsafe, only=only, ignored=ignored, max_passes=max_passes)
     out = FileFix(path, data)
 
@@ -320,6 +318,53 @@ def fix_bytes(
     out.findings = sorted([*result.findings, *dropped], key=lambda f: f.sort_key)
     out.internal_errors = result.internal_errors + len(dropped)
     out.tracebacks = list(result.tracebacks)
+    return out
+
+
+def fix_notebook(path: str, data: bytes, settings: LintSettings, **kwargs: Any) -> FileFix:
+    """``--fix`` for a notebook: :func:`fix_bytes` on the virtual module, written back with
+    :func:`~torch_audit.lint.notebook.apply_cell_edits`. Returns a ``FileFix`` with the
+    notebook's bytes and cell-relative findings."""
+    from torch_audit.lint.notebook import NotebookError, apply_cell_edits, lint_notebook, load, map_finding
+
+    out = FileFix(path, data)
+    first = lint_notebook(path, data, settings)
+    ignored = kwargs.get("ignored") or frozenset()
+    out.findings = [f for f in first.findings if f.code not in ignored]
+    out.internal_errors = first.internal_errors
+    out.tracebacks = list(first.tracebacks)
+    out.notes = list(first.notes)
+    try:
+        nb = load(data)
+    except NotebookError:
+        return out
+    if not nb.python:
+        return out
+    # fix_bytes lints through lint_source, which dispatches on the suffix: give it the virtual
+    # module under a .py name, and map everything back to the notebook afterwards.
+    virtual = path + ".py"
+    inner = fix_bytes(virtual, nb.source.encode("utf-8"), settings, **kwargs)
+    if not inner.changed:
+        return out
+    try:
+        fixed = apply_cell_edits(data, inner.fixed.decode("utf-8"))  # type: ignore[union-attr]
+    except ValueError as exc:
+        out.notes.append(f"{path}: fixes not applied: {exc}")
+        return out
+    after = lint_notebook(path, fixed, settings)
+    out.fixed = fixed if fixed != data else None
+    out.applied = inner.applied
+    out.applied_by_code = dict(inner.applied_by_code)
+    out.fixed_findings = [map_finding(nb, f, path) for f in inner.fixed_findings]
+    dropped = [map_finding(nb, f, path) for f in inner.findings if f.name == "internal-error"]
+    out.findings = sorted(
+        [f for f in after.findings if f.code not in ignored] + [d for d in dropped if d.message not in {f.message for f in after.findings}],
+        key=lambda f: (f.cell or 0, f.line, f.column, f.code),
+    )
+    out.internal_errors = after.internal_errors + len(dropped)
+    out.tracebacks = list(after.tracebacks) + [t.replace(virtual, path) for t in inner.tracebacks]
+    out.notes = list(after.notes) + [n.replace(virtual, path) for n in inner.notes]
+    out.passes = inner.passes
     return out
 
 

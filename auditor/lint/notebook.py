@@ -5,8 +5,9 @@ No nbformat dependency: a notebook is JSON and the stdlib ``json`` module reads 
 position-tracking scanner (:func:`_scan`) also records where each cell's ``source`` sits in the
 raw file, so that
 
-- SARIF and GitHub annotations can point at the right line of the ``.ipynb`` file itself
-  (:func:`raw_position`), and
+- SARIF, GitHub and GitLab reports can point at the right line of the ``.ipynb`` file itself:
+  each finding carries its ``raw_region``, computed here when the notebook is linted
+  (:func:`map_finding`), so that the reporters never read the file again, and
 - ``--fix`` can splice a changed cell's new ``source`` into the original bytes, leaving every
   other byte (outputs, metadata, formatting, the other cells) as it was
   (:func:`apply_cell_edits`).
@@ -489,6 +490,7 @@ def map_finding(nb: Notebook, finding: Finding, path: str) -> Finding:
     else:
         finding.end_line, finding.end_column = line, column
     finding.statement_lines = None
+    finding.raw_region = _raw_region(nb, finding)
     if finding.fix is not None:
         edits = []
         for e in finding.fix.edits:
@@ -502,14 +504,16 @@ def map_finding(nb: Notebook, finding: Finding, path: str) -> Finding:
     return finding
 
 
-def _syntax_finding(path: str, cell: CodeCell) -> Finding:
+def _syntax_finding(nb: Notebook, path: str, cell: CodeCell) -> Finding:
     from torch_audit.catalog import load_catalog
 
     rule = load_catalog(("static",))["syntax-error"]
     line, column, detail = cell.syntax_error  # type: ignore[misc]
-    return Finding(code=rule.code, name=rule.name, severity=rule.severity,
-                   message=rule.message.format(detail=detail), path=path,
-                   line=max(1, line), column=max(1, column), cell=cell.index)
+    finding = Finding(code=rule.code, name=rule.name, severity=rule.severity,
+                      message=rule.message.format(detail=detail), path=path,
+                      line=max(1, line), column=max(1, column), cell=cell.index)
+    finding.raw_region = _raw_region(nb, finding)
+    return finding
 
 
 def _unreadable(path: str, reason: str) -> Finding:
@@ -541,7 +545,7 @@ def lint_notebook(path: str, data: bytes, settings: Any) -> Any:
         result.skipped = True
         return result
     vdata = nb.source.encode("utf-8")
-    errors = [_syntax_finding(path, c) for c in nb.cells if c.syntax_error is not None]
+    errors = [_syntax_finding(nb, path, c) for c in nb.cells if c.syntax_error is not None]
     if not mentions_trigger(vdata, settings.triggers):
         result.findings = errors
         result.skipped = not errors
@@ -582,27 +586,8 @@ def _raw_offset(nb: Notebook, cell_index: int, line: int, column: int) -> int | 
     return start + 1 + _escaped_length(value, ensure_ascii)
 
 
-_RAW_CACHE: dict[str, tuple[tuple[int, int], Notebook]] = {}
-
-
-def raw_position(path: str, cell: int, line: int, column: int) -> tuple[int, int] | None:
-    """The (line, column) in the ``.ipynb`` file itself of a position in a cell, or None when the
-    file cannot be read. Used by the SARIF and GitHub formats, whose consumers show the raw
-    file."""
-    import os
-
-    try:
-        st = os.stat(path)
-        key = (st.st_size, st.st_mtime_ns)
-        cached = _RAW_CACHE.get(path)
-        if cached is not None and cached[0] == key:
-            nb = cached[1]
-        else:
-            with open(path, "rb") as fh:
-                nb = load(fh.read())
-            _RAW_CACHE[path] = (key, nb)
-    except (OSError, NotebookError):
-        return None
+def _raw_point(nb: Notebook, cell: int, line: int, column: int) -> tuple[int, int] | None:
+    """The (line, column) in the ``.ipynb`` text of a position in a cell."""
     offset = _raw_offset(nb, cell, line, column)
     if offset is None:
         return None
@@ -611,18 +596,28 @@ def raw_position(path: str, cell: int, line: int, column: int) -> tuple[int, int
     return raw_line, raw_col
 
 
-def raw_region(finding: Finding) -> tuple[int, int, int, int] | None:
-    """(line, column, end line, end column) of a notebook finding in the raw file."""
-    if finding.cell is None or not finding.path:
+def _raw_region(nb: Notebook, finding: Finding) -> tuple[int, int, int, int] | None:
+    """(line, column, end line, end column) of a cell-relative finding in the raw file."""
+    if finding.cell is None:
         return None
-    start = raw_position(finding.path, finding.cell, finding.line, finding.column)
+    start = _raw_point(nb, finding.cell, finding.line, finding.column)
     if start is None:
         return None
-    end = raw_position(finding.path, finding.cell, finding.end_line or finding.line,
-                       finding.end_column or finding.column) or start
+    end = _raw_point(nb, finding.cell, finding.end_line or finding.line, finding.end_column or finding.column) or start
     if end < start:
         end = start
     return (*start, *end)
+
+
+def raw_position(path: str, cell: int, line: int, column: int) -> tuple[int, int] | None:
+    """The (line, column) in the ``.ipynb`` file at ``path`` of a position in a cell, or None
+    when the file cannot be read. (Findings carry theirs: ``Finding.raw_region``.)"""
+    try:
+        with open(path, "rb") as fh:
+            nb = load(fh.read())
+    except (OSError, NotebookError):
+        return None
+    return _raw_point(nb, cell, line, column)
 
 
 # -- fixing ------------------------------------------------------------------------------------
@@ -720,50 +715,3 @@ def apply_cell_edits(original: bytes, new_python_source: str) -> bytes:
         text = text[:start] + content + text[end:]
     bom = "\ufeff" if original.startswith(b"\xef\xbb\xbf") else ""
     return (bom + text).encode("utf-8")
-
-
-def fix_notebook(path: str, data: bytes, settings: Any, **kwargs: Any) -> Any:
-    """``--fix`` for a notebook: :func:`torch_audit.lint.fixer.fix_bytes` on the virtual module,
-    written back with :func:`apply_cell_edits`. Returns the fixer's ``FileFix`` with the
-    notebook's bytes and cell-relative findings."""
-    from torch_audit.lint import fixer
-
-    out = fixer.FileFix(path, data)
-    first = lint_notebook(path, data, settings)
-    ignored = kwargs.get("ignored") or frozenset()
-    out.findings = [f for f in first.findings if f.code not in ignored]
-    out.internal_errors = first.internal_errors
-    out.tracebacks = list(first.tracebacks)
-    out.notes = list(first.notes)
-    try:
-        nb = load(data)
-    except NotebookError:
-        return out
-    if not nb.python:
-        return out
-    # fix_bytes lints through lint_source, which dispatches on the suffix: give it the virtual
-    # module under a .py name, and map everything back to the notebook afterwards.
-    virtual = path + ".py"
-    inner = fixer.fix_bytes(virtual, nb.source.encode("utf-8"), settings, **kwargs)
-    if not inner.changed:
-        return out
-    try:
-        fixed = apply_cell_edits(data, inner.fixed.decode("utf-8"))  # type: ignore[union-attr]
-    except ValueError as exc:
-        out.notes.append(f"{path}: fixes not applied: {exc}")
-        return out
-    after = lint_notebook(path, fixed, settings)
-    out.fixed = fixed if fixed != data else None
-    out.applied = inner.applied
-    out.applied_by_code = dict(inner.applied_by_code)
-    out.fixed_findings = [map_finding(nb, f, path) for f in inner.fixed_findings]
-    dropped = [map_finding(nb, f, path) for f in inner.findings if f.name == "internal-error"]
-    out.findings = sorted(
-        [f for f in after.findings if f.code not in ignored] + [d for d in dropped if d.message not in {f.message for f in after.findings}],
-        key=lambda f: (f.cell or 0, f.line, f.column, f.code),
-    )
-    out.internal_errors = after.internal_errors + len(dropped)
-    out.tracebacks = list(after.tracebacks) + [t.replace(virtual, path) for t in inner.tracebacks]
-    out.notes = list(after.notes) + [n.replace(virtual, path) for n in inner.notes]
-    out.passes = inner.passes
-    return out

@@ -38,10 +38,8 @@ def annotation(finding: Finding) -> str:
     props: list[tuple[str, object]] = []
     if finding.path:
         region = (finding.line, finding.column, finding.end_line, finding.end_column)
-        if finding.cell is not None:  # a notebook: annotate the line of the .ipynb file
-            from torch_audit.lint.notebook import raw_region
-
-            region = raw_region(finding) or region
+        if finding.raw_region is not None:  # a notebook: annotate the line of the .ipynb file
+            region = finding.raw_region
         props += [
             ("file", annotation_path(finding.path)),
             ("line", region[0]),

@@ -21,12 +21,8 @@ SEVERITY = {Severity.ERROR: "major", Severity.WARNING: "minor", Severity.INFO: "
 
 def _issue(finding: Finding, fingerprint: str, root: str | os.PathLike[str]) -> dict[str, Any]:
     begin, end = finding.line, finding.end_line or finding.line
-    if finding.cell is not None:  # a notebook: the line of the .ipynb file
-        from torch_audit.lint.notebook import raw_region
-
-        region = raw_region(finding)
-        if region is not None:
-            begin, end = region[0], region[2]
+    if finding.raw_region is not None:  # a notebook: the line of the .ipynb file
+        begin, end = finding.raw_region[0], finding.raw_region[2]
     path = (repo_relative_posix(finding.path, root) or finding.path) if finding.path else ""
     return {
         "type": "issue",

@@ -165,11 +165,8 @@ def _result(finding: Finding, rule_index: int, root: str | os.PathLike[str], fin
         location = _artifact_location(finding.path, root)
         region = _region(finding.line, finding.column, finding.end_line, finding.end_column)
         if finding.cell is not None:  # a notebook: point into the .ipynb file itself
-            from torch_audit.lint.notebook import raw_region
-
-            raw = raw_region(finding)
-            if raw is not None:
-                region = _region(*raw)
+            if finding.raw_region is not None:
+                region = _region(*finding.raw_region)
             properties.update(cell=finding.cell, cellLine=finding.line, cellColumn=finding.column)
         result["locations"] = [
             {
