@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import expected_codes, run_fixture, runtime_fixture_dirs
+from harness import expected_codes, lint_fixture, run_fixture, runtime_fixture_dirs
 from torch_audit.catalog import load_catalog, slug_of
 
 DIRS = runtime_fixture_dirs()
@@ -30,6 +30,15 @@ def test_bad_fixture_reports_expected_codes(folder):
 def test_good_fixture_is_silent(folder):
     session = run_fixture(folder / "good.py")
     assert session.findings == [], session.report()
+
+
+@pytest.mark.parametrize("folder", DIRS, ids=lambda p: p.name)
+def test_good_fixture_is_silent_under_every_default_static_rule(folder):
+    """The linter's default rules are default rules too: a good.py shown as "Use instead" must
+    not be code that `torch-audit lint` reports (a biased Linear before BatchNorm was)."""
+    result = lint_fixture(folder / "good.py", load_catalog().select(kind="static"))
+    assert result.internal_errors == 0, result.tracebacks
+    assert result.findings == [], [f"{f.line}:{f.column}: {f.code} {f.message}" for f in result.findings]
 
 
 @pytest.mark.parametrize("trap", TRAPS, ids=lambda p: f"{p.parent.name}/{p.name}")
