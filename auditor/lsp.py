@@ -239,7 +239,7 @@ def _code_actions(ls: AuditServer, params: types.CodeActionParams) -> list[types
 
 
 def _fix_all(ls: AuditServer, uri: str, doc: Any) -> str | None:
-    from torch_audit.lint.fixer import fix_bytes
+    from torch_audit.lint.autofix import fix_bytes
 
     path = Path(to_fs_path(uri) or "document.py")
     setup = ls.linter.setup(path)

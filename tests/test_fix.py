@@ -1,4 +1,4 @@
-"""`--fix`, `--diff`, `--unsafe-fixes`: the fix machinery (torch_audit.lint.fixer).
+"""`--fix`, `--diff`, `--unsafe-fixes`: the fix machinery (torch_audit.lint.autofix).
 
 Machinery tests use small rules defined here, so they do not depend on which catalogue rules
 are fixable; end-to-end tests use bias-before-norm (TA201, an unsafe fix)."""
@@ -16,9 +16,9 @@ import libcst as cst
 import pytest
 
 from torch_audit.findings import Applicability, Edit, Fix, Severity
-from torch_audit.lint import fixer
+from torch_audit.lint import autofix as fixer
 from torch_audit.lint.engine import LintSettings
-from torch_audit.lint.fixer import FileChanged, ReadOnly, fix_bytes, write_if_unchanged
+from torch_audit.lint.autofix import FileChanged, ReadOnly, fix_bytes, write_if_unchanged
 from torch_audit.rule import StaticRule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -342,7 +342,7 @@ def test_rename_failing_leaves_every_file_intact(tmp_path, monkeypatch, capsys):
 
 KILL_SCRIPT = """
 import os, signal, sys
-from torch_audit.lint import fixer
+from torch_audit.lint import autofix as fixer
 real_fsync = os.fsync
 calls = 0
 def fsync(fd):

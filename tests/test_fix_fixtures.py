@@ -11,7 +11,7 @@ import pytest
 
 from harness import fixture_dir, static_rules, with_defaults
 from torch_audit.lint.engine import LintSettings
-from torch_audit.lint.fixer import applicable, fix_bytes
+from torch_audit.lint.autofix import applicable, fix_bytes
 
 CASES = [
     pytest.param(rule, unsafe, id=f"{rule.code}-{rule.name}{'-unsafe' if unsafe else ''}")

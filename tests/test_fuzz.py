@@ -220,7 +220,7 @@ def test_random_bytes_never_crash_the_linter(junk):
 @fuzz_settings(40)
 @given(mutated_fixture())
 def test_fixer_on_mutated_fixtures_keeps_code_valid(data):
-    from torch_audit.lint.fixer import fix_bytes, syntax_problem
+    from torch_audit.lint.autofix import fix_bytes, syntax_problem
 
     out = fix_bytes("fuzzed.py", data, SETTINGS, unsafe=True)  # must not raise
     assert out.internal_errors == 0, [f.message for f in out.findings if f.code == "TA003"] + out.tracebacks

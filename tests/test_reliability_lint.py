@@ -207,7 +207,7 @@ def test_fix_on_a_read_only_file_leaves_it_untouched_and_says_so(tmp_path):
 
 
 def test_fix_skips_a_file_changed_by_someone_else_while_fixing(tmp_path, monkeypatch):
-    import torch_audit.lint.fixer as fixer
+    import torch_audit.lint.autofix as fixer
 
     path = tmp_path / "m.py"
     path.write_bytes(FIXABLE)
@@ -254,7 +254,7 @@ def test_fix_detects_a_change_in_the_last_moment_before_the_rename(tmp_path, mon
 def test_fix_on_a_full_disk_keeps_the_original_and_reports_the_failure(tmp_path, monkeypatch, where):
     import tempfile
 
-    import torch_audit.lint.fixer as fixer
+    import torch_audit.lint.autofix as fixer
 
     path = tmp_path / "m.py"
     path.write_bytes(FIXABLE)

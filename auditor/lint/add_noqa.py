@@ -144,7 +144,7 @@ def _python_bytes(
     import codecs
 
     from torch_audit.lint.engine import decode, lint_source
-    from torch_audit.lint.fixer import syntax_problem
+    from torch_audit.lint.autofix import syntax_problem
 
     out = FileOutcome(path)
     if findings is None:

@@ -8,7 +8,7 @@ the facts offer. What a rule asks of the file it checks goes through ``self.ctx`
 ``inference``, ``crossfile``); these are the helpers and vocabularies to ask with.
 """
 
-from torch_audit.lint import fixes
+from torch_audit.lint import edits as fixes  # the rules call it `fixes`
 from torch_audit.lint.facts.deprecations import (
     ARGUMENT,
     DEPRECATED,
@@ -61,7 +61,7 @@ from torch_audit.lint.project.model import describe_site
 from torch_audit.lint.traverse import children
 
 __all__ = [
-    # fixes: edits and spans (torch_audit.lint.fixes)
+    # fixes: edits and spans (torch_audit.lint.edits)
     "fixes",
     # the index: scopes, statements, loops, calls and their arguments
     "Call", "Loop", "Scope", "Statement", "argument", "children",

@@ -2,7 +2,7 @@
 write them (or print the diff), report what remains, exit.
 
 The fixing itself (bytes in, bytes out; writing only over unchanged files) is
-:mod:`torch_audit.lint.fixer`'s; this module decides which files, where they may be written,
+:mod:`torch_audit.lint.autofix`'s; this module decides which files, where they may be written,
 and what is said about it.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 from torch_audit.findings import Finding
 from torch_audit.lint.discover import shown
 from torch_audit.lint.engine import FileResult, LintSettings
-from torch_audit.lint.fixer import (
+from torch_audit.lint.autofix import (
     FileChanged,
     FileFix,
     ReadOnly,

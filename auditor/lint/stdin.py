@@ -70,7 +70,7 @@ def fix_stdin(
 ) -> int:
     """``--fix``/``--diff`` on standard input: the fixed source (``--fix``) or the diff on
     standard output, the findings left on standard error."""
-    from torch_audit.lint.fixer import fix_bytes, unified_diff
+    from torch_audit.lint.autofix import fix_bytes, unified_diff
     from torch_audit.report import render
 
     out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None

@@ -1,4 +1,5 @@
-"""``--fix`` and ``--diff``: apply the rules' fixes, safely.
+"""Applying the rules' fixes to files, safely: what ``--fix`` and ``--diff`` run (the command
+itself, which files and what is reported, is :mod:`torch_audit.lint.fix_command`).
 
 Per file (:func:`fix_bytes`, pure: bytes in, bytes out):
 

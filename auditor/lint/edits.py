@@ -1,4 +1,5 @@
-"""Building fixes as minimal text edits, for rules.
+"""Building fixes as minimal text edits, for rules (which see this module as ``fixes`` in
+:mod:`torch_audit.lint.api`; applying them is :mod:`torch_audit.lint.autofix`'s).
 
 A fix must keep every comment and all formatting outside the span it edits. ``code_for_node``
 of an existing node loses the block indentation of continuation lines and repeats the node's
