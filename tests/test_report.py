@@ -257,6 +257,27 @@ def test_json_runtime_extras_and_non_finite_values():
 # -- sarif -----------------------------------------------------------------------------------
 
 
+def test_text_and_json_list_the_root_cause_first_and_mark_follow_ons(in_tmp):
+    # issue 19 item 4: by position the non-finite gradient (line 5) comes before the activation
+    # that made it (line 20); text and json list the cause first, as the HTML report does
+    def nonfinite(code: str, line: int) -> Finding:
+        return Finding(code, code.lower(), Severity.ERROR, f"{code} non-finite", path="train.py", line=line,
+                       module="net.lin", step=3)
+
+    found = [nonfinite("TA702", 5), nonfinite("TA704", 20)]
+    text = render(found, "text", summary=False)
+    first, second = text.splitlines()[:2]
+    assert "TA704" in first and "follow-on" not in first
+    assert "TA702" in second and "(follow-on of TA704 at step 3)" in second
+    data = json.loads(render(found, "json"))
+    assert [d["code"] for d in data] == ["TA704", "TA702"]
+    assert data[1]["message"].endswith("(follow-on of TA704 at step 3)")
+    # lint findings (no step, no module) keep the order by position
+    lint = [Finding("TA702", "x", Severity.ERROR, "m", path="train.py", line=5),
+            Finding("TA704", "y", Severity.ERROR, "m", path="train.py", line=20)]
+    assert [d["code"] for d in json.loads(render(lint, "json"))] == ["TA702", "TA704"]
+
+
 def test_sarif_valid_with_metadata(findings, in_tmp, sarif_validator):
     engine = finding("E902", "syntax-error", "error", "invalid syntax", path="pkg/broken.py",
                      line=2, column=7)

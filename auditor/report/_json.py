@@ -7,11 +7,11 @@ import math
 from typing import Any
 
 from torch_audit.findings import Finding
-from torch_audit.report._order import ordered
+from torch_audit.report._order import root_cause_first
 
 
 def render_json(findings: list[Finding]) -> str:
-    data = [finding_dict(f) for f in ordered(findings)]
+    data = [finding_dict(f) for f in root_cause_first(findings)]
     return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 

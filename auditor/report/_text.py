@@ -14,7 +14,7 @@ from typing import Any
 from torch_audit.findings import Applicability, Finding, Severity
 from torch_audit.paths import display_path
 from torch_audit.report._frames import SourceLines, frame_lines
-from torch_audit.report._order import is_runtime, ordered
+from torch_audit.report._order import is_runtime, root_cause_first
 
 RESET = "\x1b[0m"
 BOLD = "\x1b[1m"
@@ -157,7 +157,7 @@ def render_text(
     show_help: bool = False,
     summary: bool = True,
 ) -> str:
-    findings = ordered(findings)
+    findings = root_cause_first(findings)
     lines = []
     source = SourceLines() if show_help else None
     for f in findings:
