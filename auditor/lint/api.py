@@ -1,7 +1,7 @@
 """Everything a static rule may use of the engine, in one place.
 
 Rules (``rules/static/``) import from here, from :mod:`torch_audit.findings` and
-:mod:`torch_audit.rule`, and nothing else of torch_audit (``tests/test_rule_imports.py``). The
+:mod:`torch_audit.rule`, and nothing else of torch_audit (``tests/test_import_graph.py``). The
 engine's modules can then be reorganised without touching the catalogue, and this list says what
 the facts offer. What a rule asks of the file it checks goes through ``self.ctx`` (a
 :class:`~torch_audit.lint.context.FileContext`: ``dataflow``, ``modules``, ``training``,
