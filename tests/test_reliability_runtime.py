@@ -519,7 +519,7 @@ def test_a_finding_every_step_for_2000_steps_keeps_memory_flat():
 def test_run_history_for_the_html_report_is_bounded(tmp_path):
     """``torch-audit run --html`` records a history; over a long run it must not grow per step
     without bound (the charts are decimated)."""
-    from torch_audit.runtime.cli import audit_script
+    from torch_audit.runtime.audited_run import audit_script
 
     script = tmp_path / "long.py"
     script.write_text(textwrap.dedent("""

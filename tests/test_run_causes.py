@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch_audit.findings import Finding
 from torch_audit.runtime.causes import root_cause_first
-from torch_audit.runtime.cli import audit_script
+from torch_audit.runtime.audited_run import audit_script
 
 RUN = Path(__file__).resolve().parents[1] / "fixtures" / "run"
 
@@ -48,7 +48,7 @@ def test_an_independent_nan_later_is_its_own_root():
 def test_the_text_report_names_the_root_cause_and_the_html_lists_it_first(tmp_path):
     from click.testing import CliRunner
 
-    from torch_audit.runtime.cli import run
+    from torch_audit.runtime.run_command import run
 
     html = tmp_path / "r.html"
     result = CliRunner().invoke(run, ["--html", str(html), str(RUN / "nan_between.py")])

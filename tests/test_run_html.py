@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from torch_audit.findings import Finding
 from torch_audit.report.html import heatmap, line_chart, render_html
-from torch_audit.runtime.cli import History, run
+from torch_audit.runtime.run_command import run
+from torch_audit.runtime.run_history import History
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "fixtures" / "run"
@@ -76,7 +77,7 @@ def test_history_decimates_layer_columns():
 
 
 def test_history_series_are_bounded_and_keep_spikes_and_nonfinite_values():
-    from torch_audit.runtime.cli import StepSeries
+    from torch_audit.runtime.run_history import StepSeries
 
     series = StepSeries(max_buckets=16)
     for step in range(10_000):
@@ -125,7 +126,7 @@ def test_renders_in_headless_chromium(demo_report, tmp_path):
 
 def test_amp_charts_the_unscaled_loss_and_marks_the_skipped_steps(tmp_path):
     # issue 19 item 10: the loss seen by backward() is scaler.scale(loss), ~1e38 times the loss
-    from torch_audit.runtime.cli import audit_script
+    from torch_audit.runtime.audited_run import audit_script
 
     iterations = 20
     outcome = audit_script(str(RUN / "amp_skips.py"), [str(iterations)], history=True)

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from torch_audit.runtime.cli import run
+from torch_audit.runtime.run_command import run
 from torch_audit.runtime.profile import parse_shape, profile_model
 
 ROOT = Path(__file__).resolve().parents[1]

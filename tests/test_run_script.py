@@ -18,13 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 from torch_audit.runtime import script as script_runner
-from torch_audit.runtime.cli import (
-    RunOutcome,
-    audit_script,
-    final_status,
-    parse_option_flags,
-    run,
-)
+from torch_audit.runtime.audited_run import RunOutcome, audit_script
+from torch_audit.runtime.run_command import parse_option_flags, run
+from torch_audit.runtime.run_report import final_status
 from torch_audit.findings import Finding
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -328,7 +324,7 @@ def test_lint_does_not_import_the_run_command():
     code = ("import sys; from torch_audit.cli import main\n"
             "try:\n    main(['lint', '--no-cache', 'whoami.py'])\n"
             "except SystemExit: pass\n"
-            "assert 'torch' not in sys.modules and 'torch_audit.runtime.cli' not in sys.modules\n")
+            "assert 'torch' not in sys.modules and 'torch_audit.runtime.run_command' not in sys.modules\n")
     result = py("-c", code)
     assert result.returncode == 0, result.stderr
 

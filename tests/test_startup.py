@@ -101,7 +101,7 @@ def test_the_help_line_of_run_is_the_command_s_own():
     from click.testing import CliRunner
 
     from torch_audit.cli import RUN_SHORT_HELP, cli
-    from torch_audit.runtime.cli import run
+    from torch_audit.runtime.run_command import run
 
     assert run.get_short_help_str(200) == RUN_SHORT_HELP
     listing = CliRunner().invoke(cli, ["--help"]).output

@@ -145,7 +145,7 @@ def make_callback(base: type) -> type:
                 except Exception as exc:  # a logger's problem must not fail the fit
                     self._logger.warning("torch-audit: could not log to %s: %s", type(lg).__name__, exc)
             if self.print_report:
-                from torch_audit.runtime.session import format_text
+                from torch_audit.runtime.text_report import format_text
 
                 print(format_text(findings))
 

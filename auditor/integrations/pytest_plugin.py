@@ -169,7 +169,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
         failing = at_or_above(session.findings, kwargs.get("fail_on", "error"))
         if failing:
-            from torch_audit.runtime.session import format_text
+            from torch_audit.runtime.text_report import format_text
 
             level = kwargs.get("fail_on", "error")
             pytest.fail(
@@ -182,6 +182,6 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 def _attach(item: pytest.Item, session: Any) -> None:
     if session.findings:
-        from torch_audit.runtime.session import format_text
+        from torch_audit.runtime.text_report import format_text
 
         item.add_report_section("call", "torch-audit", format_text(session.findings))

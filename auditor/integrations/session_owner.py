@@ -1,4 +1,7 @@
-"""What the framework adapters share: option handling, the session's life, fail levels."""
+"""What the framework adapters share: option handling, the session's life (one runtime session
+per training run, started and closed from the framework's callbacks), the findings as they appear
+(a subscriber of the session's ``finding`` event, the public subscriber API of
+``docs/runtime.md``), fail levels and the log line of a finding (the linter's text line)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import logging
 from typing import Any, Iterable, Mapping
 
 from torch_audit.findings import Finding, Severity
+from torch_audit.runtime.subscribers import Subscriber
 
 #: ``fail_on`` values: a severity, or ``"never"``/``None`` to never fail.
 FAIL_LEVELS = ("error", "warning", "info", "never")
@@ -29,18 +33,36 @@ def at_or_above(findings: Iterable[Finding], level: str | Severity | None) -> li
 
 
 def summarise(findings: list[Finding]) -> str:
-    from torch_audit.runtime.session import format_text
+    from torch_audit.runtime.text_report import format_text
 
     return format_text(findings)
 
 
 def log_finding(logger: logging.Logger, finding: Finding) -> None:
+    """``torch-audit: <the finding's text line>`` at the level of its severity."""
     level = {Severity.ERROR: logging.ERROR, Severity.WARNING: logging.WARNING}.get(
         finding.severity, logging.INFO
     )
-    from torch_audit.runtime.session import finding_line
+    from torch_audit.runtime.text_report import finding_line
 
     logger.log(level, "torch-audit: %s", finding_line(finding))
+
+
+class NewFindings(Subscriber):
+    """Collects each new finding as the session records it (the ``finding`` event), for a
+    callback to log the findings that appeared since it last asked."""
+
+    events = frozenset({"finding"})
+
+    def __init__(self) -> None:
+        self.fresh: list[Finding] = []
+
+    def on_finding(self, finding: Finding) -> None:
+        self.fresh.append(finding)
+
+    def take(self) -> list[Finding]:
+        fresh, self.fresh = self.fresh, []
+        return fresh
 
 
 def _copied(selectors: Iterable[str] | str | None) -> list[str] | str | None:
@@ -83,14 +105,14 @@ class SessionOwner:
         #: named in the error when the training code opens a second session
         self.started_by = "a torch-audit training callback"
         self.findings: list[Finding] = []
-        self._reported = 0
+        self._new = NewFindings()
 
     def start(self, model: Any = None, *, fail_fast: bool | None = None, sync: str = "auto") -> None:
         from torch_audit.runtime.session import audit
 
         self.close()
         self.findings = []
-        self._reported = 0
+        self._new = NewFindings()
         session = audit(
             model,
             select=self.select,
@@ -104,6 +126,7 @@ class SessionOwner:
             config=self.config,
         )
         session.started_by = self.started_by
+        session.subscribe(self._new)
         session.__enter__()
         self.session = session
 
@@ -113,10 +136,7 @@ class SessionOwner:
 
     def new_findings(self) -> list[Finding]:
         """Findings that appeared since the last call (for logging them as they come)."""
-        source = self.session.findings if self.session is not None else self.findings
-        fresh = source[self._reported :]
-        self._reported = len(source)
-        return list(fresh)
+        return self._new.take()
 
     def close(self, exc: BaseException | None = None) -> None:
         """Exit the session (idempotent). With ``exc`` the run failed: the session finishes

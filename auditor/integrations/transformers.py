@@ -138,7 +138,7 @@ class AuditCallback(TrainerCallback):
                 entry["step"] = getattr(state, "global_step", 0)
                 state.log_history.append(entry)
             if self.print_report and self._main:
-                from torch_audit.runtime.session import format_text
+                from torch_audit.runtime.text_report import format_text
 
                 print(format_text(self._owner.findings))
         failures = self._owner.failures()

@@ -1,29 +1,17 @@
 """The base class of runtime checks.
 
 A runtime check is a :class:`~torch_audit.rule.Rule` (same metadata, docs and catalogue as the
-static rules) that subscribes to session events. The session installs a global hook only for
-events that some enabled check lists in :attr:`RuntimeCheck.events`, and calls the matching
-``on_<event>`` method. This module must stay importable without torch: rule modules import it
-when the catalogue is listed.
-
-Events (see ``docs/runtime.md``):
-
-``forward``       ``on_forward(module, args, output)`` after every module forward (global hook)
-``backward``      ``on_backward(event)`` when ``torch.autograd.backward``/``Tensor.backward`` starts
-``backward_end``  ``on_backward_end(event)`` when it returned
-``step_pre``      ``on_step_pre(ctx)`` before ``optimizer.step()`` (``ctx``: a StepContext)
-``step_post``     ``on_step_post(ctx)`` after ``optimizer.step()``
-``cross_entropy`` ``on_cross_entropy(event)`` for ``nn.CrossEntropyLoss``/``nn.NLLLoss`` calls and
-                  ``F.cross_entropy``/``F.nll_loss`` calls outside module forwards
-                  (``event.loss`` says which)
-``relu``          ``on_relu(event)`` for the output of an ``nn.ReLU`` module
-``root_forward``  ``on_root_forward(module)`` before the forward of an outermost module
-``root_forward_end`` ``on_root_forward_end(module)`` after it (also when it raised)
-``finish``        ``on_finish()`` when the session exits normally
+static rules) and a :class:`~torch_audit.runtime.subscribers.Subscriber` of the session: it lists
+the events it needs in :attr:`RuntimeCheck.events` and the session calls the matching
+``on_<event>`` methods (the events are listed in :mod:`torch_audit.runtime.subscribers` and
+``docs/runtime.md``). The session installs a global hook only for events that some subscriber
+needs. This module must stay importable without torch: rule modules import it when the
+catalogue is listed; what a check may use of the runtime is in
+:mod:`torch_audit.runtime.check_helpers` (imported inside methods).
 
 Device work is deferred: a check hands a device tensor and a callback to
-``session.defer(tensor, callback)``; the session reads everything deferred in one host
-transfer per optimizer step and calls the callbacks with plain Python floats.
+``self.defer(tensor, callback)``; the session reads everything deferred in one host transfer per
+optimizer step and calls the callbacks with plain Python floats.
 """
 
 from __future__ import annotations
@@ -33,27 +21,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from torch_audit.findings import Finding
 from torch_audit.rule import Rule
 from torch_audit.runtime.errors import AuditFailure
+from torch_audit.runtime.subscribers import EVENTS, Subscriber, validate_events
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch_audit.runtime.session import AuditSession
 
-EVENTS = frozenset(
-    {
-        "forward",
-        "backward",
-        "backward_end",
-        "step_pre",
-        "step_post",
-        "cross_entropy",
-        "relu",
-        "root_forward",
-        "root_forward_end",
-        "finish",
-    }
-)
 
-
-class RuntimeCheck(Rule):
+class RuntimeCheck(Rule, Subscriber):
     """A check run by the runtime session. Subclasses set ``events`` and the ``on_*`` methods."""
 
     kind: ClassVar[str] = "runtime"
@@ -76,7 +50,7 @@ class RuntimeCheck(Rule):
     def defer(self, tensor: Any, callback: Any) -> None:
         """Read ``tensor`` (any shape, on any device) with the session's next host transfer and
         call ``callback(values: list[float])``; errors in the callback disable this check."""
-        self.session.defer(self, tensor, callback)
+        self.session.defer(tensor, callback, owner=self)
 
     # -- reporting ----------------------------------------------------------------------------
     def report(
@@ -120,13 +94,4 @@ class RuntimeCheck(Rule):
         return f"<{type(self).__name__} {self.code} {self.name}>"
 
 
-def validate_events(cls: type[RuntimeCheck]) -> list[str]:
-    """Problems with a check's event declaration (used by meta-tests)."""
-    problems = []
-    unknown = set(cls.events) - EVENTS
-    if unknown:
-        problems.append(f"{cls.__name__}: unknown events {sorted(unknown)}")
-    for event in cls.events:
-        if getattr(cls, f"on_{event}", None) is None:
-            problems.append(f"{cls.__name__}: subscribes to {event!r} but has no on_{event}")
-    return problems
+__all__ = ["EVENTS", "RuntimeCheck", "validate_events"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
-import json
 import os
 import re
 import sys
@@ -424,6 +423,7 @@ def profile_model(
     device: torch.device | str = "cpu",
     audit_options: dict[str, Any] | None = None,
     repeats: int = 5,
+    selection: Any = None,
 ) -> Profile:
     """Profile one forward and one backward of ``model`` on ``inputs``: one pass under an audit
     session, a warm-up pass, then ``repeats`` measured passes (times are their medians)."""
@@ -457,7 +457,12 @@ def profile_model(
          *(t for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor))]
     )
     # Pass 1, audited: the runtime checks see the model as built (and warm it up).
-    session = audit(model=model, **(audit_options or {}))
+    if selection is not None:  # resolved once by the command (a RuntimeSelection)
+        from torch_audit.runtime.session import AuditSession
+
+        session = AuditSession(model, selection=selection, **(audit_options or {}))
+    else:
+        session = audit(model=model, **(audit_options or {}))
     with session:
         output = model(*args, **kwargs)
         root, source = backward_root(output, loss_fn)
@@ -639,71 +644,3 @@ def render_table(profile: Profile) -> str:
         fmt(HEADERS), sep, *(fmt(r) for r in rows[:-1]), sep, fmt(rows[-1]),
     ]
     return "\n".join(lines) + "\n"
-
-
-def run_profile_command(where: str, attr: str, argv: list[str], *, settings: Any, opts: dict[str, Any]) -> int:
-    """The ``torch-audit run FILE.py:FUNCTION`` command; returns the exit status."""
-    from torch_audit.runtime.cli import UsageError, _write_file, emit_report, fails
-    from torch_audit.runtime import script as script_runner
-
-    fmt = opts.get("output_format") or "text"
-    try:
-        device = resolve_device(opts.get("device") or "auto")
-        dtype = parse_dtype(opts.get("dtype") or "float32")
-        shapes = [parse_shape(s, dtype) for s in opts.get("input_shape") or ()]
-        builder = load_builder(where, attr, argv)
-    except ProfileError as exc:
-        raise UsageError(str(exc)) from None
-    except (Exception, SystemExit) as exc:  # the user's module failed to import
-        script_runner.report_exception(exc)
-        return 1
-    try:
-        model, inputs, loss_fn = unpack_build(builder())
-    except ProfileError as exc:
-        raise UsageError(str(exc)) from None
-    except Exception as exc:
-        script_runner.report_exception(exc)
-        return 1
-    if shapes:
-        made = [make_input(shape, dt, device) for shape, dt in shapes]
-        inputs = made[0] if len(made) == 1 else tuple(made)
-    if inputs is None:
-        raise UsageError(f"{where}:{attr} returned only a module: give its inputs with --input-shape")
-    try:
-        profile = profile_model(model, inputs, loss_fn=loss_fn, device=device,
-                                audit_options=settings.audit_options,
-                                repeats=opts.get("repeats") or 5)
-    except Exception as exc:
-        script_runner.report_exception(exc)
-        return 1
-    output_file = opts.get("output_file")
-    if output_file == "-":  # stdout, as without -o
-        output_file = None
-    if fmt == "json":
-        text = json.dumps(profile.to_dict(), indent=2) + "\n"
-        if output_file:
-            _write_file(output_file, text)
-        else:
-            sys.stdout.write(text)
-    elif fmt in ("text", "full"):
-        from torch_audit.report import render
-
-        text = render_table(profile) + "\n" + render(profile.findings, fmt, show_fix_hint=False)
-        if output_file:
-            _write_file(output_file, text)
-        else:
-            sys.stdout.write(text)
-    else:
-        emit_report(profile.findings, fmt=fmt, output_file=output_file, root=settings.root)
-    if opts.get("html_file"):
-        from torch_audit.report.html import render_html
-
-        _write_file(opts["html_file"], render_html(
-            profile.findings, title=f"torch-audit run {where}:{attr}", root=settings.root,
-            profile=profile.to_dict(), meta={"command": " ".join(["torch-audit run", f"{where}:{attr}", *argv]),
-                                             "torch": torch.__version__},
-        ))
-    sys.stdout.flush()
-    if not opts.get("exit_zero") and fails(profile.findings, settings.fail_on):
-        return 1
-    return 0

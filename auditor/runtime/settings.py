@@ -10,6 +10,7 @@ Torch-free (the configuration is plain data).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -17,7 +18,8 @@ from typing import Any, Iterable, Mapping
 from torch_audit.catalog import Catalog, Layer
 from torch_audit.config import Config, find_config, load_config
 
-__all__ = ["project_config", "selection", "runtime_options", "merge_options"]
+__all__ = ["RuntimeSelection", "merge_options", "project_config", "resolve_options",
+           "resolve_selection", "runtime_options", "selection"]
 
 #: runtime-internal-error: reported unless an ignore turns it off, even outside the selection
 INTERNAL_ERROR_CODE = "TA799"
@@ -83,3 +85,68 @@ def merge_options(base: Mapping[str, Mapping[str, Any]], extra: Mapping[str, Any
         else:
             out[name] = dict(values) if isinstance(values, Mapping) else values
     return out
+
+
+def resolve_options(catalog: Catalog, options: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict]:
+    """Validate per-check options keyed by check name or code; returns ``{code: {key: value}}``.
+    Raises ``ValueError`` (an unknown check or key) or ``TypeError`` (a wrongly typed value)."""
+    out: dict[str, dict] = {}
+    for key, values in (options or {}).items():
+        rule = catalog.get(str(key))
+        if rule is None or rule.kind != "runtime":
+            raise ValueError(f"options given for unknown runtime check {key!r}")
+        if not isinstance(values, Mapping):
+            raise TypeError(f"options for {key!r} must be a dict, got {type(values).__name__}")
+        checked = {}
+        for k, v in values.items():
+            opt = rule.options.get(k)
+            if opt is None:
+                valid = ", ".join(sorted(rule.options)) or "none"
+                raise ValueError(f"unknown option {k!r} for {rule.name} (valid: {valid})")
+            checked[k] = opt.check(rule.name, k, v)
+        out.setdefault(rule.code, {}).update(checked)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeSelection:
+    """The runtime checks a session runs and their options, resolved and validated once (by
+    :func:`resolve_selection`); ``torch_audit.audit()``, ``torch-audit run`` and the
+    integrations hand it to the session, which resolves nothing again."""
+
+    #: the check classes, in catalogue order
+    rules: tuple[type, ...]
+    #: validated options by check code
+    options: Mapping[str, Mapping[str, Any]]
+    #: whether runtime-internal-error (TA799) findings are reported (no ignore turned it off)
+    report_internal: bool = True
+
+    @property
+    def codes(self) -> list[str]:
+        return [rule.code for rule in self.rules]
+
+
+def resolve_selection(catalog: Catalog, *, config: Config | None = None,
+                      select: Iterable[str] | None = None, ignore: Iterable[str] = (),
+                      extend_select: Iterable[str] = (), preview: bool | None = None,
+                      options: Iterable[Mapping[str, Any]] = ()) -> RuntimeSelection:
+    """The file's settings (``config``; None: none) with the explicit ones layered over them,
+    as the linter layers its command line: ``select`` starts afresh, ``ignore`` and
+    ``extend_select`` adjust, ``preview`` replaces the file's unless None, and each mapping of
+    ``options`` (keyed by check name or code) overrides the file's options and the mappings
+    before it key by key. Raises :class:`~torch_audit.catalog.UnknownSelector`, and
+    ``ValueError``/``TypeError`` for a bad option."""
+    config = config if config is not None else Config()
+    resolved = catalog.resolve(
+        [Layer(config.select, config.ignore, config.extend_select),
+         Layer(select, ignore, extend_select)],
+        preview=config.preview if preview is None else preview, kind="runtime",
+    )
+    merged: Mapping[str, Any] = runtime_options(config, catalog)
+    for layer in options:  # the later wins
+        merged = merge_options(merged, layer, catalog)
+    return RuntimeSelection(
+        rules=tuple(resolved.rules),
+        options=resolve_options(catalog, merged),
+        report_internal=INTERNAL_ERROR_CODE not in resolved.ignored,
+    )

@@ -50,7 +50,7 @@ def test_ddp_two_processes(tmp_path):
     assert ("TA702", 0) in found and ("TA702", 1) in found  # DDP spread it to both ranks
     assert all(step == 2 for code, _, step in r0["findings"] if code in ("TA701", "TA702"))
     # rank 0 alone prints
-    assert "TA701" in r0["printed"] and "rank=1" in r0["printed"]
+    assert "TA701" in r0["printed"] and "rank: 1" in r0["printed"]  # the linter's runtime facts: (module: …, step: …, rank: 1)
     assert r1["printed"] == ""
     # fail_fast: both ranks stop together, before the step of rank 1's error, with its finding
     assert r0["raised_at"] == r1["raised_at"] == [1, "TA708", 1]
@@ -104,8 +104,9 @@ def test_end_of_session_agreement_gathers_only_when_every_rank_left_cleanly():
 
 
 def test_notes_reach_the_session_report_and_the_run_preface():
-    from torch_audit.runtime.cli import RunOutcome, _preface
-    from torch_audit.runtime.session import format_text
+    from torch_audit.runtime.audited_run import RunOutcome
+    from torch_audit.runtime.run_report import preface as _preface
+    from torch_audit.runtime.text_report import format_text
 
     note = "findings of rank 0 only; the other ranks' findings were not gathered: rank 1 left"
     assert format_text([], [note]).endswith(f"No runtime findings.\nNote: {note}.")

@@ -272,7 +272,7 @@ def test_a_forked_child_that_exits_reports_nothing(tmp_path):
 def test_backward_without_any_optimizer_keeps_bounded_state():
     """A hand-written update loop never steps an optimizer: deferred reads and per-step loss
     lists used to grow by one entry per backward() until the session ended."""
-    from torch_audit.runtime.session import MAX_PENDING
+    from torch_audit.runtime.deferred_reads import MAX_PENDING
 
     model = nn.Linear(8, 1)
     with torch_audit.audit(preview=True, select=["ALL"]) as session:
@@ -282,7 +282,7 @@ def test_backward_without_any_optimizer_keeps_bounded_state():
             with torch.no_grad():
                 for p in model.parameters():
                     p -= 0.01 * p.grad
-        assert len(session._pending) < MAX_PENDING
+        assert session.pending_reads < MAX_PENDING
         losses = next(c for c in session.checks if c.name == "loss-diverging")._losses
         assert len(losses) <= 256
 

@@ -44,7 +44,7 @@ def test_report_text_and_json_show_the_help():
     help_ = load_catalog()["unused-parameter"].fix_title
     assert finding.help == help_
     lines = session.report().splitlines()
-    assert lines[1] == f"  help: {help_}" and lines[0].startswith(finding.path)
+    assert lines[1] == f"  = help: {help_}" and lines[0].startswith(finding.path)  # as lint --output-format full
     assert lines[-1] == "Found 1 runtime finding."
     assert json.loads(session.to_json())[0]["help"] == help_
 

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from torch_audit.runtime import session as session_module
+from torch_audit.runtime import deferred_reads as session_module
 
 from .conftest import fixture_dirs, run_fixture
 

@@ -1,0 +1,227 @@
+"""The session's only contact with torch: global hooks turned into subscriber events.
+
+Installed when the session starts (or a paused session resumes), removed when it ends or
+pauses, also when the block raises. Only the hooks some subscriber needs are installed:
+
+==========================  ===============================================================
+events                      mechanism
+==========================  ===============================================================
+forward, root_forward(_end) ``register_module_forward_pre_hook`` / ``register_module_forward_hook(always_call=True)``
+                            (global; also the stack of running modules and the outermost
+                            "root" modules, indexed for qualified names)
+step_pre, step_post         ``register_optimizer_step_pre_hook`` / ``..._post_hook`` (global)
+backward, backward_end      ``Tensor.backward`` / ``torch.autograd.backward`` seen through the
+                            call window (``intercept.CallWindow``)
+cross_entropy               the forward hook of ``nn.CrossEntropyLoss``/``nn.NLLLoss`` and
+                            ``F.cross_entropy``/``F.nll_loss`` through the call window
+relu                        the forward hook of ``nn.ReLU`` modules
+==========================  ===============================================================
+
+No public torch object is replaced or wrapped. Events of threads other than the one that
+opened the session, and events while ``torch.compiler.is_compiling()``, are left alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+from torch.utils.weak import WeakIdKeyDictionary
+
+from torch_audit.runtime.errors import AuditFailure
+from torch_audit.runtime.events import BackwardEvent, CallEvent
+from torch_audit.runtime.intercept import CallWindow
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch_audit.runtime.session import AuditSession
+
+__all__ = ["TorchHooks"]
+
+try:
+    compiling = torch.compiler.is_compiling
+except AttributeError:  # pragma: no cover - old torch
+    def compiling() -> bool:
+        return False
+
+
+#: loss modules whose calls are ``cross_entropy`` events (``NLLLoss`` flagged as such)
+LOSS_MODULES = (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss)
+
+
+class TorchHooks:
+    """The hooks of one session and the little state they keep between torch's callbacks: the
+    stack of running modules, the current root module, the call window, the depth of nested
+    ``backward()`` calls and the :class:`~torch_audit.runtime.events.StepContext` of each
+    optimizer between its step's pre- and post-hook."""
+
+    def __init__(self, session: "AuditSession") -> None:
+        self.session = session
+        #: event name → ``(subscriber, its on_<event> method)``, shared with the session
+        self.by_event = session._by_event
+        self.forward_subscribers: tuple[tuple[Any, Callable], ...] = ()
+        self.handles: list[Any] = []
+        self.window: CallWindow | None = None
+        self.stack: list[torch.nn.Module] = []
+        self.root: torch.nn.Module | None = None
+        #: whether the current root forward builds a graph (training) or not (inference)
+        self.root_grad_enabled = True
+        self.backward_depth = 0
+        self.contexts: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+    # -- install / remove -----------------------------------------------------------------------
+    def install(self, *, anything: bool) -> None:
+        """Install the hooks the subscribed events need (``anything``: some subscriber exists,
+        so module names, roots and optimizer steps are tracked)."""
+        from torch.nn.modules import module as nn_module
+        from torch.optim import optimizer as optim_module
+
+        ev = self.by_event
+        self.forward_subscribers = tuple(ev.get("forward", ()))
+        index = self.session.index
+        if anything:  # names and roots are needed whenever anything module-related runs
+            self.handles.append(nn_module.register_module_forward_pre_hook(self.forward_pre))
+            self.handles.append(nn_module.register_module_forward_hook(self.forward_post, always_call=True))
+            # layers added or parameters replaced inside the block must get names too
+            self.handles.append(nn_module.register_module_module_registration_hook(index.registered))
+            self.handles.append(nn_module.register_module_parameter_registration_hook(index.registered))
+            self.handles.append(optim_module.register_optimizer_step_pre_hook(self.step_pre))
+            self.handles.append(optim_module.register_optimizer_step_post_hook(self.step_post))
+        handlers: dict[Any, Callable] = {}
+        if "backward" in ev or "backward_end" in ev:
+            handlers[torch.Tensor.backward] = self.on_backward_call
+            handlers[torch.autograd.backward] = self.on_backward_call
+        if "cross_entropy" in ev:
+            F = torch.nn.functional
+            handlers[F.cross_entropy] = self.on_loss_call
+            handlers[F.nll_loss] = self.on_loss_call
+        self.window = CallWindow(handlers) if handlers else None
+
+    def remove(self) -> None:
+        for handle in reversed(self.handles):
+            try:
+                handle.remove()
+            except Exception:  # pragma: no cover - a handle whose dict is gone
+                pass
+        if self.window is not None:
+            self.window.close()
+        self.window = None
+        self.handles = []
+        self.stack = []
+
+    # -- modules --------------------------------------------------------------------------------
+    def forward_pre(self, module: torch.nn.Module, args: Any) -> None:
+        session = self.session
+        if compiling() or not session._own_thread():
+            return
+        stack = self.stack
+        if not stack:
+            if self.window is not None:
+                self.window.close()  # forwards run without the mode (fast paths, cost)
+            if session._restrict_modules:
+                if not session.index.knows(module):
+                    stack.append(module)
+                    return
+            else:
+                session.index.add_root(module)
+            self.root = module
+            # Without gradients but with inputs that require them, a forward runs inside an
+            # autograd Function: reentrant activation checkpointing runs its segment so (and
+            # again in backward). That is training, not an inference pass.
+            self.root_grad_enabled = torch.is_grad_enabled() or any(
+                isinstance(a, torch.Tensor) and a.requires_grad for a in args
+            )
+            session._emit("root_forward", module)
+        stack.append(module)
+
+    def forward_post(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        session = self.session
+        if compiling() or not session._own_thread():
+            return
+        stack = self.stack
+        if stack and stack[-1] is module:
+            stack.pop()
+        elif module in stack:  # pragma: no cover - unbalanced (exception inside a child)
+            del stack[stack.index(module):]
+        if not stack:
+            if module is self.root:
+                session._emit("root_forward_end", module)
+            if self.window is not None:
+                self.window.open()  # the loss and the backward() call come next
+        if output is None:
+            return
+        cls = type(module)
+        if cls in LOSS_MODULES and "cross_entropy" in self.by_event and len(args) >= 2 \
+                and isinstance(args[0], torch.Tensor):
+            self.emit_loss(args[0], args[1], {}, cls is torch.nn.NLLLoss, module)
+        if session._restrict_modules and not session.index.knows(module):
+            return
+        if cls is torch.nn.ReLU and "relu" in self.by_event and isinstance(output, torch.Tensor):
+            session._emit("relu", CallEvent(None, output=output, module=module))
+        for subscriber, on_forward in self.forward_subscribers:  # every module call: no extra frame
+            if subscriber.enabled:
+                try:
+                    on_forward(module, args, output)
+                except AuditFailure:
+                    raise
+                except Exception as exc:  # a subscriber must never break training
+                    session._subscriber_failed(subscriber, exc)
+
+    def current_module(self) -> torch.nn.Module | None:
+        return self.stack[-1] if self.stack else None
+
+    # -- optimizers -----------------------------------------------------------------------------
+    def step_pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if not self.session._own_thread():
+            return
+        if self.window is not None:
+            self.window.close()  # the update runs without the mode
+        ctx = self.session._begin_step(optimizer)
+        if ctx is not None:
+            self.contexts[optimizer] = ctx
+
+    def step_post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if not self.session._own_thread():
+            return
+        ctx = self.contexts.pop(optimizer, None)
+        if ctx is not None:  # None: not watched, or the pre-hook did not run
+            self.session._end_step(ctx)
+
+    # -- calls seen through the call window -----------------------------------------------------
+    def on_backward_call(self, func: Callable, args: tuple, kwargs: dict) -> Any:
+        """``Tensor.backward``/``torch.autograd.backward`` seen through the call window: the
+        ``backward`` events around the call itself. The window closes: nothing after the
+        ``backward()`` call is of interest until the next forward ends."""
+        window = self.window
+        if window is not None:
+            window.close()
+        if self.backward_depth or compiling() or not self.session._own_thread():
+            return func(*args, **kwargs)
+        tensors = args[0] if args else kwargs.get("tensors", kwargs.get("self"))
+        if isinstance(tensors, torch.Tensor):
+            tensors = (tensors,)
+        try:
+            event = BackwardEvent(tuple(t for t in (tensors or ()) if isinstance(t, torch.Tensor)))
+        except Exception:  # an argument torch itself will reject: let it say so
+            return func(*args, **kwargs)
+        self.session._emit("backward", event)
+        self.backward_depth += 1
+        try:
+            result = func(*args, **kwargs)
+        finally:
+            self.backward_depth -= 1
+        self.session._emit("backward_end", event)
+        return result
+
+    def on_loss_call(self, func: Callable, args: tuple, kwargs: dict) -> Any:
+        """``F.cross_entropy``/``F.nll_loss`` seen through the call window."""
+        if not compiling() and args and isinstance(args[0], torch.Tensor) and self.session._own_thread():
+            target = args[1] if len(args) > 1 else kwargs.get("target")
+            extra = {k: v for k, v in kwargs.items() if k != "target"}
+            self.emit_loss(args[0], target, extra, func is torch.nn.functional.nll_loss, None)
+        return func(*args, **kwargs)
+
+    def emit_loss(self, input: torch.Tensor, target: Any, kwargs: dict, nll: bool,
+                  module: torch.nn.Module | None) -> None:
+        event = CallEvent(input, target, kwargs=kwargs, module=module or self.current_module())
+        event.loss = "nll_loss" if nll else "cross_entropy"
+        self.session._emit("cross_entropy", event)
