@@ -426,22 +426,14 @@ def profile_model(
     selection: Any = None,
 ) -> Profile:
     """Profile one forward and one backward of ``model`` on ``inputs``: one pass under an audit
-    session, a warm-up pass, then ``repeats`` measured passes (times are their medians)."""
-    from torch_audit.runtime.session import audit
-
+    session, a warm-up pass, then ``repeats`` measured passes (times are their medians).
+    ``selection`` (a resolved ``RuntimeSelection``) chooses the checks, else ``audit_options``
+    are :func:`torch_audit.audit`'s keyword arguments."""
     device = torch.device(device)
     model = model.to(device)
     inputs = tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, inputs)
     args, kwargs = split_inputs(inputs)
-
-    names: dict[nn.Module, str] = {}
-    stats: dict[str, ModuleStats] = {}
-    for name, mod in model.named_modules():
-        names[mod] = name
-        stats[name] = ModuleStats(
-            name=name, type=type(mod).__name__, depth=0 if not name else name.count(".") + 1,
-            params=sum(p.numel() for p in mod.parameters()),
-        )
+    names, stats = _module_stats(model)
 
     def post_hook(mod: nn.Module, _args: Any, output: Any) -> None:
         s = stats.get(names.get(mod, None))  # type: ignore[arg-type]
@@ -456,24 +448,7 @@ def profile_model(
         [*model.parameters(), *model.buffers(),
          *(t for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor))]
     )
-    # Pass 1, audited: the runtime checks see the model as built (and warm it up).
-    if selection is not None:  # resolved once by the command (a RuntimeSelection)
-        from torch_audit.runtime.session import AuditSession
-
-        session = AuditSession(model, selection=selection, **(audit_options or {}))
-    else:
-        session = audit(model=model, **(audit_options or {}))
-    with session:
-        output = model(*args, **kwargs)
-        root, source = backward_root(output, loss_fn)
-        if root is not None:
-            root.backward()
-            trainable = [p for p in model.parameters() if p.requires_grad]
-            if trainable:
-                _ProbeOptimizer(trainable).step()
-    del output, root
-    for p in model.parameters():
-        p.grad = None
+    findings = _audited_pass(model, args, kwargs, loss_fn, selection, audit_options)
     # Then, without audit hooks whose work would be counted: a warm-up pass (first calls pay
     # for lazy initialisation, caches, the dispatch modes' own set-up), and ``repeats``
     # measured passes whose median times are reported. FLOPs, peak memory, calls and shapes
@@ -483,32 +458,77 @@ def profile_model(
         runs.append(_measured_pass(model, args, kwargs, loss_fn, device, baseline,
                                    hooks=post_hook if i == 1 else None))
     runs = runs[1:]
-    first = runs[0]
-    source = first.source
-
-    def key_of(name: str) -> str:
-        return root_type if not name else f"{root_type}.{name}"
-
     for name, s in stats.items():
-        k = key_of(name)
-        s.forward_ms_runs = [r.ops.fwd.get(k, 0.0) for r in runs]
-        s.backward_ms_runs = [r.ops.bwd.get(k, 0.0) for r in runs]
-        s.forward_ms = _median(s.forward_ms_runs)
-        s.backward_ms = _median(s.backward_ms_runs)
-        s.forward_flops = first.fwd_counts.get(k, 0)
-        s.backward_flops = first.total_counts.get(k, 0) - s.forward_flops
-        s.peak_memory = first.ops.peak.get(k, 0)
+        _fill(s, runs, root_type if not name else f"{root_type}.{name}")
     # the whole pass: the model and the backward's root (loss_fn, output.loss or the sum)
     totals = ModuleStats(name="total", type="", depth=0, params=stats[""].params,
                          calls=sum(s.calls for s in stats.values()))
-    totals.forward_ms_runs = [r.ops.fwd.get("Global", 0.0) for r in runs]
-    totals.backward_ms_runs = [r.ops.bwd.get("Global", 0.0) for r in runs]
-    totals.forward_ms = _median(totals.forward_ms_runs)
-    totals.backward_ms = _median(totals.backward_ms_runs)
-    totals.forward_flops = first.fwd_counts.get("Global", 0)
-    totals.backward_flops = first.total_counts.get("Global", 0) - totals.forward_flops
-    totals.peak_memory = first.peak_memory
-    findings = list(session.findings)
+    _fill(totals, runs, "Global")
+    totals.peak_memory = runs[0].peak_memory
+    input_desc = [
+        {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+        for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)
+    ]
+    return Profile(
+        model=root_type, device=str(device), inputs=input_desc, modules=list(stats.values()),
+        totals=totals, backward_from=runs[0].source,
+        findings=_meaningful(findings, model, runs[0].source), repeats=len(runs),
+    )
+
+
+def _module_stats(model: nn.Module) -> tuple[dict[nn.Module, str], dict[str, ModuleStats]]:
+    """Each module's qualified name, and its (empty) statistics by name."""
+    names: dict[nn.Module, str] = {}
+    stats: dict[str, ModuleStats] = {}
+    for name, mod in model.named_modules():
+        names[mod] = name
+        stats[name] = ModuleStats(
+            name=name, type=type(mod).__name__, depth=0 if not name else name.count(".") + 1,
+            params=sum(p.numel() for p in mod.parameters()),
+        )
+    return names, stats
+
+
+def _audited_pass(model: nn.Module, args: tuple, kwargs: dict, loss_fn: Callable | None,
+                  selection: Any, audit_options: dict[str, Any] | None) -> list:
+    """Pass 1, audited: the runtime checks see the model as built (and warm it up); a probe
+    optimizer whose ``step()`` changes nothing lets the step checks see the gradients."""
+    if selection is not None:  # resolved once by the command (a RuntimeSelection)
+        from torch_audit.runtime.session import AuditSession
+
+        session = AuditSession(model, selection=selection, **(audit_options or {}))
+    else:
+        from torch_audit.runtime.session import audit
+
+        session = audit(model=model, **(audit_options or {}))
+    with session:
+        output = model(*args, **kwargs)
+        root, _source = backward_root(output, loss_fn)
+        if root is not None:
+            root.backward()
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            if trainable:
+                _ProbeOptimizer(trainable).step()
+    del output, root
+    for p in model.parameters():
+        p.grad = None
+    return list(session.findings)
+
+
+def _fill(s: ModuleStats, runs: list, key: str) -> None:
+    """Times (medians of the measured runs), FLOPs and peak memory of ``key`` in the runs."""
+    first = runs[0]
+    s.forward_ms_runs = [r.ops.fwd.get(key, 0.0) for r in runs]
+    s.backward_ms_runs = [r.ops.bwd.get(key, 0.0) for r in runs]
+    s.forward_ms = _median(s.forward_ms_runs)
+    s.backward_ms = _median(s.backward_ms_runs)
+    s.forward_flops = first.fwd_counts.get(key, 0)
+    s.backward_flops = first.total_counts.get(key, 0) - s.forward_flops
+    s.peak_memory = first.ops.peak.get(key, 0)
+
+
+def _meaningful(findings: list, model: nn.Module, source: str) -> list:
+    """The audited pass's findings without those the profile itself caused."""
     if not model.training:
         # the probe step is no training step: a model profiled in eval mode is not a bug
         findings = [f for f in findings if f.name != "training-in-eval-mode"]
@@ -516,14 +536,7 @@ def profile_model(
         # the gradient of a made-up loss (the sum of every output) has no meaningful size: a
         # norm above max_norm says nothing about training
         findings = [f for f in findings if f.name != "exploding-gradient"]
-    input_desc = [
-        {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
-        for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)
-    ]
-    return Profile(
-        model=root_type, device=str(device), inputs=input_desc, modules=list(stats.values()),
-        totals=totals, backward_from=source, findings=findings, repeats=len(runs),
-    )
+    return findings
 
 
 @dataclasses.dataclass
