@@ -191,6 +191,79 @@ def _internal_error(path: str, finding: Finding, detail: str, line: int | None =
     )
 
 
+class _Passes:
+    """The state of fixing one text over several passes: the text, how to encode it, and the
+    fixes rejected so far (with the internal-error findings that report them)."""
+
+    def __init__(self, path: str, text: str, encoding: str, bom: bool) -> None:
+        self.path = path
+        self.text = text
+        self.encoding = encoding
+        self.bom = bom
+        self.newline = dominant_newline(text)
+        self.check_compile = syntax_problem(text, path) is None
+        self.rejected: set[tuple[str, tuple[Edit, ...]]] = set()
+        self.dropped: list[Finding] = []
+
+    def open(self, f: Finding) -> bool:
+        """Not rejected yet."""
+        return (f.code, f.fix.edits) not in self.rejected  # type: ignore[union-attr]
+
+    def reject(self, f: Finding, detail: str) -> None:
+        self.rejected.add((f.code, f.fix.edits))  # type: ignore[union-attr]
+        self.dropped.append(_internal_error(self.path, f, detail))
+
+    def choose(self, candidates: list[Finding]) -> tuple[list[tuple[Finding, list[_Span]]], list[Finding]]:
+        """One pass's fixes, greedy in source order (conflicts wait for the next pass), and the
+        findings whose fix has the same edits as a chosen one (fixed with it)."""
+        starts = _line_starts(self.text)
+        prepared = []
+        for f in candidates:
+            try:
+                prepared.append((f, _spans(f.fix, self.text, starts, self.newline)))  # type: ignore[arg-type]
+            except FixError as exc:
+                self.reject(f, f"bad edit: {exc}")
+        prepared.sort(key=lambda item: (item[1][0].start, item[1][-1].end, item[0].code) if item[1] else (0, 0, item[0].code))
+        chosen: list[tuple[Finding, list[_Span]]] = []
+        taken: list[_Span] = []
+        seen_fixes: set[tuple[Edit, ...]] = set()
+        duplicates: list[Finding] = []
+        for f, spans in prepared:
+            key = f.fix.edits  # type: ignore[union-attr]
+            if key in seen_fixes:
+                duplicates.append(f)  # the same edits, already chosen: fixed with it
+                continue
+            if any(_overlap(a, b) for a in spans for b in taken):
+                continue  # deferred to the next pass
+            seen_fixes.add(key)
+            chosen.append((f, spans))
+            taken.extend(spans)
+        return chosen, duplicates
+
+    def apply(
+        self, chosen: list[tuple[Finding, list[_Span]]], duplicates: list[Finding]
+    ) -> tuple[str, list[tuple[Finding, list[_Span]]], list[Finding]]:
+        """The text with the chosen fixes applied. When the result does not parse, the fixes are
+        tried one by one and the ones that break the code are rejected."""
+        new_text = apply_edits(self.text, [s for _, ss in chosen for s in ss])
+        if syntax_problem(new_text, self.path, self.check_compile) is None:
+            return new_text, chosen, duplicates
+        good: list[tuple[Finding, list[_Span]]] = []
+        for f, spans in chosen:
+            trial = apply_edits(self.text, [*(s for _, ss in good for s in ss), *spans])
+            p = syntax_problem(trial, self.path, self.check_compile)
+            if p is None:
+                good.append((f, spans))
+            else:
+                self.reject(f, f"the fix would produce invalid code ({p}); not applied")
+        fixed_keys = {f.fix.edits for f, _ in good}  # type: ignore[union-attr]
+        duplicates = [d for d in duplicates if d.fix.edits in fixed_keys]  # type: ignore[union-attr]
+        return apply_edits(self.text, [s for _, ss in good for s in ss]), good, duplicates
+
+    def encode(self, text: str) -> bytes:
+        return _encode(text, self.encoding, self.bom)
+
+
 def fix_bytes(
     path: str,
     data: bytes,
@@ -215,109 +288,52 @@ def fix_bytes(
             result.findings = [f for f in result.findings if f.code not in ignored]
         return result
 
+    def wanted(f: Finding) -> bool:
+        return applicable(f, unsafe) and (only is None or f.code in only)
+
     result = lint(data)
     out.findings = result.findings
     out.internal_errors = result.internal_errors
     out.tracebacks = list(result.tracebacks)
     out.notes = list(result.notes)
-
-    def wanted(f: Finding) -> bool:
-        return applicable(f, unsafe) and (only is None or f.code in only)
-
     if not any(wanted(f) for f in result.findings):
         return out
     try:
         text, encoding = decode(data)
     except ValueError:
         return out
-    bom = data.startswith(codecs.BOM_UTF8)
-    newline = dominant_newline(text)
-    check_compile = syntax_problem(text, path) is None
-    rejected: set[tuple[str, tuple[Edit, ...]]] = set()
-    dropped: list[Finding] = []
-    applied = 0
-    by_code: dict[str, int] = {}
-    fixed_findings: list[Finding] = []
-
+    state = _Passes(path, text, encoding, data.startswith(codecs.BOM_UTF8))
     for pass_no in range(1, max_passes + 1):
-        candidates = [
-            f for f in result.findings if wanted(f) and (f.code, f.fix.edits) not in rejected  # type: ignore[union-attr]
-        ]
+        candidates = [f for f in result.findings if wanted(f) and state.open(f)]
         if not candidates:
             break
         out.passes = pass_no
-        starts = _line_starts(text)
-        # one pass: greedy in source order, conflicts wait for the next pass
-        chosen: list[tuple[Finding, list[_Span]]] = []
-        taken: list[_Span] = []
-        seen_fixes: dict[tuple[Edit, ...], int] = {}
-        duplicates: list[Finding] = []
-        prepared = []
-        for f in candidates:
-            try:
-                spans = _spans(f.fix, text, starts, newline)  # type: ignore[arg-type]
-            except FixError as exc:
-                rejected.add((f.code, f.fix.edits))  # type: ignore[union-attr]
-                dropped.append(_internal_error(path, f, f"bad edit: {exc}"))
-                continue
-            prepared.append((f, spans))
-        prepared.sort(key=lambda item: (item[1][0].start, item[1][-1].end, item[0].code) if item[1] else (0, 0, item[0].code))
-        for f, spans in prepared:
-            key = f.fix.edits  # type: ignore[union-attr]
-            if key in seen_fixes:
-                duplicates.append(f)  # the same edits, already chosen: fixed with it
-                continue
-            if any(_overlap(a, b) for a in spans for b in taken):
-                continue  # deferred to the next pass
-            seen_fixes[key] = len(chosen)
-            chosen.append((f, spans))
-            taken.extend(spans)
+        chosen, duplicates = state.choose(candidates)
         if not chosen:
             break
-        new_text = apply_edits(text, taken)
-        problem = syntax_problem(new_text, path, check_compile)
-        if problem is not None:
-            # find the culprits: apply the chosen fixes one by one, keeping the good ones
-            good: list[tuple[Finding, list[_Span]]] = []
-            for f, spans in chosen:
-                trial = apply_edits(text, [*(s for _, ss in good for s in ss), *spans])
-                p = syntax_problem(trial, path, check_compile)
-                if p is None:
-                    good.append((f, spans))
-                else:
-                    rejected.add((f.code, f.fix.edits))  # type: ignore[union-attr]
-                    dropped.append(_internal_error(path, f, f"the fix would produce invalid code ({p}); not applied"))
-            chosen = good
-            fixed_keys = {f.fix.edits for f, _ in chosen}  # type: ignore[union-attr]
-            duplicates = [d for d in duplicates if d.fix.edits in fixed_keys]  # type: ignore[union-attr]
-            new_text = apply_edits(text, [s for _, ss in chosen for s in ss])
+        new_text, chosen, duplicates = state.apply(chosen, duplicates)
         try:
-            new_data = _encode(new_text, encoding, bom)
+            new_data = state.encode(new_text)
         except UnicodeEncodeError as exc:
             for f, _ in chosen:
-                rejected.add((f.code, f.fix.edits))  # type: ignore[union-attr]
-                dropped.append(_internal_error(path, f, f"the fixed text cannot be encoded as {encoding}: {exc.reason}"))
+                state.reject(f, f"the fixed text cannot be encoded as {encoding}: {exc.reason}")
             continue
-        if new_text == text:
+        if new_text == state.text:
             break  # fixes that change nothing: stop rather than loop
         for f in [*(f for f, _ in chosen), *duplicates]:
-            applied += 1
-            by_code[f.code] = by_code.get(f.code, 0) + 1
-            fixed_findings.append(f)
-        text = new_text
+            out.applied += 1
+            out.applied_by_code[f.code] = out.applied_by_code.get(f.code, 0) + 1
+            out.fixed_findings.append(f)
+        state.text = new_text
         result = lint(new_data)
     else:
-        if any(wanted(f) and (f.code, f.fix.edits) not in rejected for f in result.findings):  # type: ignore[union-attr]
+        if any(wanted(f) and state.open(f) for f in result.findings):
             out.notes.append(f"{path}: fixes did not converge after {max_passes} passes")
-
-    fixed = _encode(text, encoding, bom)
+    fixed = state.encode(state.text)
     if fixed != data:
         out.fixed = fixed
-    out.applied = applied
-    out.applied_by_code = by_code
-    out.fixed_findings = fixed_findings
-    out.findings = sorted([*result.findings, *dropped], key=lambda f: f.sort_key)
-    out.internal_errors = result.internal_errors + len(dropped)
+    out.findings = sorted([*result.findings, *state.dropped], key=lambda f: f.sort_key)
+    out.internal_errors = result.internal_errors + len(state.dropped)
     out.tracebacks = list(result.tracebacks)
     return out
 

@@ -295,43 +295,47 @@ def blank_magics(code: str) -> tuple[str, set[int], dict[int, int]]:
     state: list = [0, None, False]
     i = 0
     while i < len(lines):
-        line = lines[i]
-        at_start = state == [0, None, False]
-        stripped = line.lstrip(" \t")
-        if at_start and i not in changed and stripped.startswith("%"):
-            m = _STATEMENT_MAGIC.match(stripped)
-            if m and not line.rstrip("\r\n").endswith("\\"):
-                # %time stmt: lint the statement, moved left over the magic
-                indent = _indent_of(line)
-                lines[i] = indent + stripped[m.end():]
-                shifts[i] = m.end()
-                changed.add(i)
+        if i not in changed and state == [0, None, False]:  # at the start of a statement
+            i = _blank_statement(lines, i, changed, shifts, state)
+        else:
+            if i not in changed:
                 _scan_line(lines[i], state)
-                i += 1
-                continue
-        if at_start and i not in changed and _is_magic(stripped):
-            indent = _indent_of(line)
-            cont = line.rstrip("\r\n").endswith("\\")
-            lines[i] = _blank(line, indent + "pass" if indent else "")
-            changed.add(i)
-            while cont and i + 1 < len(lines):  # a magic continued with backslashes
-                i += 1
-                cont = lines[i].rstrip("\r\n").endswith("\\")
-                lines[i] = _blank(lines[i])
-                changed.add(i)
             i += 1
-            continue
-        if at_start and i not in changed:
-            m = _ASSIGN_MAGIC.match(line)
-            if m:
-                lines[i] = _blank(line, m.group("target") + " ...")
-                changed.add(i)
-                i += 1
-                continue
-        if i not in changed:
-            _scan_line(line, state)
-        i += 1
     return "".join(lines), changed, shifts
+
+
+def _blank_statement(lines: list[str], i: int, changed: set[int], shifts: dict[int, int], state: list) -> int:
+    """Blank the IPython syntax of the statement starting at line ``i`` (a statement magic, a
+    line magic or shell escape with its continuation lines, an ``x = !cmd`` assignment), or scan
+    a Python line; the index of the next line."""
+    line = lines[i]
+    stripped = line.lstrip(" \t")
+    continued = line.rstrip("\r\n").endswith("\\")
+    m = _STATEMENT_MAGIC.match(stripped) if stripped.startswith("%") else None
+    if m and not continued:
+        # %time stmt: lint the statement, moved left over the magic
+        lines[i] = _indent_of(line) + stripped[m.end():]
+        shifts[i] = m.end()
+        changed.add(i)
+        _scan_line(lines[i], state)
+        return i + 1
+    if _is_magic(stripped):
+        indent = _indent_of(line)
+        lines[i] = _blank(line, indent + "pass" if indent else "")
+        changed.add(i)
+        while continued and i + 1 < len(lines):  # a magic continued with backslashes
+            i += 1
+            continued = lines[i].rstrip("\r\n").endswith("\\")
+            lines[i] = _blank(lines[i])
+            changed.add(i)
+        return i + 1
+    m = _ASSIGN_MAGIC.match(line)
+    if m:
+        lines[i] = _blank(line, m.group("target") + " ...")
+        changed.add(i)
+        return i + 1
+    _scan_line(line, state)
+    return i + 1
 
 
 # -- the notebook and its virtual module -------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gc
 import os
 import sys
@@ -260,6 +262,22 @@ def lint_files(
         return _lint_files(files, settings, jobs=jobs, cache=cache, on_progress=on_progress)
 
 
+@dataclasses.dataclass
+class _Read:
+    """The files read, before linting: results already known (skipped, too big, cache hits),
+    what is left to lint, and what the whole-program model is built from."""
+
+    results: dict[int, FileResult] = dataclasses.field(default_factory=dict)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    #: (index, path, bytes, cache key) to lint
+    todo: list[tuple[int, str, bytes, str | None]] = dataclasses.field(default_factory=list)
+    #: every Python source read: the whole-program model is built from them
+    python_sources: dict[Path, bytes] = dataclasses.field(default_factory=dict)
+    notebooks: list[Path] = dataclasses.field(default_factory=list)
+    #: cache hits whose analysis read other files' summaries: valid while those are unchanged
+    dependent_hits: dict[int, tuple[str, bytes, str | None]] = dataclasses.field(default_factory=dict)
+
+
 def _lint_files(
     files: Iterable[Path],
     settings: LintSettings,
@@ -268,71 +286,16 @@ def _lint_files(
     cache: Cache | None,
     on_progress: Callable[[int], None] | None,
 ) -> tuple[list[FileResult], list[str]]:
-    results: dict[int, FileResult] = {}
     warnings: list[str] = []
-    todo: list[tuple[int, str, bytes, str | None]] = []
-    triggers = settings.triggers
     if cache is not None:
         refused = cache.check()
         if refused:
             warnings.append(refused)
             cache = None
-    #: every Python source read: the whole-program model is built from them
-    python_sources: dict[Path, bytes] = {}
-    notebooks: list[Path] = []
-    #: cache hits whose analysis read other files' summaries: valid while those are unchanged
-    dependent_hits: dict[int, tuple[str, bytes, str | None]] = {}
-    for i, path in enumerate(files):
-        name = str(path)
-        try:
-            data = _read_source(path, _size_limit(name, settings)[0])
-        except _TooBig as big:
-            results[i] = FileResult(name, notes=[_too_big_note(name, big.size, settings)], skipped=True)
-            continue
-        except _NotRegular:
-            warnings.append(f"{shown(name)}: not a regular file, skipped")
-            continue
-        except OSError as exc:
-            warnings.append(f"{shown(name)}: cannot read: {exc.strerror or exc}")
-            continue
-        if path.suffix in (".py", ".pyi"):
-            python_sources[path] = data
-        elif path.suffix == ".ipynb":
-            notebooks.append(path)  # linked like scripts: they see the local modules beside them
-        if len(data) <= settings.max_file_bytes and not mentions_trigger(data, triggers):
-            results[i] = FileResult(name, skipped=True)
-            continue
-        key = cache.key(name, data) if cache is not None else None
-        if cache is not None and key is not None:
-            hit = cache.get(key)
-            cached = _from_cache(name, hit) if hit is not None else None
-            if cached is not None:
-                results[i] = cached
-                if cached.deps:
-                    dependent_hits[i] = (name, data, key)
-                continue
-        todo.append((i, name, data, key))
-
-    if settings.whole_program and settings.project is None and (python_sources or notebooks):
-        from torch_audit.lint.project import build_project
-
-        settings.project = build_project(
-            [*python_sources, *notebooks], cache=cache, contents=python_sources, jobs=jobs, triggers=triggers,
-            lint=(),  # nothing yet: what is linted is known once the cache hits are checked
-        )
-    if settings.project is not None:
-        from torch_audit.lint.project import summarize_for_lint
-
-        summarize_for_lint(settings.project, [Path(name) for _, name, _, _ in todo], jobs)
-        settings.project.note_changed(Path(name) for _, name, _, _ in todo)
-        stale = []
-        for i, (name, data, key) in dependent_hits.items():
-            if not settings.project.fresh(results[i].deps):
-                del results[i]  # a module it read changed: lint it again
-                stale.append((i, name, data, key))
-        summarize_for_lint(settings.project, [Path(name) for _, name, _, _ in stale], jobs)
-        todo.extend(stale)
-
+    read = _read_files(files, settings, cache)
+    read.warnings[:0] = warnings
+    _link_project(read, settings, cache, jobs)
+    results, todo = read.results, read.todo
     done = len(results)
     if on_progress:
         on_progress(done)
@@ -360,7 +323,71 @@ def _lint_files(
     finally:
         if not already_frozen:
             gc.unfreeze()
-    return [results[i] for i in sorted(results)], warnings
+    return [results[i] for i in sorted(results)], read.warnings
+
+
+def _read_files(files: Iterable[Path], settings: LintSettings, cache: Cache | None) -> _Read:
+    """Read, prefilter and look up every file in the cache."""
+    read = _Read()
+    results = read.results
+    triggers = settings.triggers
+    for i, path in enumerate(files):
+        name = str(path)
+        try:
+            data = _read_source(path, _size_limit(name, settings)[0])
+        except _TooBig as big:
+            results[i] = FileResult(name, notes=[_too_big_note(name, big.size, settings)], skipped=True)
+            continue
+        except _NotRegular:
+            read.warnings.append(f"{shown(name)}: not a regular file, skipped")
+            continue
+        except OSError as exc:
+            read.warnings.append(f"{shown(name)}: cannot read: {exc.strerror or exc}")
+            continue
+        if path.suffix in (".py", ".pyi"):
+            read.python_sources[path] = data
+        elif path.suffix == ".ipynb":
+            read.notebooks.append(path)  # linked like scripts: they see the local modules beside them
+        if len(data) <= settings.max_file_bytes and not mentions_trigger(data, triggers):
+            results[i] = FileResult(name, skipped=True)
+            continue
+        key = cache.key(name, data) if cache is not None else None
+        if cache is not None and key is not None:
+            hit = cache.get(key)
+            cached = _from_cache(name, hit) if hit is not None else None
+            if cached is not None:
+                results[i] = cached
+                if cached.deps:
+                    read.dependent_hits[i] = (name, data, key)
+                continue
+        read.todo.append((i, name, data, key))
+    return read
+
+
+def _link_project(read: _Read, settings: LintSettings, cache: Cache | None, jobs: int) -> None:
+    """Build the whole-program model, summarise the files to lint, and send the cache hits
+    whose dependencies changed back to be linted."""
+    if settings.whole_program and settings.project is None and (read.python_sources or read.notebooks):
+        from torch_audit.lint.project import build_project
+
+        settings.project = build_project(
+            [*read.python_sources, *read.notebooks], cache=cache, contents=read.python_sources, jobs=jobs,
+            triggers=settings.triggers,
+            lint=(),  # nothing yet: what is linted is known once the cache hits are checked
+        )
+    if settings.project is None:
+        return
+    from torch_audit.lint.project import summarize_for_lint
+
+    summarize_for_lint(settings.project, [Path(name) for _, name, _, _ in read.todo], jobs)
+    settings.project.note_changed(Path(name) for _, name, _, _ in read.todo)
+    stale = []
+    for i, (name, data, key) in read.dependent_hits.items():
+        if not settings.project.fresh(read.results[i].deps):
+            del read.results[i]  # a module it read changed: lint it again
+            stale.append((i, name, data, key))
+    summarize_for_lint(settings.project, [Path(name) for _, name, _, _ in stale], jobs)
+    read.todo.extend(stale)
 
 
 def _lint_in_pool(

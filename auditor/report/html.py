@@ -12,6 +12,8 @@ object with the attributes of :class:`torch_audit.runtime.cli.History` (``loss``
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as _dt
 import html
 import linecache
@@ -137,6 +139,112 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return ticks
 
 
+@dataclasses.dataclass
+class _Plot:
+    """The scales of a line chart: steps ``x0..x1`` across, values ``lo..hi`` up (log10 of the
+    values when ``log``)."""
+
+    x0: float
+    x1: float
+    lo: float
+    hi: float
+    log: bool
+
+    @property
+    def width(self) -> float:
+        return WIDTH - PAD_L - PAD_R
+
+    @property
+    def height(self) -> float:
+        return HEIGHT - PAD_T - PAD_B
+
+    def px(self, s: float) -> float:
+        return PAD_L + (s - self.x0) / (self.x1 - self.x0) * self.width
+
+    def py(self, v: float) -> float:
+        return PAD_T + (1 - (v - self.lo) / (self.hi - self.lo)) * self.height
+
+    def tf(self, v: float) -> float:
+        return math.log10(v) if self.log else v
+
+    def plotted(self, v: Any) -> bool:
+        return _finite(v) and (v > 0 or not self.log)
+
+
+def _plot_scales(series: Mapping[str, Iterable[tuple[int, float]]], log: bool | None) -> _Plot | None:
+    finite = [v for pts in series.values() for _, v in pts if _finite(v)]
+    steps = [s for pts in series.values() for s, _ in pts]
+    if not steps:
+        return None
+    if log is None:
+        pos = [v for v in finite if v > 0]
+        log = bool(pos) and len(pos) == len(finite) and max(pos) / min(pos) > 100
+    ys = [math.log10(v) if log else v for v in finite if (v > 0 or not log)]
+    lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5, hi + 0.5
+    else:
+        margin = (hi - lo) * 0.05
+        lo, hi = lo - margin, hi + margin
+    if log:
+        lo, hi = math.floor(lo * 2) / 2, math.ceil(hi * 2) / 2
+    x0, x1 = min(steps), max(steps)
+    return _Plot(x0, x1 if x1 != x0 else x0 + 1, lo, hi, log)
+
+
+def _chart_axes(plot: _Plot, y_label: str) -> list[str]:
+    """Grid lines and labels of both axes."""
+    out = []
+    ticks = [t for t in _nice_ticks(plot.lo, plot.hi) if plot.lo <= t <= plot.hi]
+    if plot.log:
+        decades = list(range(math.ceil(plot.lo), math.floor(plot.hi) + 1))
+        every = max(1, math.ceil(len(decades) / 7))
+        ticks = [float(t) for t in decades if t % every == 0] or ticks
+    for t in ticks:
+        y = plot.py(t)
+        label = _pow10(t) if plot.log else _fmt(t)
+        out.append(f'<line class="grid" x1="{PAD_L}" x2="{WIDTH - PAD_R}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        out.append(f'<text x="{PAD_L - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(label)}</text>')
+    for t in _nice_ticks(plot.x0, plot.x1, 6):
+        if plot.x0 <= t <= plot.x1 and float(t).is_integer():
+            x = plot.px(t)
+            out.append(f'<line class="axis" x1="{x:.1f}" x2="{x:.1f}" y1="{HEIGHT - PAD_B}" y2="{HEIGHT - PAD_B + 4}"/>')
+            out.append(f'<text x="{x:.1f}" y="{HEIGHT - PAD_B + 16}" text-anchor="middle">{int(t)}</text>')
+    out.append(f'<line class="axis" x1="{PAD_L}" x2="{WIDTH - PAD_R}" y1="{HEIGHT - PAD_B}" y2="{HEIGHT - PAD_B}"/>')
+    out.append(f'<line class="axis" x1="{PAD_L}" x2="{PAD_L}" y1="{PAD_T}" y2="{HEIGHT - PAD_B}"/>')
+    out.append(f'<text x="{PAD_L + plot.width / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle">optimizer step</text>')
+    out.append(
+        f'<text transform="translate(12 {PAD_T + plot.height / 2:.1f}) rotate(-90)" text-anchor="middle">'
+        f'{_e(y_label + (" (log)" if plot.log else ""))}</text>'
+    )
+    return out
+
+
+def _chart_series(plot: _Plot, label: str, pts: Iterable[tuple[int, float]], color: str) -> list[str]:
+    """One series: a path broken at values it cannot plot, which become red marks on top."""
+    out = []
+    path: list[str] = []
+    pen_up = True
+    bad = []
+    for s, v in pts:
+        if not plot.plotted(v):
+            bad.append((s, v))
+            pen_up = True
+            continue
+        path.append(f"{'M' if pen_up else 'L'}{plot.px(s):.1f},{plot.py(plot.tf(v)):.1f}")
+        pen_up = False
+    if path:
+        out.append(f'<path class="data" d="{" ".join(path)}" fill="none" stroke="{color}" stroke-width="1.8">'
+                   f'<title>{_e(label)}</title></path>')
+        if len(path) == 1:
+            x, y = path[0][1:].split(",")
+            out.append(f'<circle class="data" cx="{x}" cy="{y}" r="3" fill="{color}"/>')
+    for s, v in bad:
+        out.append(f'<rect class="data nonfinite" x="{plot.px(s) - 3:.1f}" y="{PAD_T - 2}" width="6" height="8" '
+                   f'fill="{BAD}"><title>step {s}: {_e(v)}</title></rect>')
+    return out
+
+
 def line_chart(
     series: Mapping[str, Iterable[tuple[int, float]]],
     *,
@@ -149,86 +257,21 @@ def line_chart(
     """An SVG line chart of ``{label: [(step, value)]}``; non-finite values are red marks on
     the top edge. ``log=None`` picks a log scale when positive values span > 2 decades.
     ``marks``: ``{step: text}`` drawn as dashed vertical lines (e.g. steps a GradScaler skipped)."""
-    finite = [v for pts in series.values() for _, v in pts if _finite(v)]
-    steps = [s for pts in series.values() for s, _ in pts]
-    if not steps:
+    plot = _plot_scales(series, log)
+    if plot is None:
         return ""
-    if log is None:
-        pos = [v for v in finite if v > 0]
-        log = bool(pos) and len(pos) == len(finite) and max(pos) / min(pos) > 100
-    tf = (lambda v: math.log10(v)) if log else (lambda v: v)
-    ys = [tf(v) for v in finite if (v > 0 or not log)]
-    lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
-    if hi - lo < 1e-12:
-        lo, hi = lo - 0.5 if not log else lo - 0.5, hi + 0.5
-    else:
-        margin = (hi - lo) * 0.05
-        lo, hi = lo - margin, hi + margin
-    if log:
-        lo, hi = math.floor(lo * 2) / 2, math.ceil(hi * 2) / 2
-    x0, x1 = min(steps), max(steps)
-    if x1 == x0:
-        x1 = x0 + 1
-    pw, ph = WIDTH - PAD_L - PAD_R, HEIGHT - PAD_T - PAD_B
-
-    def px(s: float) -> float:
-        return PAD_L + (s - x0) / (x1 - x0) * pw
-
-    def py(v: float) -> float:
-        return PAD_T + (1 - (v - lo) / (hi - lo)) * ph
-
     out = [
         f'<svg class="chart" id="{_e(chart_id)}" role="img" aria-label="{_e(title)}" '
-        f'viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" xmlns="http://www.w3.org/2000/svg">'
+        f'viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" xmlns="http://www.w3.org/2000/svg">',
+        *_chart_axes(plot, y_label),
     ]
-    ticks = [t for t in _nice_ticks(lo, hi) if lo <= t <= hi]
-    if log:
-        decades = list(range(math.ceil(lo), math.floor(hi) + 1))
-        every = max(1, math.ceil(len(decades) / 7))
-        ticks = [float(t) for t in decades if t % every == 0] or ticks
-    for t in ticks:
-        y = py(t)
-        label = _pow10(t) if log else _fmt(t)
-        out.append(f'<line class="grid" x1="{PAD_L}" x2="{WIDTH - PAD_R}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        out.append(f'<text x="{PAD_L - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(label)}</text>')
-    for t in _nice_ticks(x0, x1, 6):
-        if x0 <= t <= x1 and float(t).is_integer():
-            x = px(t)
-            out.append(f'<line class="axis" x1="{x:.1f}" x2="{x:.1f}" y1="{HEIGHT - PAD_B}" y2="{HEIGHT - PAD_B + 4}"/>')
-            out.append(f'<text x="{x:.1f}" y="{HEIGHT - PAD_B + 16}" text-anchor="middle">{int(t)}</text>')
-    out.append(f'<line class="axis" x1="{PAD_L}" x2="{WIDTH - PAD_R}" y1="{HEIGHT - PAD_B}" y2="{HEIGHT - PAD_B}"/>')
-    out.append(f'<line class="axis" x1="{PAD_L}" x2="{PAD_L}" y1="{PAD_T}" y2="{HEIGHT - PAD_B}"/>')
-    out.append(f'<text x="{PAD_L + pw / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle">optimizer step</text>')
-    out.append(
-        f'<text transform="translate(12 {PAD_T + ph / 2:.1f}) rotate(-90)" text-anchor="middle">'
-        f'{_e(y_label + (" (log)" if log else ""))}</text>'
-    )
     for i, (label, pts) in enumerate(series.items()):
-        color = SERIES_COLORS[i % len(SERIES_COLORS)]
-        path: list[str] = []
-        pen_up = True
-        bad = []
-        for s, v in pts:
-            if not _finite(v) or (log and v <= 0):
-                bad.append((s, v))
-                pen_up = True
-                continue
-            path.append(f"{'M' if pen_up else 'L'}{px(s):.1f},{py(tf(v)):.1f}")
-            pen_up = False
-        if path:
-            out.append(f'<path class="data" d="{" ".join(path)}" fill="none" stroke="{color}" stroke-width="1.8">'
-                       f'<title>{_e(label)}</title></path>')
-            if len(path) == 1:
-                x, y = path[0][1:].split(",")
-                out.append(f'<circle class="data" cx="{x}" cy="{y}" r="3" fill="{color}"/>')
-        for s, v in bad:
-            out.append(f'<rect class="data nonfinite" x="{px(s) - 3:.1f}" y="{PAD_T - 2}" width="6" height="8" '
-                       f'fill="{BAD}"><title>step {s}: {_e(v)}</title></rect>')
+        out.extend(_chart_series(plot, label, pts, SERIES_COLORS[i % len(SERIES_COLORS)]))
     for s, text in sorted((marks or {}).items()):
-        x = px(min(max(s, x0), x1))
+        x = plot.px(min(max(s, plot.x0), plot.x1))
         out.append(f'<line class="mark" x1="{x:.1f}" x2="{x:.1f}" y1="{PAD_T}" y2="{HEIGHT - PAD_B}" '
                    f'stroke="{MARK}" stroke-width="1.2" stroke-dasharray="3 3"><title>{_e(text)}</title></line>')
-    if len(series) > 1:
+    if len(series) > 1:  # a legend
         for i, label in enumerate(series):
             color = SERIES_COLORS[i % len(SERIES_COLORS)]
             y = PAD_T + 12 + i * 14
@@ -246,27 +289,10 @@ def _viridis(t: float) -> str:
     return "#%02x%02x%02x" % tuple(round(a[k] + (b[k] - a[k]) * f) for k in range(3))
 
 
-def heatmap(
-    rows: Mapping[str, Mapping[int, float]],
-    *,
-    title: str,
-    chart_id: str,
-    max_columns: int = 120,
-    max_rows: int = 60,
-) -> str:
-    """Layers × steps, colour = log10 of the gradient norm (viridis); red for non-finite.
-    Steps are binned to at most ``max_columns`` columns (the largest value of a bin is shown,
-    a non-finite one wins)."""
-    names = list(rows)
-    if not names:
-        return ""
-    steps = sorted({s for r in rows.values() for s in r})
-    if not steps:
-        return ""
-    dropped = 0
-    if len(names) > max_rows:
-        dropped = len(names) - max_rows
-        names = names[:max_rows]
+def _binned(rows: Mapping[str, Mapping[int, float]], names: list[str], steps: list[int],
+            max_columns: int) -> tuple[list[list[int]], list[list[float | None]]]:
+    """The steps in at most ``max_columns`` bins, and each row's value per bin: the largest,
+    NaN when any is non-finite, None when the row has no value there."""
     nbins = min(max_columns, len(steps))
     bins: list[list[int]] = [[] for _ in range(nbins)]
     for i, s in enumerate(steps):
@@ -284,10 +310,63 @@ def heatmap(
             else:
                 row.append(max(vals))
         values.append(row)
+    return bins, values
+
+
+def _heat_row(name: str, row: list[float | None], bins: list[list[int]], *, x: float, y: float, cell_w: float,
+              cell_h: int, lo: float, hi: float) -> list[str]:
+    """One layer's cells, from ``x`` right, each titled with its steps and value."""
+    out = []
+    for i, v in enumerate(row):
+        if v is None:
+            continue
+        b = bins[i]
+        span = f"step {b[0]}" if len(b) == 1 else f"steps {b[0]}–{b[-1]}"
+        out.append(
+            f'<rect class="data" x="{x + i * cell_w:.2f}" y="{y}" width="{cell_w + 0.3:.2f}" '
+            f'height="{cell_h}" fill="{_heat_color(v, lo, hi)}">'
+            f'<title>{_e(name)}, {span}: {_e(_fmt(v) if _finite(v) else v)}</title></rect>'
+        )
+    return out
+
+
+def _log_range(values: list[list[float | None]]) -> tuple[float, float]:
+    """The range of log10 of the positive finite values (a decade around a single value)."""
     logs = [math.log10(v) for row in values for v in row if v is not None and _finite(v) and v > 0]
     lo, hi = (min(logs), max(logs)) if logs else (0.0, 1.0)
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
+    return lo, hi
+
+
+def _heat_color(v: float, lo: float, hi: float) -> str:
+    if not _finite(v):
+        return BAD
+    if v <= 0:
+        return _VIRIDIS_ZERO
+    return _viridis((math.log10(v) - lo) / (hi - lo))
+
+
+def heatmap(
+    rows: Mapping[str, Mapping[int, float]],
+    *,
+    title: str,
+    chart_id: str,
+    max_columns: int = 120,
+    max_rows: int = 60,
+) -> str:
+    """Layers × steps, colour = log10 of the gradient norm (viridis); red for non-finite.
+    Steps are binned to at most ``max_columns`` columns (the largest value of a bin is shown,
+    a non-finite one wins)."""
+    names = list(rows)
+    steps = sorted({s for r in rows.values() for s in r})
+    if not names or not steps:
+        return ""
+    dropped = max(0, len(names) - max_rows)
+    names = names[:max_rows]
+    bins, values = _binned(rows, names, steps, max_columns)
+    nbins = len(bins)
+    lo, hi = _log_range(values)
     label_w = min(220, 12 + 7 * max(len(n) for n in names))
     cell_h = 14 if len(names) <= 30 else 9
     plot_w = WIDTH - label_w - PAD_R - 70
@@ -302,39 +381,27 @@ def heatmap(
         shown = name if len(name) <= 30 else "…" + name[-29:]
         if cell_h >= 12 or j % 2 == 0:
             out.append(f'<text x="{label_w - 6}" y="{y + cell_h - 3:.1f}" text-anchor="end">{_e(shown)}</text>')
-        for i, v in enumerate(values[j]):
-            if v is None:
-                continue
-            x = label_w + i * cell_w
-            if not _finite(v):
-                color = BAD
-            elif v <= 0:
-                color = _VIRIDIS_ZERO
-            else:
-                color = _viridis((math.log10(v) - lo) / (hi - lo))
-            b = bins[i]
-            span = f"step {b[0]}" if len(b) == 1 else f"steps {b[0]}–{b[-1]}"
-            out.append(
-                f'<rect class="data" x="{x:.2f}" y="{y}" width="{cell_w + 0.3:.2f}" height="{cell_h}" fill="{color}">'
-                f'<title>{_e(name)}, {span}: {_e(_fmt(v) if _finite(v) else v)}</title></rect>'
-            )
+        out.extend(_heat_row(name, values[j], bins, x=label_w, y=y, cell_w=cell_w, cell_h=cell_h, lo=lo, hi=hi))
     yb = PAD_T + cell_h * len(names)
     for t in _nice_ticks(0, nbins - 1, 6):
         if float(t).is_integer() and 0 <= t < nbins:
             x = label_w + (t + 0.5) * cell_w
             out.append(f'<text x="{x:.1f}" y="{yb + 16}" text-anchor="middle">{bins[int(t)][0]}</text>')
     out.append(f'<text x="{label_w + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle">optimizer step</text>')
-    # colour scale
-    sx = WIDTH - PAD_R - 50
-    sh = max(40.0, cell_h * len(names))
-    for k in range(20):
-        out.append(f'<rect x="{sx}" y="{PAD_T + sh * (1 - (k + 1) / 20):.1f}" width="12" height="{sh / 20 + 0.5:.1f}" '
-                   f'fill="{_viridis(k / 19)}"/>')
-    out.append(f'<text x="{sx + 16}" y="{PAD_T + 9}">{_e(_fmt(10 ** hi))}</text>')
-    out.append(f'<text x="{sx + 16}" y="{PAD_T + sh:.1f}">{_e(_fmt(10 ** lo))}</text>')
+    out.extend(_colour_scale(lo, hi, max(40.0, cell_h * len(names))))
     out.append("</svg>")
     note = f'<figcaption>{dropped} more layer(s) not shown.</figcaption>' if dropped else ""
     return "".join(out) + note
+
+
+def _colour_scale(lo: float, hi: float, sh: float) -> list[str]:
+    """The heatmap's colour scale, ``sh`` high, labelled with the values at its ends."""
+    sx = WIDTH - PAD_R - 50
+    out = [f'<rect x="{sx}" y="{PAD_T + sh * (1 - (k + 1) / 20):.1f}" width="12" height="{sh / 20 + 0.5:.1f}" '
+           f'fill="{_viridis(k / 19)}"/>' for k in range(20)]
+    out.append(f'<text x="{sx + 16}" y="{PAD_T + 9}">{_e(_fmt(10 ** hi))}</text>')
+    out.append(f'<text x="{sx + 16}" y="{PAD_T + sh:.1f}">{_e(_fmt(10 ** lo))}</text>')
+    return out
 
 
 def _snippet(path: str, line: int, root: str, context: int = 3) -> str:
@@ -417,6 +484,37 @@ def _profile_html(profile: Mapping[str, Any]) -> str:
     )
 
 
+def _charts_html(history: Any) -> list[str]:
+    """The training charts: loss (GradScaler's skipped steps marked), global gradient norm, and
+    the per-layer heatmap, each a figure with its caption."""
+    parts = []
+    if history.loss:
+        skipped = dict(getattr(history, "skipped", {}) or {})
+        marks = {step: f"GradScaler skipped {n} step{'s' if n != 1 else ''} before step {step}"
+                 for step, n in skipped.items()}
+        caption = ("Loss of the last backward() before each optimizer step (under a GradScaler, "
+                   "the unscaled loss); red marks are non-finite values.")
+        if marks:
+            total = sum(skipped.values())
+            caption += (f" Dashed lines: GradScaler skipped {total} step{'s' if total != 1 else ''} "
+                        "(scaled gradients overflowed; the scale was lowered): "
+                        + "; ".join(marks[s] for s in sorted(marks)[:5])
+                        + ("; …" if len(marks) > 5 else "") + ".")
+        parts.append("<figure>" + line_chart({"loss": history.loss}, title="Loss", y_label="loss",
+                                              chart_id="chart-loss", marks=marks)
+                     + f"<figcaption>{_e(caption)}</figcaption></figure>")
+    if history.grad_norm:
+        parts.append("<figure>" + line_chart(history.grad_norm, title="Global gradient norm",
+                                              y_label="grad norm", chart_id="chart-grad-norm")
+                     + "<figcaption>Global L2 norm of the gradients at each optimizer step.</figcaption></figure>")
+    if history.layer_norms:
+        parts.append("<figure>" + heatmap(history.layer_norms, title="Per-layer gradient norm",
+                                           chart_id="chart-layer-heatmap")
+                     + "<figcaption>Gradient norm per layer and step (log colour scale, "
+                       "red: non-finite, grey: zero).</figcaption></figure>")
+    return parts
+
+
 def render_html(
     findings: Iterable[Finding],
     *,
@@ -427,11 +525,9 @@ def render_html(
     meta: Mapping[str, str] | None = None,
 ) -> str:
     """The whole report as one HTML document (a string)."""
-    from torch_audit.report._order import ordered
+    from torch_audit.report._order import root_cause_first
 
-    from torch_audit.runtime.causes import root_cause_first
-
-    findings = root_cause_first(ordered(findings))  # a chain of non-finite findings: its root first
+    findings = root_cause_first(findings)  # a chain of non-finite findings: its root first
     root = os.fspath(root)
     counts = Counter(f.severity for f in findings)
     badges = "".join(
@@ -453,32 +549,7 @@ def render_html(
     if profile is not None:
         parts.append('<h2>Profile</h2><section id="profile">' + _profile_html(profile) + "</section>")
     if history is not None and not getattr(history, "empty", True):
-        parts.append('<h2>Training</h2><section id="charts">')
-        if history.loss:
-            skipped = dict(getattr(history, "skipped", {}) or {})
-            marks = {step: f"GradScaler skipped {n} step{'s' if n != 1 else ''} before step {step}"
-                     for step, n in skipped.items()}
-            caption = ("Loss of the last backward() before each optimizer step (under a GradScaler, "
-                       "the unscaled loss); red marks are non-finite values.")
-            if marks:
-                total = sum(skipped.values())
-                caption += (f" Dashed lines: GradScaler skipped {total} step{'s' if total != 1 else ''} "
-                            "(scaled gradients overflowed; the scale was lowered): "
-                            + "; ".join(marks[s] for s in sorted(marks)[:5])
-                            + ("; …" if len(marks) > 5 else "") + ".")
-            parts.append("<figure>" + line_chart({"loss": history.loss}, title="Loss", y_label="loss",
-                                                  chart_id="chart-loss", marks=marks)
-                         + f"<figcaption>{_e(caption)}</figcaption></figure>")
-        if history.grad_norm:
-            parts.append("<figure>" + line_chart(history.grad_norm, title="Global gradient norm",
-                                                  y_label="grad norm", chart_id="chart-grad-norm")
-                         + "<figcaption>Global L2 norm of the gradients at each optimizer step.</figcaption></figure>")
-        if history.layer_norms:
-            parts.append("<figure>" + heatmap(history.layer_norms, title="Per-layer gradient norm",
-                                               chart_id="chart-layer-heatmap")
-                         + "<figcaption>Gradient norm per layer and step (log colour scale, "
-                           "red: non-finite, grey: zero).</figcaption></figure>")
-        parts.append("</section>")
+        parts.extend(['<h2>Training</h2><section id="charts">', *_charts_html(history), "</section>"])
     parts.append(f'<h2>Findings ({len(findings)})</h2><section id="findings">')
     if findings:
         parts.extend(_finding_html(f, root) for f in findings)

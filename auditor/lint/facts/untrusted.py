@@ -57,20 +57,11 @@ def untrusted_source(ctx: "FileContext", expr: cst.BaseExpression | None, scope:
     d = _depth + 1
     if isinstance(expr, cst.SimpleString):
         value = expr.evaluated_value
-        if isinstance(value, str) and value.startswith(("http://", "https://")):
-            return "a URL"
-        return None
-    if isinstance(expr, cst.ConcatenatedString):
+        return "a URL" if isinstance(value, str) and value.startswith(("http://", "https://")) else None
+    if isinstance(expr, (cst.ConcatenatedString, cst.BinaryOperation)):
         return untrusted_source(ctx, expr.left, scope, at, d) or untrusted_source(ctx, expr.right, scope, at, d)
     if isinstance(expr, cst.FormattedString):
-        for i, part in enumerate(expr.parts):
-            if isinstance(part, cst.FormattedStringText) and i == 0 and part.value.startswith(("http://", "https://")):
-                return "a URL"
-            if isinstance(part, cst.FormattedStringExpression):
-                found = untrusted_source(ctx, part.expression, scope, at, d)
-                if found:
-                    return found
-        return None
+        return _formatted(ctx, expr, scope, at, d)
     if isinstance(expr, cst.Name):
         a = ctx.dataflow.reaching(expr.value, scope, at)
         if a is None or a.stmt is None or a.value is None:
@@ -79,33 +70,58 @@ def untrusted_source(ctx: "FileContext", expr: cst.BaseExpression | None, scope:
             return untrusted_source(ctx, a.value, a.stmt.scope, a.index, d)
         return None
     if isinstance(expr, cst.Attribute):
-        q = scope.qualname(expr)
-        if q in UNTRUSTED_NAMES:
-            return UNTRUSTED_NAMES[q]
-        base = untrusted_source(ctx, expr.value, scope, at, d)
-        if base is not None and base.startswith("a command-line argument") and "(" not in base:
-            return f"a command-line argument ({ctx.code(expr)})"
-        return base
+        return _attribute(ctx, expr, scope, at, d)
     if isinstance(expr, cst.Subscript):
         return untrusted_source(ctx, expr.value, scope, at, d)
-    if isinstance(expr, cst.BinaryOperation):
-        return untrusted_source(ctx, expr.left, scope, at, d) or untrusted_source(ctx, expr.right, scope, at, d)
     if isinstance(expr, cst.Call):
-        q = scope.qualname(expr.func)
-        if q is None and isinstance(expr.func, cst.Name) and scope.lookup_scope(expr.func.value) is None:
-            q = expr.func.value  # a builtin: input, open, str
-        if q in UNTRUSTED_CALLS:
-            return UNTRUSTED_CALLS[q]
-        method = expr.func.attr.value if isinstance(expr.func, cst.Attribute) else None
-        if method in ARGPARSE_METHODS:
-            return "a command-line argument"
-        if q in PATH_BUILDERS or (q is None and method in PATH_METHODS):
-            parts: list[cst.BaseExpression] = [a.value for a in expr.args]
-            if q is None and isinstance(expr.func, cst.Attribute):
-                parts.insert(0, expr.func.value)
-            for p in parts:
-                found = untrusted_source(ctx, p, scope, at, d)
-                if found:
-                    return found
-        return None
+        return _call(ctx, expr, scope, at, d)
+    return None
+
+
+def _first(ctx: "FileContext", parts: list[cst.BaseExpression], scope: "Scope", at: int, depth: int) -> str | None:
+    for p in parts:
+        found = untrusted_source(ctx, p, scope, at, depth)
+        if found:
+            return found
+    return None
+
+
+def _formatted(ctx: "FileContext", expr: cst.FormattedString, scope: "Scope", at: int, depth: int) -> str | None:
+    """An f-string: a URL when it starts with a scheme, else the origin of a formatted value."""
+    for i, part in enumerate(expr.parts):
+        if isinstance(part, cst.FormattedStringText) and i == 0 and part.value.startswith(("http://", "https://")):
+            return "a URL"
+        if isinstance(part, cst.FormattedStringExpression):
+            found = untrusted_source(ctx, part.expression, scope, at, depth)
+            if found:
+                return found
+    return None
+
+
+def _attribute(ctx: "FileContext", expr: cst.Attribute, scope: "Scope", at: int, depth: int) -> str | None:
+    """``sys.argv``, or an attribute of an untrusted value (``args.path`` of ``parse_args()``)."""
+    q = scope.qualname(expr)
+    if q in UNTRUSTED_NAMES:
+        return UNTRUSTED_NAMES[q]
+    base = untrusted_source(ctx, expr.value, scope, at, depth)
+    if base is not None and base.startswith("a command-line argument") and "(" not in base:
+        return f"a command-line argument ({ctx.code(expr)})"
+    return base
+
+
+def _call(ctx: "FileContext", expr: cst.Call, scope: "Scope", at: int, depth: int) -> str | None:
+    """A download or input call, an argparse result, or a path built from an untrusted part."""
+    q = scope.qualname(expr.func)
+    if q is None and isinstance(expr.func, cst.Name) and scope.lookup_scope(expr.func.value) is None:
+        q = expr.func.value  # a builtin: input, open, str
+    if q in UNTRUSTED_CALLS:
+        return UNTRUSTED_CALLS[q]
+    method = expr.func.attr.value if isinstance(expr.func, cst.Attribute) else None
+    if method in ARGPARSE_METHODS:
+        return "a command-line argument"
+    if q in PATH_BUILDERS or (q is None and method in PATH_METHODS):
+        parts: list[cst.BaseExpression] = [a.value for a in expr.args]
+        if q is None and isinstance(expr.func, cst.Attribute):
+            parts.insert(0, expr.func.value)
+        return _first(ctx, parts, scope, at, depth)
     return None
