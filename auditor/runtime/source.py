@@ -103,12 +103,13 @@ def class_location(obj: Any) -> tuple[str, int] | None:
 
 
 def display_path(path: str) -> str:
-    """A path relative to the working directory when it lies below it."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
+    """A path relative to the working directory when it lies below it (as the linter's reports
+    show paths: :func:`torch_audit.paths.relative_below`); unquoted, the renderers quote a name
+    that is not printable."""
+    from torch_audit.paths import relative_below
+
+    rel = relative_below(path, os.getcwd())
+    return rel if rel is not None else path
 
 
 @functools.lru_cache(maxsize=256)
