@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from harness import RUNTIME_FIXTURES as RUNTIME, expected_codes, runtime_selection
-from torch_audit.runtime.cli import audit_script, resolve_settings
+from torch_audit.runtime.audited_run import audit_script
+from torch_audit.runtime.run_command import resolve_settings
 
 SCRIPTS = sorted(p for p in RUNTIME.glob("*/*.py") if p.name in ("bad.py", "good.py") or p.name.startswith("trap_"))
 
@@ -26,7 +27,9 @@ def expected(path: Path) -> set[str]:
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_fixture_gives_expected_codes(path, capsys):
     settings = resolve_settings({"select": tuple(runtime_selection(path)), "preview": True}, path)
-    outcome = audit_script(str(path), audit_options=settings.audit_options)
+    # as `torch-audit run` does: the session gets the resolved selection itself
+    outcome = audit_script(str(path), selection=settings.selection, every=settings.every,
+                           fail_fast=settings.fail_fast)
     assert outcome.exception is None, outcome.exception
     assert outcome.status == 0
     got = {f.code for f in outcome.findings}
