@@ -64,11 +64,13 @@ class RuntimeCheck(Rule, Subscriber):
         line: int | None = None,
         message: str | None = None,
         help: str | None = None,
+        related: tuple[tuple[str, int, str], ...] = (),
         **fmt: Any,
     ) -> Finding:
         """Record a finding about ``subject`` (de-duplicated per code and subject).
 
-        Its ``help`` is :attr:`fix_title` formatted with ``fmt``, unless ``help`` is given."""
+        Its ``help`` is :attr:`fix_title` formatted with ``fmt``, unless ``help`` is given.
+        ``related`` are other places the finding rests on, ``(path, line, what is there)``."""
         text = message if message is not None else self.message.format(**fmt)
         hint = help if help is not None else self.format_help(fmt)
         try:
@@ -81,6 +83,7 @@ class RuntimeCheck(Rule, Subscriber):
                 value=value,
                 path=path,
                 line=line,
+                related=related,
             )
         except AuditFailure as exc:  # fail_fast: the finding is recorded, then raised
             if exc.finding.code == self.code and exc.finding.help is None:

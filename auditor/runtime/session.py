@@ -534,6 +534,7 @@ class AuditSession:
         value: float | str | None = None,
         path: str | None = None,
         line: int | None = None,
+        related: tuple[tuple[str, int, str], ...] = (),
     ) -> Finding:
         """Record a finding of ``check`` about ``subject`` (a repeat of the same code and
         subject counts up the first finding). ``module`` may be the module itself: it is named
@@ -550,11 +551,12 @@ class AuditSession:
         return self._add(
             code=check.code, name=check.name, severity=check.severity, subject=subject,
             message=message, step=step, module=module_name, value=value,
-            path=path or "", line=line or 1,
+            path=path or "", line=line or 1, related=related,
         )
 
     def _add(self, *, code: str, name: str, severity: Any, subject: str, message: str,
-             step: int | None, module: str | None, value: Any, path: str, line: int) -> Finding:
+             step: int | None, module: str | None, value: Any, path: str, line: int,
+             related: tuple[tuple[str, int, str], ...] = ()) -> Finding:
         key = (code, subject)
         found = self._by_key.get(key)
         if found is not None:
@@ -568,6 +570,7 @@ class AuditSession:
             code=code, name=name, severity=severity, message=message,
             path=display_path(path) if path else "", line=line,
             module=module, step=self.step if step is None else step, value=value, rank=self.rank,
+            related=tuple((display_path(p), n, what) for p, n, what in related),
         )
         self._by_key[key] = finding
         self.findings.append(finding)
