@@ -133,8 +133,9 @@ class TorchHooks:
             session._emit("root_forward", module)
         stack.append(module)
 
-    # long: complexity 23, the hot path of every module call; each branch is a cheap test, and
-    # a helper call per module costs more than the branches (issue 18's many-modules benchmark)
+    # The hot path of every module call: each branch is a cheap test, and a helper call per
+    # module costs more than the branches (issue 18's many-modules benchmark).
+    # long: complexity 23, the per-module hot path
     def forward_post(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         session = self.session
         if compiling() or not session._own_thread():
