@@ -173,7 +173,7 @@ class Project:
         self._names: dict[str, str | None] = {}
         #: (module, function key) → its call sites; named file → the project calls it makes
         self._sites: dict[tuple[str, str], list[CallSite]] = {}
-        self._file_calls: dict[str, list] = {}
+        self._file_calls: dict[tuple[str, str], list] = {}
         #: the bytes of the files named for linting, by key
         self._named_bytes: dict[str, bytes] = {}
         #: names called by the named files linted again in this run (see :meth:`fresh`)
@@ -822,24 +822,33 @@ class Project:
             name = key.rpartition(".")[2]
             sites: list[CallSite] = []
             for caller in self._candidates(name):
-                sites.extend(site for target, site in self._calls_of(caller) if target == memo)
+                sites.extend(site for target, site in self._calls_of(caller, name) if target == memo)
             self._sites[memo] = sites
         self.reads[module] = "f"
         self.reads["@calls:" + key.rpartition(".")[2]] = "c"
         return self._sites[memo]
 
-    def _calls_of(self, module: str) -> list[tuple[tuple[str, str], CallSite]]:
-        """The calls of project functions that a named file makes, with their targets.
+    def _calls_of(self, module: str, name: str) -> list[tuple[tuple[str, str], CallSite]]:
+        """The calls a named file makes that may reach a project function or class called
+        ``name``, with their targets.
 
-        Resolving a call may not summarise a module nobody named (a library's
+        Only calls written with that name (``name(...)``, ``m.name(...)``, ``self.name(...)``)
+        or with a name this file imports it as are resolved: resolving every call of a file
+        outlines every module it imports, most of them for calls that cannot be the one asked
+        about. Resolving a call may not summarise a module nobody named (a library's
         `modeling_utils.py` would be summarised for nothing)."""
-        if module in self._file_calls:
-            return self._file_calls[module]
+        memo = (module, name)
+        if memo in self._file_calls:
+            return self._file_calls[memo]
         out: list[tuple[tuple[str, str], CallSite]] = []
         summary = self.summary(module)
-        self._file_calls[module] = out
+        self._file_calls[memo] = out
         if summary is None:
             return out
+        written = {name}
+        for alias, target in summary["imports"].items():
+            if target.rpartition(".")[2] == name:
+                written.add(alias)
         reads = dict(self.reads)
         self._indexing = True
         try:
@@ -851,6 +860,9 @@ class Project:
                     frames.append(Frame(module, dict(d, name=name)))
             for frame in frames:
                 for call, line, loops, branches, grad in frame.fn.get("calls", []):
+                    func = call[1]
+                    if func[0] not in ("name", "self") or func[1].rpartition(".")[2] not in written:
+                        continue
                     target = self._call_target(call, frame)
                     if target is not None:
                         out.append((target, CallSite(call, frame, self.path_of(module), line, loops, branches, grad)))
