@@ -201,3 +201,38 @@ def test_a_new_caller_in_another_file_invalidates_the_cached_result(tmp_path, mo
     main.write_text(wired)
     after, _ = _lint(files, project, cache=cache())
     assert {f for f in after if f[2] == "TA104"} == {("gan/trainer.py", 16, "TA104"), ("gan/trainer.py", 17, "TA104")}
+
+
+def test_looking_for_callers_parses_only_the_modules_a_call_by_that_name_may_reach(tmp_path, monkeypatch):
+    """Finding the callers of `fit` resolves the calls written `fit(...)`, not every call of the
+    caller's file: the module main.py imports for its logging is not parsed while trainer.py is
+    linted, although it is named too (in a library, resolving every call of every file that
+    mentions a name outlined most of the modules those files import)."""
+    from torch_audit.lint import project as project_module
+    from torch_audit.lint.engine import lint_source
+
+    (tmp_path / "trainer.py").write_text(
+        "import torch.nn as nn\n\n\ndef fit(model, x, y):\n    return nn.CrossEntropyLoss()(model(x), y)\n"
+    )
+    (tmp_path / "net.py").write_text(
+        "import torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc = nn.Linear(4, 2)\n\n    def forward(self, x):\n        return self.fc(x).softmax(dim=-1)\n"
+    )
+    (tmp_path / "chatter.py").write_text("def say(text):\n    print(text)\n")
+    (tmp_path / "main.py").write_text(
+        "import torch\nfrom chatter import say\nfrom net import Net\nfrom trainer import fit\n\n"
+        "say('start')\nfit(Net(), torch.zeros(1, 4), torch.zeros(1, dtype=torch.long))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    parsed = []
+    original = project_module._SummaryStore.load_outline
+    monkeypatch.setattr(
+        project_module._SummaryStore, "load_outline", lambda self, path: parsed.append(path.name) or original(self, path)
+    )
+    trainer = tmp_path / "trainer.py"
+    settings = _settings()
+    named = [trainer, tmp_path / "main.py", tmp_path / "chatter.py"]
+    settings.project = project_module.build_project(named, lint=[trainer])
+    result = lint_source(str(trainer), trainer.read_bytes(), settings)
+    assert [(f.line, f.code) for f in result.findings] == [(5, "TA101")]
+    assert "net.py" in parsed and "chatter.py" not in parsed
