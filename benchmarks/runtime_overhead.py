@@ -250,9 +250,9 @@ def measure(name: str, triples: int, clock, ignore: list[str] | None = None) -> 
             "paired": paired, "extra": extra, "findings": len(session.findings)}
 
 
-_HOOKS = {"_forward_pre", "_forward_post", "_step_pre", "_step_post"}
+_HOOKS = {"forward_pre", "forward_post", "step_pre", "step_post"}
 #: the call window's handlers: their own time (they run backward() and the loss inside)
-_HANDLERS = {"_on_backward_call", "_on_loss_call", "_emit_loss"}
+_HANDLERS = {"on_backward_call", "on_loss_call", "emit_loss"}
 
 
 def hook_share(name: str, steps: int = 10, ignore: list[str] | None = None) -> float:
@@ -282,15 +282,19 @@ def hook_share(name: str, steps: int = 10, ignore: list[str] | None = None) -> f
         if path.endswith("runtime/intercept.py"):
             inside += tt  # the mode's own time; the handlers it calls are counted below
             continue
-        if not path.endswith("runtime/session.py"):
-            continue
-        if func in _HOOKS:
-            inside += ct
-        elif func in _HANDLERS:
-            inside += tt
-        elif func == "_call":
+        # torch's hooks live in runtime/hooks.py (TorchHooks), the guarded calls of subscribers
+        # in runtime/session.py (_call, from _emit and the deferred reads)
+        if path.endswith("runtime/hooks.py"):
+            if func in _HOOKS:
+                inside += ct
+            elif func in _HANDLERS:
+                inside += tt
+        elif path.endswith("runtime/session.py") and func == "_call":
             inside += sum(c[3] for (cpath, _l, cfunc), c in callers.items()
-                          if not (cpath.endswith("runtime/session.py") and cfunc in _HOOKS))
+                          if not cpath.endswith("runtime/hooks.py") and cfunc != "_emit")
+        elif path.endswith("runtime/session.py") and func == "_emit":
+            inside += sum(c[3] for (cpath, _l, cfunc), c in callers.items()
+                          if cpath.endswith("runtime/hooks.py") and cfunc in _HANDLERS)
     return inside / total
 
 
