@@ -472,3 +472,32 @@ def test_jobs_do_not_change_results(tmp_path):
     _skip_if_rules_changed(stamp)
     assert (proc.returncode, json.loads(proc.stdout)) == one
 
+
+
+def _exact_depth(tree) -> int:
+    import ast
+
+    return 1 + max((_exact_depth(child) for child in ast.iter_child_nodes(tree)), default=0)
+
+
+@pytest.mark.parametrize("limit", [8, 12, 16, 20, 40, 1000])
+def test_the_nesting_guard_agrees_with_the_exact_depth(limit):
+    """The guard skips short one-line subtrees; it must still say "too deep" exactly when the
+    tree is (on real files, the fixtures, and chains written on one line or many)."""
+    import ast
+
+    from torch_audit.lint.engine import _ast_depth
+
+    sources = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "fixtures").rglob("*.py"))[:200]]
+    sources += [
+        "x = " + " + ".join(["a"] * 60),
+        "x = (\n" + " +\n".join(["a"] * 60) + ")",
+        "x = torch" + ".a" * 60,
+        "f = " + "lambda: " * 30 + "0",
+        "x = " + "[" * 40 + "]" * 40,
+        "x = " + "f(a=" * 30 + "0" + ")" * 30,
+        "".join(" " * i + "if x:\n" for i in range(30)) + " " * 30 + "pass",
+    ]
+    for source in sources:
+        tree = ast.parse(source)
+        assert (_ast_depth(tree, limit) > limit) == (_exact_depth(tree) > limit), source[:200]
