@@ -39,6 +39,8 @@ class BackwardUnderNoGrad(StaticRule):
         for scope in ctx.module_scope.walk():
             if scope.kind == "class":
                 continue
+            if not any(ctx.grad_enabled(stmt) is False for stmt in scope.statements):
+                continue  # both cases below need a statement of this scope under no_grad
             for e in training.function_events(scope):
                 if e.kind != "backward" or e.target is None:
                     continue

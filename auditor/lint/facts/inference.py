@@ -73,12 +73,13 @@ class InferenceFacts:
                 continue
             if scope.name.startswith("test_") or BUILDER_NAME.search(scope.name):
                 continue  # pytest tests, and builders that run a forward pass to initialise
-            if any(e.kind == "backward" for e in self.ctx.training.function_events(scope)):
-                continue
             if self._needs_gradients(scope):
                 continue
             uses = [u for u in self.model_uses(scope) if not self._initialising(scope, u)]
             if not uses:
+                continue
+            # last: a function's events follow its helpers into other files
+            if any(e.kind == "backward" for e in self.ctx.training.function_events(scope)):
                 continue
             no_grad = [u for u in uses if self.ctx.grad_enabled(u.call.stmt) is False]
             if no_grad:
