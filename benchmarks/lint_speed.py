@@ -286,7 +286,12 @@ def main() -> None:
     parser.add_argument("--whole-program-path", help="measure the whole-program cost on this part of the corpus")
     parser.add_argument("--only-whole-program", action="store_true",
                         help="only the whole-program measurements (cost, incremental, one file with imports)")
+    parser.add_argument("--only-incremental", action="store_true",
+                        help="only the re-lint after editing one file of the warm corpus")
     args = parser.parse_args()
+    if args.only_incremental:
+        bench_incremental(Path(args.corpus))
+        return
     if args.only_whole_program:
         corpus = Path(args.corpus)
         bench_whole_program(Path(args.whole_program_path) if args.whole_program_path else corpus)
