@@ -442,13 +442,23 @@ class _FunctionWalker:
         if node is None:
             return
         stack = [node]
+        pop, push, node_type, call = stack.pop, stack.append, ast.AST, ast.Call
         while stack:
-            n = stack.pop()
-            if isinstance(n, (ast.Lambda, ast.FunctionDef, ast.ClassDef)):
-                continue
-            if isinstance(n, ast.Call):
+            n = pop()
+            kind = type(n)
+            if kind is call:
                 self.call(n, loops, branches, grad)
-            stack.extend(ast.iter_child_nodes(n))
+            # what ast.iter_child_nodes yields, in its order, without its generator (this walk
+            # is most of a summary's cost) and without the leaves that hold no call
+            fields = _CALL_FIELDS.get(kind)
+            for name in fields if fields is not None else _call_fields(kind):
+                value = getattr(n, name, None)
+                if isinstance(value, list):
+                    for item in value:
+                        if isinstance(item, node_type):
+                            push(item)
+                elif isinstance(value, node_type):
+                    push(value)
 
     def call(self, node: ast.Call, loops: int, branches: int, grad: bool | None) -> None:
         func = node.func
@@ -489,6 +499,21 @@ class _FunctionWalker:
                 value = self.value(node)
                 if value[1][0] in ("name", "self"):
                     self.calls.append([value, line, loops, branches, grad])
+
+
+#: per node type, the fields an expression walk descends into (see :func:`_call_fields`)
+_CALL_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _call_fields(kind: type) -> tuple[str, ...]:
+    """The fields of ``kind`` that may hold a call: none for a lambda's (or a nested
+    definition's) body, which runs later, nor for names, constants and their contexts."""
+    if issubclass(kind, (ast.Lambda, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Name, ast.Constant)):
+        fields: tuple[str, ...] = ()
+    else:
+        fields = tuple(f for f in kind._fields if f != "ctx")
+    _CALL_FIELDS[kind] = fields
+    return fields
 
 
 def _assigned_names(stmt: ast.stmt) -> list[str]:
