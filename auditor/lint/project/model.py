@@ -176,6 +176,8 @@ class Project:
         self._file_calls: dict[tuple[str, str], list] = {}
         #: the bytes of the files named for linting, by key
         self._named_bytes: dict[str, bytes] = {}
+        #: name → the named files whose bytes mention it (see :meth:`_candidates`)
+        self._mentions: dict[str, list[str]] = {}
         #: names called by the named files linted again in this run (see :meth:`fresh`)
         self._changed_names: set[str] = set()
         self._content_digests: dict[str, str] = {}
@@ -805,12 +807,16 @@ class Project:
     def set_named(self, contents: dict[str, bytes]) -> None:
         """The bytes of every file named for linting, by key: callers are looked for there."""
         self._named_bytes = contents
+        self._mentions.clear()
         self._named.update(contents)
 
     def _candidates(self, name: str) -> list[str]:
         """Named files that may call ``name`` (their bytes mention it)."""
-        word = name.encode("utf-8", "surrogateescape")
-        return sorted(k for k, data in self._named_bytes.items() if word in data)
+        found = self._mentions.get(name)
+        if found is None:
+            word = name.encode("utf-8", "surrogateescape")
+            found = self._mentions[name] = sorted(k for k, data in self._named_bytes.items() if word in data)
+        return found
 
     def call_sites(self, module: str, key: str) -> list[CallSite]:
         """Calls of the project function ``key`` (``name`` or ``Class.method``; ``Class`` for
