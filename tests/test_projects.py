@@ -236,3 +236,25 @@ def test_looking_for_callers_parses_only_the_modules_a_call_by_that_name_may_rea
     result = lint_source(str(trainer), trainer.read_bytes(), settings)
     assert [(f.line, f.code) for f in result.findings] == [(5, "TA101")]
     assert "net.py" in parsed and "chatter.py" not in parsed
+
+
+def test_an_imported_module_is_parsed_once_across_runs_that_share_a_cache(tmp_path, monkeypatch):
+    """pre-commit re-lints the edited file; the module it imports is outlined from the cache,
+    and the findings are those of a run without one."""
+    from torch_audit.lint import project as project_module
+
+    project = tmp_path / "proj"
+    shutil.copytree(FIXTURES / "projects" / "module_base_in_another_file", project)
+    monkeypatch.chdir(project)
+    parsed = []
+    original = project_module._parse
+    monkeypatch.setattr(project_module, "_parse", lambda data: parsed.append(data) or original(data))
+    export = project / "export.py"
+    cold, _ = _lint([export], project)
+    cache = lambda: Cache(project, _settings().fingerprint("test"))  # noqa: E731
+    assert _lint([export], project, cache=cache())[0] == cold
+    export.write_text(export.read_text() + "\n# edited\n")
+    parsed.clear()
+    warm, _ = _lint([export], project, cache=cache())
+    assert warm == cold and cold
+    assert (project / "base.py").read_bytes() not in parsed

@@ -57,7 +57,9 @@ class _SummaryStore:
 
     def load_outline(self, path: Path) -> dict | None:
         """What a module defines (see :func:`summary.outline`): its full summary when it is
-        already known, else an outline from a parse (not cached: the parse is the cost)."""
+        already known, else its outline, from the cache or a parse. The parse is most of the
+        cost of an imported module, and a file re-linted after an edit asks for the same
+        library modules as the run before."""
         if path in self.by_path:
             return self.by_path[path]
         data = self.contents.get(path)
@@ -70,6 +72,12 @@ class _SummaryStore:
         if cached is not None:
             self.by_path[path] = cached
             return cached
+        key = self._key(data, "o")
+        if key is not None:
+            hit = self.cache.get(key)  # type: ignore[union-attr]
+            found = hit.get("outline") if hit is not None else None
+            if isinstance(found, dict) and found.get("format") == FORMAT:
+                return found
         tree = _parse(data)
         if tree is None:
             return None
@@ -77,9 +85,12 @@ class _SummaryStore:
 
         self.trees[path] = tree
         try:
-            return outline(tree)  # type: ignore[arg-type]
+            found = outline(tree)  # type: ignore[arg-type]
         except RecursionError:
             return None
+        if key is not None:
+            self.cache.put(key, {"findings": [], "outline": found})  # type: ignore[union-attr]
+        return found
 
     def expand(self, path: Path, name: str) -> dict | None:
         """The full summary of one top-level definition of an outlined module: a question that
@@ -87,8 +98,12 @@ class _SummaryStore:
         from torch_audit.lint.project.summary import definition
 
         tree = self.trees.get(path)
-        if tree is None:
-            return None
+        if tree is None:  # outlined from the cache: parsed now that a body is needed
+            data = self.contents.get(path)
+            tree = _parse(data if data is not None else _read(path, self.max_bytes) or b"")
+            if tree is None:
+                return None
+            self.trees[path] = tree
         try:
             return definition(tree, name)  # type: ignore[arg-type]
         except RecursionError:
@@ -102,13 +117,14 @@ class _SummaryStore:
             data = _read(path, self.max_bytes) or b""
         return content_hash(data)
 
-    def _key(self, data: bytes) -> str | None:
+    def _key(self, data: bytes, kind: str = "s") -> str | None:
+        """The cache key of a file's summary (``s``) or outline (``o``)."""
         if self.cache is None:
             return None
         from torch_audit.lint.cache import content_hash
 
         # by content alone: a summary never depends on the file's path or on other files
-        return f"s{FORMAT}-" + content_hash(data)
+        return f"{kind}{FORMAT}-" + content_hash(data)
 
     def cached(self, data: bytes) -> dict | None:
         key = self._key(data)
