@@ -53,12 +53,12 @@ def source_stamp() -> float:
 
 
 def lint_entries(folder: Path) -> list[Path]:
-    """The cached lint results (the cache may also hold other kinds of entry, such as the
-    per-module summaries of whole-program analysis)."""
+    """The cached lint results (the cache also holds the whole-program model's entries: the
+    summaries and outlines of modules)."""
     out = []
     for entry in (folder / CACHE_DIR_NAME).rglob("*.json"):
         data = json.loads(entry.read_bytes())
-        if "summary" not in data:
+        if not {"summary", "outline"} & data.keys():
             out.append(entry)
     return out
 

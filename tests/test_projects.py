@@ -258,3 +258,50 @@ def test_an_imported_module_is_parsed_once_across_runs_that_share_a_cache(tmp_pa
     warm, _ = _lint([export], project, cache=cache())
     assert warm == cold and cold
     assert (project / "base.py").read_bytes() not in parsed
+
+
+def _fit_project(root: Path) -> None:
+    (root / "trainer.py").write_text(
+        "import torch.nn as nn\n\n\ndef fit(model, x, y):\n    return nn.CrossEntropyLoss()(model(x), y)\n"
+    )
+    (root / "net.py").write_text(
+        "import torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc = nn.Linear(4, 2)\n\n    def forward(self, x):\n        return self.fc(x).softmax(dim=-1)\n"
+    )
+    (root / "main.py").write_text(
+        "import torch\nfrom net import Net\nfrom trainer import fit\n\n"
+        "fit(Net(), torch.zeros(1, 4), torch.zeros(1, dtype=torch.long))\n"
+    )
+
+
+@pytest.mark.parametrize("common", [False, True], ids=["rare name", "common name"])
+def test_a_caller_that_stops_calling_takes_its_finding_along_from_a_warm_cache(tmp_path, monkeypatch, common):
+    """main.py stops passing Net() to fit() but still mentions fit: trainer.py's cached finding,
+    which rested on that call, must go (also for a name so common that its callers' contents
+    are not stamped)."""
+    import torch_audit.lint.project.model as model
+
+    if common:
+        monkeypatch.setattr(model, "_MAX_CALLER_STAMP", 0)
+    _fit_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    files = [tmp_path / "trainer.py", tmp_path / "main.py", tmp_path / "net.py"]
+    cache = lambda: Cache(tmp_path, _settings().fingerprint("test"))  # noqa: E731
+    assert ("trainer.py", 5, "TA101") in _lint(files, tmp_path, cache=cache())[0]
+    main = tmp_path / "main.py"
+    main.write_text(main.read_text().replace("fit(Net(),", "print(fit, Net(),"))
+    assert ("trainer.py", 5, "TA101") not in _lint(files, tmp_path, cache=cache())[0]
+
+
+def test_a_caller_named_for_the_first_time_is_seen_although_both_results_are_cached(tmp_path, monkeypatch):
+    """trainer.py and main.py were each linted alone before (both results cached); linted
+    together, trainer.py's result must take main.py's call into account."""
+    _fit_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    cache = lambda: Cache(tmp_path, _settings().fingerprint("test"))  # noqa: E731
+    trainer, main = tmp_path / "trainer.py", tmp_path / "main.py"
+    assert _lint([trainer], tmp_path, cache=cache())[0] == set()
+    _lint([main], tmp_path, cache=cache())
+    together, _ = _lint([trainer, main], tmp_path, cache=cache())
+    assert together == _lint([trainer, main], tmp_path)[0]
+    assert ("trainer.py", 5, "TA101") in together

@@ -145,6 +145,26 @@ class CallSite:
     grad: bool | None = None
 
 
+def _names_digest(keys: list[str]) -> str:
+    import hashlib
+
+    return hashlib.blake2b("|".join(keys).encode("utf-8", "surrogateescape"), digest_size=10).hexdigest()
+
+
+def _called_names(summary: dict) -> set[str]:
+    """The names a file's functions (and module code) call: `fit` of `fit(...)`/`m.fit(...)`."""
+    frames = [summary.get("body") or {}]
+    for d in summary["defs"].values():
+        frames.extend(d.get("methods", {}).values() if d.get("kind") == "class" else [d])
+    names = set()
+    for fn in frames:
+        for call, *_ in fn.get("calls", []):
+            func = call[1]
+            if func[0] in ("name", "self"):
+                names.add(func[1].rpartition(".")[2])
+    return names
+
+
 class Project:
     """The summaries of the project's files, linked."""
 
@@ -231,8 +251,9 @@ class Project:
             if level == "c":
                 candidates = self._candidates(key[len("@calls:"):])
                 if len(candidates) > _MAX_CALLER_STAMP:
-                    # a common name: stale when a file linted again mentions it (see fresh())
-                    digest = "m:"
+                    # a common name: stale when the files that mention it are others, or when a
+                    # file linted again calls it or called it before its edit (see fresh())
+                    digest = "m:" + _names_digest(candidates)
                 else:
                     digest = "c:" + "|".join(f"{k}={self._content_digest(k)}" for k in candidates)
             else:
@@ -265,23 +286,28 @@ class Project:
     def fresh(self, stamps: dict[str, str]) -> bool:
         """Are the modules a cached result read still the same?
 
-        For the callers of a name (``@calls:<name>``) this is checked without searching every
-        named file again: the files that called it then must be unchanged, and none of the
-        files linted again in this run (the changed ones, :meth:`note_changed`) may call it.
-        A name that more than :data:`_MAX_CALLER_STAMP` files mention is stale only when a
-        changed file calls it (a caller that stops calling it goes unseen until the dependent
-        itself changes, or the cache is cleared)."""
+        For the callers of a name (``@calls:<name>``) this is checked without resolving any call
+        again: the named files that mention the name must be the same files as then, and none of
+        the files linted again in this run (the changed ones, :meth:`note_changed`) may call it.
+        Up to :data:`_MAX_CALLER_STAMP` of those files are also stamped with their contents (any
+        edit of a possible caller re-lints); a more common name is stamped with the list of
+        files alone. A caller that stops calling needs no stamp of its own: a result that rested
+        on its call read the caller's code, and that read is stamped with its content."""
         for key, stamp in stamps.items():
             level, _, value = stamp.partition(":")
-            if level == "c":
-                if key[len("@calls:"):] in self._changed_names:
+            if level in ("c", "m"):
+                name = key[len("@calls:"):]
+                if name in self._changed_names:
                     return False
-                for pair in filter(None, value.split("|")):
-                    k, _, digest = pair.rpartition("=")
-                    if k not in self._named_bytes or self._content_digest(k) != digest:
+                candidates = self._candidates(name)
+                if level == "m":
+                    if value != _names_digest(candidates):
                         return False
-            elif level == "m":
-                if key[len("@calls:"):] in self._changed_names:
+                    continue
+                pairs = [pair.rpartition("=") for pair in filter(None, value.split("|"))]
+                if [k for k, _, _ in pairs] != candidates:
+                    return False  # a file that mentions the name was added, removed or renamed
+                if any(self._content_digest(k) != digest for k, _, digest in pairs):
                     return False
             elif self.digest(key, level if level in ("o", "d", "f") else "f") != stamp:
                 return False
@@ -291,17 +317,8 @@ class Project:
         """The named files linted again in this run: the names they call may have new callers."""
         for path in paths:
             summary = self.summary(str(Path(path).absolute()))
-            if summary is None:
-                continue
-            frames = [summary.get("body") or {}]
-            for d in summary["defs"].values():
-                frames.extend(d.get("methods", {}).values() if d.get("kind") == "class" else [d])
-            for fn in frames:
-                for call, *_ in fn.get("calls", []):
-                    func = call[1]
-                    if func[0] in ("name", "self"):
-                        self._changed_names.add(func[1].rpartition(".")[2])
-
+            if summary is not None:
+                self._changed_names.update(_called_names(summary))
 
     def add_script(self, path: str | Path, source: str) -> str:
         """Make a file the project did not discover (a notebook's code) part of it."""
