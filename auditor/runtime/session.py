@@ -157,10 +157,19 @@ class AuditSession:
         :mod:`torch_audit.runtime.subscribers`), after the checks, in subscription order; returns
         the subscriber. Before the session starts or while it runs: the hooks the new events need
         are installed at once. An exception from a subscriber disables it (a note says so)."""
-        unknown = set(getattr(subscriber, "events", ())) - EVENTS
+        events = getattr(subscriber, "events", None)
+        if events is None or isinstance(events, str):
+            raise TypeError(f"{describe(subscriber)} has no `events` set (e.g. frozenset({{'step_pre'}}))")
+        unknown = set(events) - EVENTS
         if unknown:
             raise ValueError(f"{describe(subscriber)} asks for unknown events {sorted(unknown)} "
                              f"(known: {', '.join(sorted(EVENTS))})")
+        missing = [e for e in events if not callable(getattr(subscriber, f"on_{e}", None))]
+        if missing:
+            raise ValueError(f"{describe(subscriber)} subscribes to {sorted(missing)} without "
+                             f"{', '.join(f'on_{e}()' for e in sorted(missing))}")
+        if not hasattr(subscriber, "enabled"):  # the session switches a failing subscriber off
+            subscriber.enabled = True
         if self._closed:
             raise RuntimeError("this session has ended; subscribe before it ends")
         self._subscribers.append(subscriber)

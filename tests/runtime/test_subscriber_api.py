@@ -124,6 +124,32 @@ def test_unknown_events_are_refused_at_subscription():
         torch_audit.audit(config=False).subscribe(Typo())
 
 
+def test_any_object_with_events_and_methods_is_a_subscriber():
+    class Plain:  # no base class, no `enabled`
+        events = frozenset({"step_post"})
+
+        def __init__(self):
+            self.steps = 0
+
+        def on_step_post(self, ctx):
+            self.steps += 1
+
+    plain = Plain()
+    session = torch_audit.audit(config=False)
+    session.subscribe(plain)
+    with session:
+        _train(2)
+    assert plain.steps == 2 and plain.enabled
+
+    class NoHandler:
+        events = frozenset({"backward"})
+
+    with pytest.raises(ValueError, match="without on_backward"):
+        torch_audit.audit(config=False).subscribe(NoHandler())
+    with pytest.raises(TypeError, match="no `events`"):
+        torch_audit.audit(config=False).subscribe(object())
+
+
 def test_the_finding_event_gives_each_new_finding_once():
     class Findings(Subscriber):
         events = frozenset({"finding"})
