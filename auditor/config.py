@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from torch_audit.catalog import Catalog, UnknownSelector
-from torch_audit.findings import Severity
+from torch_audit.output import fail_level
 
 KEYS = {
     "select",
@@ -54,6 +54,10 @@ KEYS = {
 }
 #: The dedicated configuration files, in the order they are looked for in one directory.
 CONFIG_FILES = (".torch-audit.toml", "torch-audit.toml")
+
+
+#: A torch version as ``torch-version`` and ``--torch-version`` take it ("2.4", "2.4.1").
+TORCH_VERSION = re.compile(r"\d+\.\d+(\.\d+)?")
 
 
 def split_selectors(values: "str | tuple[str, ...] | list[str] | None") -> list[str]:
@@ -253,12 +257,12 @@ def parse_table(
             setattr(cfg, attr, table[key])
     if "torch-version" in table:
         value = table["torch-version"]
-        if not isinstance(value, str) or not re.fullmatch(r"latest|\d+\.\d+(\.\d+)?", value):
+        if not isinstance(value, str) or not (value == "latest" or TORCH_VERSION.fullmatch(value)):
             raise fail("torch-version", 'expected a version string like "2.4" or "latest"')
         cfg.torch_version = None if value == "latest" else value
     if "fail-on" in table:
         try:
-            cfg.fail_on = Severity.parse(table["fail-on"]).value
+            cfg.fail_on = fail_level(table["fail-on"]).value
         except ValueError as exc:
             raise fail("fail-on", str(exc)) from None
     if "per-file-ignores" in table:

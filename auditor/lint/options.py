@@ -9,11 +9,10 @@ attributes instead of passing ``**opts`` dicts along. A problem with the options
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 from typing import Any
 
-from torch_audit.config import split_selectors
+from torch_audit.config import TORCH_VERSION, split_selectors
 from torch_audit.output import FAIL_LEVELS, FORMATS
 
 __all__ = ["LintOptions", "OptionsError"]
@@ -79,7 +78,7 @@ class LintOptions:
             raise OptionsError(f"{chosen[0]} cannot be combined with {chosen[1]}")
         if self.stdin_filename is not None and self.add_noqa:
             raise OptionsError("--add-noqa needs files to edit, not standard input")
-        if self.torch_version not in (None, "latest") and not re.fullmatch(r"\d+\.\d+(\.\d+)?", self.torch_version):
+        if self.torch_version not in (None, "latest") and not TORCH_VERSION.fullmatch(self.torch_version):
             raise OptionsError(f'--torch-version expects a version like "2.4", got {self.torch_version!r}')
         if self.output_format not in FORMATS:
             raise OptionsError(f"unknown output format {self.output_format!r} (expected one of: {', '.join(FORMATS)})")
