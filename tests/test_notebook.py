@@ -161,6 +161,21 @@ def test_cache_keeps_cells(run_cli, tmp_path):
     assert first == second and '"cell": 5' in second
 
 
+def test_a_cached_notebook_is_linted_again_when_a_module_it_imports_changes(run_cli, tmp_path):
+    (tmp_path / "pyproject.toml").write_text("[tool.torch-audit]\n")
+    net = tmp_path / "net.py"
+    net.write_text("import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+                   "        super().__init__()\n        self.fc = nn.Linear(4, 3)\n\n    def forward(self, x):\n"
+                   "        return torch.softmax(self.fc(x), dim=1)\n")
+    (tmp_path / "nb.ipynb").write_bytes(notebook(
+        "import torch\nfrom torch import nn\nfrom net import Net\n",
+        "model = Net()\nx = torch.randn(2, 4)\ny = torch.tensor([0, 1])\nloss = nn.CrossEntropyLoss()(model(x), y)\n",
+    ))
+    assert "nb.ipynb:cell 2:4:8: TA101" in run_cli("lint", "nb.ipynb", "net.py").stdout
+    net.write_text(net.read_text().replace("torch.softmax(self.fc(x), dim=1)", "self.fc(x)"))
+    assert "TA101" not in run_cli("lint", "nb.ipynb", "net.py").stdout  # not the stale cached finding
+
+
 def test_discovery_includes_notebooks_but_not_checkpoints(run_cli, tmp_path):
     (tmp_path / "pkg" / ".ipynb_checkpoints").mkdir(parents=True)
     bad = notebook("import torch\nx = torch.ones(2)\nx.to('cpu')\n")

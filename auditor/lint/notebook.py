@@ -558,6 +558,7 @@ def lint_notebook(path: str, data: bytes, settings: Any) -> Any:
     result.notes = inner.notes
     result.internal_errors = inner.internal_errors
     result.tracebacks = inner.tracebacks
+    result.deps = inner.deps  # the local modules its code read: a cached result is stale when they change
     result.skipped = inner.skipped and not errors
     result.findings = sorted(
         [map_finding(nb, f, path) for f in inner.findings] + errors,
