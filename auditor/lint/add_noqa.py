@@ -24,8 +24,6 @@ import tokenize
 from pathlib import Path
 from typing import Any, Callable
 
-import click
-
 from torch_audit.findings import Finding
 
 _BRACKET_DIRECTIVE = re.compile(r"torch-audit\s*:\s*ignore\s*\[(?P<codes>[^\]]*)\]", re.IGNORECASE)
@@ -234,11 +232,9 @@ def add_noqa_command(
 ) -> int:
     """Suppress the findings of ``results`` (the lint run's) in place; 0, or 2 on a failure."""
     from torch_audit.atomic import write_bytes_atomic
+    from torch_audit.output import EXIT_ERROR, EXIT_OK, message, stderr
 
     quiet = options.quiet
-
-    def err(message: str) -> None:
-        click.echo(message, err=True)
 
     total = files = missed = failures = errors = 0
     for result in results:
@@ -250,24 +246,24 @@ def add_noqa_command(
         missed += outcome.missed
         for note in outcome.notes:
             if not quiet:
-                err(f"torch-audit: note: {note}")
+                message(note, "note")
         if outcome.new is None:
             continue
         try:
             if Path(result.path).read_bytes() != outcome.original:
-                err(f"torch-audit: warning: {result.path}: changed by another program meanwhile; not written")
+                message(f"{result.path}: changed by another program meanwhile; not written", "warning")
                 continue
             write_bytes_atomic(Path(result.path), outcome.new)
         except OSError as exc:
-            err(f"torch-audit: error: {result.path}: cannot write: {exc.strerror or exc}")
+            message(f"{result.path}: cannot write: {exc.strerror or exc}", "error")
             failures += 1
             continue
         total += outcome.added
         files += 1
     if not quiet:
-        err(f"Added {total} suppression{'s' if total != 1 else ''} to {files} file{'s' if files != 1 else ''}.")
+        stderr(f"Added {total} suppression{'s' if total != 1 else ''} to {files} file{'s' if files != 1 else ''}.")
         if missed:
-            err(f"torch-audit: warning: {missed} finding(s) could not be suppressed by a comment")
+            message(f"{missed} finding(s) could not be suppressed by a comment", "warning")
     if errors:
-        err(f"torch-audit: error: {errors} internal error(s); run with --verbose for tracebacks")
-    return 2 if failures or errors else 0
+        message(f"{errors} internal error(s); run with --verbose for tracebacks", "error")
+    return EXIT_ERROR if failures or errors else EXIT_OK

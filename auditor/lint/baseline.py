@@ -194,9 +194,8 @@ def apply_baseline_options(
 ) -> tuple[list[Finding], int | None]:
     """``--write-baseline`` (returns the exit code: the run ends there) and ``--baseline``
     (returns the findings it does not cover, and None: the run goes on to report them)."""
-    import click
-
     from torch_audit import __version__
+    from torch_audit.output import EXIT_ERROR, EXIT_OK, OutputError, message, write_output
 
     def rel(path: str) -> str:
         return relative(path, root)
@@ -204,25 +203,21 @@ def apply_baseline_options(
     sources = SourceLines(read)
     target = options.write_baseline
     if target:
-        from torch_audit.atomic import write_text_atomic
-
-        text = render(findings, rel, sources, __version__)
         try:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(Path(target), text)
-        except OSError as exc:
-            click.echo(f"torch-audit: error: cannot write {target}: {exc.strerror or exc}", err=True)
-            return findings, 2
+            write_output(render(findings, rel, sources, __version__), target)
+        except OutputError as exc:
+            message(str(exc), "error")
+            return findings, EXIT_ERROR
         recorded = sum(1 for f in findings if f.name not in NEVER_BASELINED)
         if not options.quiet:
-            click.echo(f"torch-audit: wrote {recorded} finding(s) to the baseline {target}", err=True)
-        return findings, 0
+            message(f"wrote {recorded} finding(s) to the baseline {target}")
+        return findings, EXIT_OK
     try:
         baseline = load(Path(options.baseline))  # type: ignore[arg-type]
     except BaselineError as exc:
-        click.echo(f"torch-audit: error: {exc}", err=True)
-        return findings, 2
+        message(str(exc), "error")
+        return findings, EXIT_ERROR
     kept, covered = new_findings(findings, baseline, rel, sources)
     if covered and not options.quiet:
-        click.echo(f"torch-audit: note: {covered} finding(s) recorded in {options.baseline} not shown", err=True)
+        message(f"{covered} finding(s) recorded in {options.baseline} not shown", "note")
     return kept, None
