@@ -3,6 +3,17 @@
 there is no registry to edit.
 
 Importing the catalogue never imports torch: runtime rule modules import it lazily.
+
+The runtime (``torch-audit run``, ``torch_audit.audit()``) runs only runtime checks, but it
+validates selectors and options that may name static rules (``ignore = ["TA101"]`` in
+``[tool.torch-audit]`` is valid, ``TA10l`` is a typo). Importing the static rules for that would
+import libcst and every rule module (about 0.4 s of start-up), so :func:`runtime_catalog` takes
+what selection and configuration need to know of them (code, name, kind, severity, status,
+opt-in, fixability, options) from an index generated from the rules themselves,
+``auditor/data/static_rules.json`` (``python -m torch_audit.catalog --update-index``;
+``tests/test_rule_index.py`` fails when it is stale). When the rule modules on disk are not
+the ones indexed (a rule added, removed or renamed without regenerating it),
+:func:`runtime_catalog` imports the whole catalogue instead: slower, not wrong.
 """
 
 from __future__ import annotations
@@ -12,10 +23,13 @@ import importlib
 import os
 import pkgutil
 import re
+import sys
 from dataclasses import dataclass, field
-from typing import Iterable
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
-from torch_audit.rule import Rule
+from torch_audit.findings import Severity
+from torch_audit.rule import Option, Rule
 
 KINDS = ("static", "runtime")
 
@@ -30,6 +44,7 @@ class UnknownSelector(ValueError):
 
 @dataclass
 class Catalog:
+    #: rule classes; in :func:`runtime_catalog`, the static rules are :class:`IndexedRule`s
     rules: list[type[Rule]]
     by_code: dict[str, type[Rule]] = field(default_factory=dict)
     by_name: dict[str, type[Rule]] = field(default_factory=dict)
@@ -236,17 +251,200 @@ def load_catalog(kinds: tuple[str, ...] = KINDS) -> Catalog:
                     problems.append(f"{module.__name__}: a {cls.kind} rule in rules/{kind}/")
                 problems.extend(cls.declaration_problems())
                 rules.append(cls)
-    seen: dict[str, str] = {}
-    for rule in rules:
-        for key in (rule.code, rule.name):
-            if key in seen:
-                problems.append(f"duplicate rule code or name {key!r} ({seen[key]}, {rule.__module__})")
-            seen[key] = rule.__module__
+    problems.extend(_duplicates(rules))
     if problems:
         raise CatalogError("; ".join(problems))
     return Catalog(rules)
 
 
+def _duplicates(rules: Iterable[Any]) -> list[str]:
+    problems = []
+    seen: dict[str, str] = {}
+    for rule in rules:
+        where = _module_of(rule)
+        for key in (rule.code, rule.name):
+            if key in seen:
+                problems.append(f"duplicate rule code or name {key!r} ({seen[key]}, {where})")
+            seen[key] = where
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------
+# the index of the static rules, for the runtime (see the module's docstring)
+# ----------------------------------------------------------------------------------------------
+
+#: the generated index (package data)
+INDEX_PATH = Path(__file__).resolve().parent / "data" / "static_rules.json"
+#: bumped when the index's shape changes (an index of another format is not used)
+INDEX_FORMAT = 1
+INDEX_COMMAND = "python -m torch_audit.catalog --update-index"
+_OPTION_TYPES: dict[str, type] = {t.__name__: t for t in (bool, int, float, str, list, dict)}
+#: where the static rule modules live: (package, the root it is below, its folder there)
+_INDEXED_FOLDERS = (
+    ("torch_audit.rules.static", "torch_audit.rules", "static"),
+    ("torch_audit.lint.engine_findings", "torch_audit", "lint/engine_findings"),
+)
+
+
+@dataclass(frozen=True)
+class IndexedRule:
+    """A static rule as the index knows it: the attributes selection, configuration and the
+    runtime's reports read, without importing the rule module (and libcst). Any other attribute
+    (``message``, ``doc_sections()``, ...) is the rule class's, imported on first use."""
+
+    code: str
+    name: str
+    kind: str
+    severity: Severity
+    status: str
+    opt_in: bool
+    fixable: str
+    options: Mapping[str, Option]
+    #: the module that defines the rule
+    module: str
+
+    def rule_class(self) -> type[Rule]:
+        """The rule itself (imports its module, and libcst)."""
+        module = importlib.import_module(self.module)
+        return next(cls for cls in _rule_classes(module) if cls.code == self.code)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):  # copy, pickle, ... ask for dunders: not the rule's
+            raise AttributeError(attr)
+        return getattr(self.rule_class(), attr)
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> "IndexedRule":
+        options = {
+            key: Option(opt["default"], opt["help"],
+                        tuple(_OPTION_TYPES[t] for t in opt["type"]) if len(opt["type"]) > 1
+                        else _OPTION_TYPES[opt["type"][0]])
+            for key, opt in entry["options"].items()
+        }
+        return cls(code=entry["code"], name=entry["name"], kind=entry["kind"],
+                   severity=Severity(entry["severity"]), status=entry["status"],
+                   opt_in=entry["opt_in"], fixable=entry["fixable"], options=options,
+                   module=entry["module"])
+
+
+def _index_entry(rule: type[Rule]) -> dict[str, Any]:
+    options = {}
+    for key, opt in rule.options.items():
+        expected = opt.type or type(opt.default)
+        types = expected if isinstance(expected, tuple) else (expected,)
+        unknown = [t for t in types if _OPTION_TYPES.get(getattr(t, "__name__", "")) is not t]
+        if unknown:
+            raise CatalogError(f"{rule.__module__}: option {key!r} of type {unknown[0]!r} cannot be "
+                               f"indexed (known: {', '.join(_OPTION_TYPES)})")
+        default = list(opt.default) if isinstance(opt.default, tuple) else opt.default
+        options[key] = {"default": default, "help": opt.help, "type": [t.__name__ for t in types]}
+    return {
+        "code": rule.code, "name": rule.name, "kind": rule.kind,
+        "severity": Severity.parse(rule.severity).value, "status": rule.status,
+        "opt_in": bool(rule.opt_in), "fixable": rule.fixable, "options": options,
+        "module": rule.__module__,
+    }
+
+
+def _package_root(package: str) -> Path:
+    """The folder of ``torch_audit`` or ``torch_audit.rules`` (two places: see pyproject.toml's
+    ``package-dir``), importing nothing but the latter's empty ``__init__``."""
+    if package == "torch_audit":
+        return Path(__file__).resolve().parent
+    return Path(importlib.import_module(package).__file__ or "").resolve().parent
+
+
+def _rule_modules_on_disk() -> set[str]:
+    """The static rule modules the catalogue would import (:func:`_iter_rule_modules`'s
+    walk, read from the folders' listings: nothing is imported)."""
+    names = set()
+    for package, root, folder in _INDEXED_FOLDERS:
+        for path in (_package_root(root) / folder).glob("*.py"):
+            if not path.stem.startswith("_"):
+                names.add(f"{package}.{path.stem}")
+    return names
+
+
+def index_text() -> str:
+    """The index of the static rules, as :data:`INDEX_PATH` should hold it (imports them all)."""
+    import json
+
+    data = {
+        "format": INDEX_FORMAT,
+        "generated_by": INDEX_COMMAND,
+        "rules": [_index_entry(rule) for rule in load_catalog(("static",)).rules],
+    }
+    return json.dumps(data, indent=1) + "\n"
+
+
+def indexed_static_rules() -> list[IndexedRule] | None:
+    """The static rules from the index, or None when it is missing, of another format, or
+    stale in a way a folder listing shows (a rule module added, removed or renamed). A
+    changed declaration in an existing module is not seen here: ``tests/test_rule_index.py``
+    compares the index with the rules themselves."""
+    import json
+
+    try:
+        data = json.loads(INDEX_PATH.read_text(encoding="utf-8"))
+        if data.get("format") != INDEX_FORMAT:
+            return None
+        rules = [IndexedRule.from_entry(entry) for entry in data["rules"]]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    if {rule.module for rule in rules} != _rule_modules_on_disk():
+        return None
+    return rules
+
+
+@functools.lru_cache(maxsize=None)
+def runtime_catalog() -> Catalog:
+    """The catalogue as the runtime needs it: the runtime checks themselves, and the static
+    rules as :class:`IndexedRule`s from the index, so that selectors and options naming them are
+    validated exactly as :func:`load_catalog`'s would be, without importing them. A missing or
+    stale index falls back to :func:`load_catalog`."""
+    static = indexed_static_rules()
+    if static is None:
+        return load_catalog()
+    runtime = load_catalog(("runtime",)).rules
+    problems = _duplicates([*runtime, *static])
+    if problems:
+        raise CatalogError("; ".join(problems))
+    return Catalog([*runtime, *static])
+
+
+def _module_of(rule: Any) -> str:
+    return rule.module if isinstance(rule, IndexedRule) else rule.__module__
+
+
 def slug_of(rule: type[Rule]) -> str:
     """The module (and fixture folder) name of a rule."""
-    return rule.__module__.rsplit(".", 1)[-1]
+    return _module_of(rule).rsplit(".", 1)[-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m torch_audit.catalog --update-index`` regenerates the index of the static
+    rules; ``--check`` exits 1 when it is stale."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m torch_audit.catalog", description=main.__doc__)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--update-index", action="store_true", help=f"rewrite {INDEX_PATH.name}")
+    group.add_argument("--check", action="store_true", help="exit 1 when the index is stale")
+    args = parser.parse_args(argv)
+    text = index_text()
+    current = INDEX_PATH.read_text(encoding="utf-8") if INDEX_PATH.exists() else None
+    if args.check:
+        if current != text:
+            print(f"{INDEX_PATH} is stale: {INDEX_COMMAND}", file=sys.stderr)
+            return 1
+        return 0
+    if current != text:
+        INDEX_PATH.write_text(text, encoding="utf-8")
+        print(f"wrote {INDEX_PATH}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":  # run as a script: use the package's own module (one Catalog class)
+    from torch_audit.catalog import main as _main
+
+    sys.exit(_main())

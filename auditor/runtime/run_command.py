@@ -188,14 +188,16 @@ def _option_flags(catalog: Any, flags: tuple[str, ...]) -> dict[str, dict[str, A
 def resolve_settings(options: RunOptions | dict[str, Any], start: Path) -> RunSettings:
     """Merge ``[tool.torch-audit]`` (found from ``start`` upwards, or ``--config``) with the
     command line (the command line wins); raises :class:`RunUsageError`."""
-    from torch_audit.catalog import CatalogError, UnknownSelector, load_catalog
+    from torch_audit.catalog import CatalogError, UnknownSelector, runtime_catalog
     from torch_audit.config import ConfigError, find_config, load_config
     from torch_audit.runtime.settings import resolve_selection
 
     if isinstance(options, dict):
         options = RunOptions.of(options)
     try:
-        catalog = load_catalog()
+        # the static rules from their index: selectors and options naming them are validated
+        # without importing them (and libcst)
+        catalog = runtime_catalog()
     except CatalogError as exc:
         raise RunUsageError(f"broken rule catalogue: {exc}") from None
     try:

@@ -55,7 +55,6 @@ def emit_report(
     """Text goes to stderr (stdout belongs to the script), github annotations to stdout, or any
     format to ``--output-file`` (written atomically; ``-`` is stdout, after the script's own
     output)."""
-    from torch_audit.catalog import load_catalog
     from torch_audit.report import render
 
     if fmt in TEXT_FORMATS:
@@ -69,7 +68,12 @@ def emit_report(
             text = preface + "\n" + text
     else:
         stream = sys.stdout
-        text = render(findings, fmt, catalog=load_catalog(), root=root)
+        catalog = None
+        if fmt == "sarif":  # rule metadata for the findings' codes: runtime checks only
+            from torch_audit.catalog import runtime_catalog
+
+            catalog = runtime_catalog()
+        text = render(findings, fmt, catalog=catalog, root=root)
     if output_file == "-":
         stream = sys.stdout
     elif output_file is not None:

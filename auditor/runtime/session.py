@@ -77,14 +77,14 @@ class AuditSession:
         (as :func:`audit` and ``torch-audit run`` do), replaces ``select``, ``ignore``,
         ``extend_select``, ``preview`` and ``options``, which are otherwise resolved here
         without any configuration file."""
-        from torch_audit.catalog import load_catalog
+        from torch_audit.catalog import runtime_catalog
         from torch_audit.runtime.settings import resolve_selection
 
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
         if sync not in ("auto", "step", "late"):
             raise ValueError(f"sync must be 'auto', 'step' or 'late', got {sync!r}")
-        catalog = load_catalog()
+        catalog = runtime_catalog()  # static rules from their index: libcst is not imported
         if selection is None:
             selection = resolve_selection(
                 catalog, select=_selectors(select), ignore=_selectors(ignore) or (),
@@ -671,7 +671,7 @@ def audit(
     replaces it unless None, options override it key by key. A bad file raises
     :class:`torch_audit.config.ConfigError`.
     """
-    from torch_audit.catalog import load_catalog
+    from torch_audit.catalog import runtime_catalog
     from torch_audit.config import ConfigError
     from torch_audit.runtime import settings
 
@@ -683,7 +683,7 @@ def audit(
                 f"e.g. {key}={{...}}"
             )
         keyword_options[key.replace("_", "-")] = values
-    catalog = load_catalog()
+    catalog = runtime_catalog()  # static rules from their index: libcst is not imported
     try:
         project = settings.project_config(config, catalog)
     except ConfigError as exc:
