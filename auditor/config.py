@@ -246,6 +246,16 @@ def parse_table(
         cfg.exclude = globs("exclude")
     if "extend-exclude" in table:
         cfg.extend_exclude = globs("extend-exclude")
+    _parse_scalars(table, cfg, fail)
+    if "per-file-ignores" in table:
+        cfg.per_file_ignores = _parse_per_file_ignores(table["per-file-ignores"], catalog, fail)
+    if "options" in table:
+        cfg.options = parse_options(table["options"], catalog, fail)
+    return cfg
+
+
+def _parse_scalars(table: dict[str, Any], cfg: Config, fail) -> None:
+    """The true/false keys, ``torch-version`` and ``fail-on``, into ``cfg``."""
     for key, attr in (
         ("preview", "preview"),
         ("respect-gitignore", "respect_gitignore"),
@@ -265,25 +275,26 @@ def parse_table(
             cfg.fail_on = fail_level(table["fail-on"]).value
         except ValueError as exc:
             raise fail("fail-on", str(exc)) from None
-    if "per-file-ignores" in table:
-        pfi = table["per-file-ignores"]
-        if not isinstance(pfi, dict):
-            raise fail("per-file-ignores", "expected a table of glob = [codes]")
-        for glob, codes in pfi.items():
-            if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
-                raise fail(f"per-file-ignores.{glob}", "expected a list of strings")
-            for c in codes:
-                try:
-                    catalog.match(c)
-                except UnknownSelector as exc:
-                    raise fail(f"per-file-ignores.{glob}", str(exc)) from None
-            problem = _invalid_pattern(glob)
-            if problem:
-                raise fail("per-file-ignores", f"invalid pattern {glob!r}: {problem}")
-            cfg.per_file_ignores[glob] = codes
-    if "options" in table:
-        cfg.options = parse_options(table["options"], catalog, fail)
-    return cfg
+
+
+def _parse_per_file_ignores(pfi: Any, catalog: Catalog, fail) -> dict[str, list[str]]:
+    """``per-file-ignores``: glob = [codes], each glob a valid pattern, each code a selector."""
+    if not isinstance(pfi, dict):
+        raise fail("per-file-ignores", "expected a table of glob = [codes]")
+    out: dict[str, list[str]] = {}
+    for glob, codes in pfi.items():
+        if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+            raise fail(f"per-file-ignores.{glob}", "expected a list of strings")
+        for c in codes:
+            try:
+                catalog.match(c)
+            except UnknownSelector as exc:
+                raise fail(f"per-file-ignores.{glob}", str(exc)) from None
+        problem = _invalid_pattern(glob)
+        if problem:
+            raise fail("per-file-ignores", f"invalid pattern {glob!r}: {problem}")
+        out[glob] = codes
+    return out
 
 
 def parse_options(options: Any, catalog: Catalog, fail) -> dict[str, dict[str, Any]]:
