@@ -114,8 +114,31 @@ class MoE(nn.Module):
         return self.head(out + x)
 
 
-#: models of issue 18 ("the cost of many small modules") next to issue 6's CNN and transformer
-MODELS = ("cnn", "transformer", "tiny", "linear2500", "moe")
+class SineLSTM(nn.Module):
+    """pytorch/examples' time-sequence-prediction model: two LSTM cells over a sequence,
+    trained with LBFGS, whose step(closure) runs up to 20 forward/backward passes."""
+
+    def __init__(self, hidden: int = 51) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.lstm1 = nn.LSTMCell(1, hidden)
+        self.lstm2 = nn.LSTMCell(hidden, hidden)
+        self.linear = nn.Linear(hidden, 1)
+
+    def forward(self, x):
+        h1 = c1 = x.new_zeros(x.shape[0], self.hidden)
+        h2 = c2 = x.new_zeros(x.shape[0], self.hidden)
+        outputs = []
+        for t in x.split(1, dim=1):
+            h1, c1 = self.lstm1(t, (h1, c1))
+            h2, c2 = self.lstm2(h1, (h2, c2))
+            outputs.append(self.linear(h2))
+        return torch.cat(outputs, dim=1)
+
+
+#: models of issue 18 ("the cost of many small modules") next to issue 6's CNN and transformer,
+#: and issue 19's LBFGS recipe (per-step cost includes every pass of the closure)
+MODELS = ("cnn", "transformer", "tiny", "linear2500", "moe", "lbfgs")
 
 
 def make(name: str):
@@ -137,6 +160,22 @@ def make(name: str):
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
             opt.step()
+        return model, opt, step
+    if name == "lbfgs":
+        model = SineLSTM()
+        # no early stop: every step runs max_iter=20 passes, so that steps side by side compare
+        opt = torch.optim.LBFGS(model.parameters(), lr=0.8, tolerance_grad=0.0, tolerance_change=0.0)
+        t = torch.arange(100, dtype=torch.float32)
+        waves = torch.sin((t + torch.randint(-80, 80, (16, 1))) / 20.0)
+        x, y = waves[:, :-1], waves[:, 1:]
+
+        def step():
+            def closure():
+                opt.zero_grad()
+                loss = F.mse_loss(model(x), y)
+                loss.backward()
+                return loss
+            opt.step(closure)
         return model, opt, step
     if name == "cnn":
         model = ResNetish()
