@@ -513,7 +513,7 @@ def fix_files(
     """Fix ``(path, ignored codes)`` items, in worker processes when there are many."""
     if jobs <= 1 or len(items) < 4:
         return [fix_path(p, settings, ignored=ig, **kwargs) for p, ig in items]
-    from torch_audit.lint.runner import worker_pool
+    from torch_audit.lint.workers import worker_pool
 
     with worker_pool(jobs, _init_worker, (settings, kwargs)) as pool:
         return list(pool.map(_fix_one, items, chunksize=1))

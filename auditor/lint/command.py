@@ -15,7 +15,8 @@ from torch_audit.findings import Finding
 from torch_audit.lint.discover import DEFAULT_EXCLUDES, Discovery, PathNotFound, discover
 from torch_audit.lint.engine import FileResult, LintSettings
 from torch_audit.lint.options import LintOptions
-from torch_audit.lint.runner import ProgressBar, default_jobs, lint_files
+from torch_audit.lint.runner import ProgressBar, lint_files
+from torch_audit.lint.workers import default_jobs
 from torch_audit.lint.selection import Selection, SelectionError, relative, select
 from torch_audit.output import (
     EXIT_ERROR,

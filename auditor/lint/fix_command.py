@@ -25,7 +25,7 @@ from torch_audit.lint.autofix import (
     write_if_unchanged,
 )
 from torch_audit.lint.options import LintOptions
-from torch_audit.lint.runner import default_jobs
+from torch_audit.lint.workers import default_jobs
 from torch_audit.lint.selection import Selection
 from torch_audit.output import (
     EXIT_ERROR,
