@@ -1,7 +1,7 @@
 """The ``torch-audit`` command line: ``lint``, ``rules``, ``rule`` (and ``run``).
 
 Exit codes and output formats are :mod:`torch_audit.output`'s. The commands' drivers
-(``torch_audit.lint.command``, ``torch_audit.runtime.cli``) are imported when a command runs and
+(``torch_audit.lint.command``, ``torch_audit.runtime.run_command``) are imported when a command runs and
 never import this module back.
 """
 
@@ -71,7 +71,7 @@ class _Group(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name == "run" and "run" not in self.commands:
             try:
-                from torch_audit.runtime.cli import run as run_command
+                from torch_audit.runtime.run_command import run as run_command
             except ImportError as exc:  # no torch, or a torch that fails to import
                 run_command = _run_unavailable(exc)
             self.add_command(run_command, "run")

@@ -6,7 +6,7 @@ only mark which charts the browser laid out (``data-rendered``; tests read it). 
 fetched from the network. The findings are listed with a snippet of the source they point at.
 
 This module imports neither torch nor anything outside the standard library; ``history`` is any
-object with the attributes of :class:`torch_audit.runtime.cli.History` (``loss``,
+object with the attributes of :class:`torch_audit.runtime.run_history.History` (``loss``,
 ``grad_norm``, ``layer_norms``), ``profile`` the JSON form of a model profile.
 """
 
