@@ -23,8 +23,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-#: setuptools' package-dir (pyproject.toml): import name → directory
-PACKAGE_DIRS = {"torch_audit": ROOT / "auditor", "torch_audit.rules": ROOT / "rules"}
+
+
+def _package_dirs() -> dict[str, Path]:
+    """setuptools' ``package-dir`` (pyproject.toml): import name → directory; the fixtures are
+    data (examples shown as rule docs), not modules anything imports."""
+    import tomllib
+
+    mapping = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-dir"]
+    return {name: ROOT / folder for name, folder in mapping.items() if name != "torch_audit.fixtures"}
+
+
+PACKAGE_DIRS = _package_dirs()
 
 #: What a rule module may import from torch_audit (docs/writing-rules.md): the rule base classes,
 #: the finding type and its side's facade: ``torch_audit.lint.api`` for static rules,
