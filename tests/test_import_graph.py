@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def _package_dirs() -> dict[str, Path]:
     """setuptools' ``package-dir`` (pyproject.toml): import name → directory; the fixtures are
     data (examples shown as rule docs), not modules anything imports."""
-    import tomllib
+    from torch_audit.config import _tomllib  # tomllib, or tomli before Python 3.11
 
-    mapping = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-dir"]
+    mapping = _tomllib().loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-dir"]
     return {name: ROOT / folder for name, folder in mapping.items() if name != "torch_audit.fixtures"}
 
 
