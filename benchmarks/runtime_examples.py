@@ -18,6 +18,11 @@ generate_sine_wave.py's own formula with fewer and shorter series for time_seque
 matplotlib, which time_sequence_prediction imports only to plot, is replaced by a stub when it
 is not installed (in both runs). `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` is set for both runs: the
 examples `torch.load` whole models and numpy arrays, which torch >= 2.6 refuses by default.
+regression trains until the loss is small from a random target, so its length varies several-fold
+between runs: both runs execute a small wrapper that seeds torch and runs the unmodified script
+with `runpy.run_path`. The first row is not an example: a 3-line script (import torch, one
+backward), whose difference is `torch-audit run`'s fixed cost (start-up, configuration, session,
+report, exit); the "extra s" column is the median over pairs of audited minus plain wall time.
 
     python benchmarks/runtime_examples.py --examples ~/src/pytorch-examples --pairs 3
 """
@@ -50,6 +55,10 @@ class Example:
     argv: list[str]  # the script and its flags; {data} and {work} are filled in
     exercises: str
     setup: Callable[[Path, Path], None] | None = None  # (example folder, work folder)
+    #: seed torch before the script runs (both runs): for a script whose length is random
+    seed: int | None = None
+    #: the source of a script written here instead of taken from the checkout
+    source: str | None = None
 
 
 # -- synthetic data ------------------------------------------------------------------------------
@@ -81,7 +90,28 @@ def _sine_waves(folder: Path, work: Path) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=folder, check=True)
 
 
+#: torch-audit run's fixed cost alone: start-up, the session, the report and the exit
+STARTUP_SCRIPT = """import torch
+x = torch.randn(4, 4, requires_grad=True)
+(x * 2).sum().backward()
+"""
+
+#: runs an example unmodified after seeding torch (``{script}`` and ``{seed}`` filled in)
+SEEDED_WRAPPER = """# written by benchmarks/runtime_examples.py: seed torch, then run the example unmodified
+import runpy
+import sys
+
+import torch
+
+torch.manual_seed({seed})
+sys.argv[0] = {script!r}
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
 EXAMPLES = [
+    Example("start-up only (a 3-line script, not an example)", "_startup", ["tiny.py"],
+            "torch-audit run's fixed cost: imports, configuration, session, report, exit",
+            source=STARTUP_SCRIPT),
     Example("word_language_model (LSTM)", "word_language_model",
             ["main.py", "--data", "{data}", "--epochs", "1", "--emsize", "64", "--nhid", "64",
              "--save", "{work}/model.pt"],
@@ -95,7 +125,10 @@ EXAMPLES = [
     Example("time_sequence_prediction", "time_sequence_prediction", ["train.py", "--steps", "2"],
             "LBFGS with a closure (about 20 forward/backward passes a step)", _sine_waves),
     Example("regression", "regression", ["main.py"],
-            "hand-written SGD update until the loss is small (no torch.optim optimizer)"),
+            "hand-written SGD update until the loss is small (no torch.optim optimizer)",
+            # its target is random and it trains until the loss is small: unseeded, its length
+            # varies several-fold from run to run, and so would the ratio of a pair
+            seed=0),
 ]
 
 
@@ -105,6 +138,8 @@ EXAMPLES = [
 def _copy_examples(source: Path, dest: Path, folders: list[str]) -> None:
     """Copy ``folders`` of a checkout, or of a git directory without a work tree (`git archive`;
     files absent from a partial mirror are skipped: the data is synthetic anyway)."""
+    if not folders:
+        return
     if (source / folders[0]).is_dir():
         for name in folders:
             shutil.copytree(source / name, dest / name, dirs_exist_ok=True)
@@ -146,17 +181,25 @@ def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float
 
 def run_example(ex: Example, checkout: Path, work: Path, pairs: int, env: dict[str, str]) -> dict:
     folder = checkout / ex.folder
-    case = work / ex.name.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
+    case = work / "".join(c if c.isalnum() else "_" for c in ex.name)
     case.mkdir(parents=True, exist_ok=True)
+    if ex.source is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ex.argv[0]).write_text(ex.source)
     if ex.setup is not None:
         ex.setup(folder, case)
     argv = [a.format(data=case / "data", work=case) for a in ex.argv]
+    if ex.seed is not None:
+        wrapper = f"_seeded_{argv[0]}"
+        (folder / wrapper).write_text(SEEDED_WRAPPER.format(seed=ex.seed, script=argv[0]))
+        argv[0] = wrapper
     report = case / "findings.json"
     plain_cmd = [sys.executable, *argv]
     audited_cmd = [sys.executable, "-m", "torch_audit", "run", "--no-progress", "--output-format", "json",
                    "-o", str(report), *argv]
     walls: list[float] = []
     cpus: list[float] = []
+    extra: list[float] = []
     statuses: set[tuple[int, int]] = set()
     notes: set[str] = set()
     times: dict[str, list[float]] = {"plain": [], "audited": []}
@@ -173,6 +216,7 @@ def run_example(ex: Example, checkout: Path, work: Path, pairs: int, env: dict[s
         if pd.returncode != 0:
             raise SystemExit(f"{ex.name}: the plain run failed ({pd.returncode}):\n{pd.stderr[-2000:]}")
         walls.append(aw / pw)
+        extra.append(aw - pw)
         cpus.append(ac / pc if pc else float("nan"))
         notes.update(line.split("note: ", 1)[1].rstrip(".") for line in ad.stderr.splitlines()
                      if line.startswith("torch-audit: note: "))
@@ -183,27 +227,30 @@ def run_example(ex: Example, checkout: Path, work: Path, pairs: int, env: dict[s
         "pairs": pairs,
         "plain_s": statistics.median(times["plain"]),
         "audited_s": statistics.median(times["audited"]),
+        "extra_s": statistics.median(extra),
         "wall_ratio": statistics.median(walls),
         "cpu_ratio": statistics.median(cpus),
         "exit_statuses": sorted(statuses),
         "findings": [f"{f['code']} {f['name']}" for f in findings] if findings is not None else None,
         "notes": sorted(notes),
         "threads": env.get("OMP_NUM_THREADS", ""),
+        "is_example": ex.source is None,
     }
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| example | exercises | plain s | audited s | wall ratio | CPU ratio | exit (plain, run) | findings |",
-           "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    out = ["| example | exercises | plain s | audited s | extra s | wall ratio | CPU ratio | exit (plain, run) | findings |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     for r in rows:
         found = "none" if r["findings"] == [] else ", ".join(r["findings"] or ["(no report)"])
         if any("no torch.optim optimizer stepped" in n for n in r["notes"]):
             found += " (no optimizer step: step checks did not run, as the report says)"
         statuses = ", ".join(f"{p}, {a}" for p, a in r["exit_statuses"])
         out.append(f"| {r['example']} | {r['exercises']} | {r['plain_s']:.2f} | {r['audited_s']:.2f} | "
-                   f"{r['wall_ratio']:.3f}x | {r['cpu_ratio']:.3f}x | {statuses} | {found} |")
-    walls = [r["wall_ratio"] for r in rows]
-    cpus = [r["cpu_ratio"] for r in rows]
+                   f"{r['extra_s']:+.2f} | {r['wall_ratio']:.3f}x | {r['cpu_ratio']:.3f}x | {statuses} | {found} |")
+    examples = [r for r in rows if r.get("is_example", True)] or rows
+    walls = [r["wall_ratio"] for r in examples]
+    cpus = [r["cpu_ratio"] for r in examples]
     out.append("")
     out.append(f"Median over examples: wall {statistics.median(walls):.3f}x, CPU {statistics.median(cpus):.3f}x "
                f"({rows[0]['pairs']} interleaved pairs each, OMP_NUM_THREADS={rows[0]['threads']}).")
@@ -228,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp_path = Path(tmp)
         checkout = tmp_path / "examples"
         checkout.mkdir()
-        _copy_examples(Path(args.examples), checkout, sorted({e.folder for e in chosen}))
+        _copy_examples(Path(args.examples), checkout, sorted({e.folder for e in chosen if e.source is None}))
         env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "NO_COLOR": "1",
                "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": str(args.threads)}
         stub = _stub_matplotlib(tmp_path / "stubs")
