@@ -55,16 +55,6 @@ TOLERATED: dict[tuple[str, str], str] = {
     ("torch_audit.lint.engine", "torch_audit.lint.notebook"):
         "lint_source hands .ipynb files to lint_notebook, which lints the cells with lint_source "
         "(mutual recursion; pass lint_source in, or dispatch above both)",
-    ("torch_audit.lint.project", "torch_audit.lint.runner"):
-        "the project model summarises files in the runner's worker pool: lint/project/__init__.py "
-        "can import _tasks and worker_pool from torch_audit.lint.workers, below both",
-    ("torch_audit.lint.project.model", "torch_audit.lint.project"):
-        "Project.digest asks the package for summary_digest",
-    ("torch_audit.lint.facts.dataflow", "torch_audit.lint.facts.crossfile"):
-        "dataflow asks the cross-file bridge, which answers in dataflow's Source",
-    ("torch_audit.lint.facts.dataflow", "torch_audit.lint.project.model"):
-        "dataflow evaluates a call of another file's function in the project model's Frame, "
-        "and the model reuses dataflow's method tables",
 }
 
 def _modules() -> dict[str, Path]:

@@ -278,6 +278,20 @@ class CrossFile:
         return None if unknown else False
 
     # -- events ----------------------------------------------------------------------------------------
+    def returned_objects(self, hit: tuple, call: cst.Call, scope: "Scope") -> "list[Source]":
+        """The objects a call of the project function ``hit`` (written ``call`` in ``scope``)
+        returns, its arguments bound as far as this file's literals say."""
+        from torch_audit.lint.project.model import Frame
+
+        project = self.project
+        fn = project.full(hit)[1]
+        args, kwargs = _local_arguments(call)
+        frame = Frame(hit[2], fn, fn.get("cls"), project._bind(fn, args, kwargs, self._frame(scope)))
+        out = []
+        for r in fn.get("returns") or [["?"]]:
+            out.extend(self.object_source(o) for o in project.objects(r, frame, 1))
+        return out
+
     def helper_events(self, call: "Call", depth: int) -> "list[RemoteEvent] | None":
         """Training events of a helper of another file called at ``call`` (or a function of this
         file reached through its summary: a method inherited from a base in another file)."""

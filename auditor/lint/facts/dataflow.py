@@ -16,26 +16,12 @@ from typing import TYPE_CHECKING, Iterator
 import libcst as cst
 
 from torch_audit.lint.facts.index import Assignment, Scope
+from torch_audit.lint.facts.method_kinds import MODULE_SELF_METHODS, TRANSPARENT_METHODS
 from torch_audit.lint.facts.names import dotted
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch_audit.lint.context import FileContext
 
-#: Module methods that return the module they are called on (``model.to(device)``).
-MODULE_SELF_METHODS = frozenset(
-    {
-        "to", "cuda", "cpu", "half", "float", "double", "bfloat16", "train", "eval",
-        "requires_grad_", "apply", "share_memory", "to_empty", "xpu", "type",
-    }
-)
-#: Tensor methods whose result has the same values (up to layout, dtype or device).
-TRANSPARENT_METHODS = frozenset(
-    {
-        "to", "float", "double", "half", "bfloat16", "cuda", "cpu", "contiguous", "view",
-        "reshape", "squeeze", "unsqueeze", "permute", "transpose", "flatten", "clone",
-        "detach", "type", "type_as", "view_as", "reshape_as", "requires_grad_",
-    }
-)
 _MAX_DEPTH = 12
 
 Element = int | str | None
@@ -168,17 +154,7 @@ class Dataflow:
             return [cross.object_source(cross.instance(hit, expr))]
         if hit[0] != "function":
             return None
-        from torch_audit.lint.project.model import Frame
-        from torch_audit.lint.facts.crossfile import _local_arguments
-
-        project = cross.project
-        fn = project.full(hit)[1]
-        args, kwargs = _local_arguments(expr)
-        frame = Frame(hit[2], fn, fn.get("cls"), project._bind(fn, args, kwargs, cross._frame(scope)))
-        out = []
-        for r in fn.get("returns") or [["?"]]:
-            out.extend(cross.object_source(o) for o in project.objects(r, frame, 1))
-        return out
+        return cross.returned_objects(hit, expr, scope)
 
     def _definition(self, expr, scope: Scope, at: int, seen: set, key: tuple) -> tuple[Assignment, Scope] | None:
         """The one assignment that gives a name (reaching ``at``) or a ``self.`` attribute (set

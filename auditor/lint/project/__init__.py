@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from torch_audit.lint.project.layout import Layout
 from torch_audit.lint.project.model import Evidence, Project
-from torch_audit.lint.project.summary import FORMAT, summarize
+from torch_audit.lint.project.summary import FORMAT, summarize, summary_digest
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch_audit.lint.cache import Cache
@@ -24,15 +24,6 @@ __all__ = ["Evidence", "Project", "build_project", "summary_digest"]
 
 #: files larger than this are not summarised (generated code)
 MAX_SUMMARY_BYTES = 2 * 1024 * 1024
-
-
-def summary_digest(summary: dict | None) -> str:
-    """A short, stable hash of a summary (what dependents' cached findings are keyed by)."""
-    import hashlib
-    import json
-
-    text = json.dumps(summary, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
 
 
 class _SummaryStore:
@@ -227,7 +218,7 @@ def _summarize_all(items: list[tuple[str, bytes]], jobs: int) -> list[tuple[dict
     global _pool_items
     if jobs <= 1 or len(items) < _MIN_FILES_FOR_POOL:
         return [summarize_file(path, data) for path, data in items]
-    from torch_audit.lint.runner import _tasks, worker_pool
+    from torch_audit.lint.workers import _tasks, worker_pool
 
     order = sorted(range(len(items)), key=lambda i: -len(items[i][1]))
     _pool_items = [items[i] for i in order]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 # the same notions of "returns the same module" and "the same values" as the per-file dataflow's
-from torch_audit.lint.facts.dataflow import MODULE_SELF_METHODS, TRANSPARENT_METHODS
+from torch_audit.lint.facts.method_kinds import MODULE_SELF_METHODS, TRANSPARENT_METHODS
 from torch_audit.lint.facts.names import canonical
 from torch_audit.lint.project.layout import Layout
 from torch_audit.lint.project.summary import UNKNOWN, Value
@@ -275,7 +275,7 @@ class Project:
             return content_hash(data)
         if self._store is not None:
             return self._store.content_digest(Path(key))
-        from torch_audit.lint.project import summary_digest
+        from torch_audit.lint.project.summary import summary_digest
 
         return summary_digest(self.summary(key))
 

@@ -53,6 +53,15 @@ _EVENT_METHODS = {
 }
 
 
+def summary_digest(summary: dict | None) -> str:
+    """A short, stable hash of a summary (what dependents' cached findings are keyed by)."""
+    import hashlib
+    import json
+
+    text = json.dumps(summary, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
 def summarize(tree: ast.Module) -> dict[str, Any]:
     """The summary of one parsed file."""
     return _Summarizer().module(tree)
