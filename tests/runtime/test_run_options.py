@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from torch_audit.runtime import settings as settings_module
 from torch_audit.runtime.run_command import RunOptions, resolve_settings, run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "fixtures" / "run"
 
 

@@ -10,7 +10,7 @@ from torch_audit.findings import Finding
 from torch_audit.runtime.causes import root_cause_first
 from torch_audit.runtime.audited_run import audit_script
 
-RUN = Path(__file__).resolve().parents[1] / "fixtures" / "run"
+RUN = Path(__file__).resolve().parents[2] / "fixtures" / "run"
 
 
 def _f(code: str, step: int, name: str = "x") -> Finding:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-RUN = Path(__file__).resolve().parents[1] / "fixtures" / "run"
+RUN = Path(__file__).resolve().parents[2] / "fixtures" / "run"
 HIDE_TORCH = "import sys; sys.modules['torch'] = None\n"
 EXTRA = "install the runtime extra"
 

@@ -23,7 +23,7 @@ from torch_audit.runtime.run_command import parse_option_flags, run
 from torch_audit.runtime.run_report import final_status
 from torch_audit.findings import Finding
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "fixtures" / "run"
 RUNTIME = ROOT / "fixtures" / "runtime"
 ENV = {**os.environ, "NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1"}

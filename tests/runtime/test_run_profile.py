@@ -13,7 +13,7 @@ from torch import nn
 from torch_audit.runtime.run_command import run
 from torch_audit.runtime.profile import parse_shape, profile_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "fixtures" / "run" / "model.py"
 
 

@@ -18,7 +18,7 @@ from torch_audit.report.html import heatmap, line_chart, render_html
 from torch_audit.runtime.run_command import run
 from torch_audit.runtime.run_history import History
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "fixtures" / "run"
 DEMO = RUN / "train_demo.py"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
