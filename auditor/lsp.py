@@ -1,7 +1,7 @@
 """``torch-audit server``: a Language Server (LSP) on standard input and output.
 
 - diagnostics when a Python document is opened, changed or saved, linted in this process with
-  the engine's :func:`~torch_audit.lint.engine.lint_source` (no subprocess per keystroke);
+  the engine's :func:`~torch_audit.lint.engine.lint_python` (no subprocess per keystroke);
 - code actions: each finding's fix (safe or unsafe, as its title says), "suppress with a
   comment" (the placement of ``--add-noqa``), and ``source.fixAll`` for every safe fix;
 - hover over a finding: the rule's message, what to do and why;
@@ -89,7 +89,7 @@ class Linter:
         return _Setup(settings, config, chosen.ignored_for(str(path)), is_excluded(path, config), chosen.catalog)
 
     def lint(self, path: Path, text: str) -> tuple[list[Finding], _Setup]:
-        from torch_audit.lint.engine import lint_source
+        from torch_audit.lint.engine import lint_python
 
         setup = self.setup(path)
         if setup.excluded:
@@ -98,7 +98,7 @@ class Linter:
 
         data = text.encode("utf-8", "surrogatepass")
         setup.settings.project = project_of(path, data)  # the buffer sees the local modules it imports
-        result = lint_source(str(path), data, setup.settings, notebook=False)
+        result = lint_python(str(path), data, setup.settings)
         return [f for f in result.findings if f.code not in setup.ignored], setup
 
 

@@ -7,7 +7,7 @@ PATH defaults to /work/corpus (fetched with benchmarks/fetch_corpus.sh, about 6,
 interpreter's ``Lib/`` folder (``sysconfig.get_paths()["stdlib"]``) is added unless
 ``--no-stdlib`` (without its ``site-packages`` unless ``--with-site-packages``). Every ``.py``/``.pyi`` file is linted (no excludes, no .gitignore), with every
 static rule including preview and opt-in ones, straight through the engine
-(:func:`torch_audit.lint.engine.lint_source`) in worker processes, so each file is timed on its
+(:func:`torch_audit.lint.sources.lint_source`) in worker processes, so each file is timed on its
 own. By default the "mentions torch" prefilter is switched off, so that the parser, the facts and
 every rule really see all of the standard library (which never mentions torch); ``--prefilter``
 keeps the normal behaviour.
@@ -81,13 +81,13 @@ def _init(settings, timeout):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGALRM, _alarm)
     # Warm up (lazy imports, tables) so that the first file of each worker is not timed with it.
-    from torch_audit.lint.engine import lint_source
+    from torch_audit.lint.sources import lint_source
 
     lint_source("<warm-up>", b"import torch\nx = torch.softmax(torch.zeros(1), 0)\n", settings)
 
 
 def _lint_one(path: str) -> dict:
-    from torch_audit.lint.engine import lint_source
+    from torch_audit.lint.sources import lint_source
 
     try:
         data = Path(path).read_bytes()

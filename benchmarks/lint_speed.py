@@ -60,7 +60,8 @@ def best_of(n: int, fn) -> float:
 
 def bench_floor(files: list[Path], repeat: int) -> None:
     from torch_audit.catalog import load_catalog
-    from torch_audit.lint.engine import LintSettings, lint_source
+    from torch_audit.lint.engine import LintSettings
+    from torch_audit.lint.sources import lint_source
 
     sources = [(str(p), p.read_bytes()) for p in files]
     lines = sum(data.count(b"\n") for _, data in sources)

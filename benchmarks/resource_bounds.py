@@ -49,7 +49,8 @@ def evaluate(model, x, y):
 LINT = textwrap.dedent("""
     import json, resource, sys, time
     from torch_audit.catalog import load_catalog
-    from torch_audit.lint.engine import LintSettings, lint_source
+    from torch_audit.lint.engine import LintSettings
+    from torch_audit.lint.sources import lint_source
     s = LintSettings(rules=load_catalog().of_kind("static"), report_unused_suppressions=True)
     data = open(sys.argv[1], "rb").read()
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -13,7 +13,8 @@ import runpy
 from pathlib import Path
 
 from torch_audit.catalog import load_catalog, slug_of
-from torch_audit.lint.engine import LintSettings, lint_source
+from torch_audit.lint.engine import LintSettings
+from torch_audit.lint.sources import lint_source
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from torch_audit.catalog import load_catalog
 from torch_audit.cli import cli
-from torch_audit.lint.engine import LintSettings, lint_source
+from torch_audit.lint.engine import LintSettings
+from torch_audit.lint.sources import lint_source
 from torch_audit.lint.facts import deprecations as dep
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "static"

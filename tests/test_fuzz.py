@@ -26,7 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from torch_audit.catalog import load_catalog
-from torch_audit.lint.engine import LintSettings, lint_source
+from torch_audit.lint.engine import LintSettings
+from torch_audit.lint.sources import lint_source
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_FILES = sorted(p for p in (ROOT / "fixtures").rglob("*.py") if "__pycache__" not in p.parts)

@@ -20,7 +20,8 @@ from torch_audit.catalog import Catalog, load_catalog
 from torch_audit.cli import cli
 from torch_audit.docs import rule_page
 from torch_audit.findings import Finding, Severity
-from torch_audit.lint.engine import LintSettings, lint_source
+from torch_audit.lint.engine import LintSettings
+from torch_audit.lint.sources import lint_source
 from torch_audit.report import render, sarif_log
 from torch_audit.rule import StaticRule, format_fix_title, readable_fix_title
 

@@ -46,17 +46,6 @@ RULE_FACADES = {
     "runtime": ("torch_audit.runtime.check", "torch_audit.runtime.check_helpers"),
 }
 
-#: Imports that still close a cycle, each tolerated until its owner breaks it (issue 20: "no
-#: import cycle, including imports inside functions"). The graph without these edges must be
-#: acyclic; an edge listed here that no longer exists fails too (take it off the list). All are
-#: inside the static engine (lint/engine.py, lint/project/, lint/facts/), below the drivers: the
-#: drivers' cycle through torch_audit.cli is gone, and nothing may bring it back.
-TOLERATED: dict[tuple[str, str], str] = {
-    ("torch_audit.lint.engine", "torch_audit.lint.notebook"):
-        "lint_source hands .ipynb files to lint_notebook, which lints the cells with lint_source "
-        "(mutual recursion; pass lint_source in, or dispatch above both)",
-}
-
 def _modules() -> dict[str, Path]:
     out: dict[str, Path] = {}
     for package, directory in PACKAGE_DIRS.items():
@@ -199,12 +188,9 @@ def describe(component: list[str], graph: dict[str, dict[str, int]]) -> str:
 
 def test_no_import_cycle():
     graph = import_graph()
-    gone = [edge for edge in TOLERATED if edge[1] not in graph.get(edge[0], {})]
-    assert not gone, f"listed in TOLERATED but no longer imported (take them off the list): {gone}"
-    pruned = {m: {t: n for t, n in edges.items() if (m, t) not in TOLERATED} for m, edges in graph.items()}
-    found = cycles(pruned)
+    found = cycles(graph)
     assert not found, "import cycles (the edges that close them):\n" + "\n".join(
-        describe(c, pruned) for c in found
+        describe(c, graph) for c in found
     )
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from torch_audit.catalog import load_catalog
-from torch_audit.lint.engine import LintSettings, lint_source
+from torch_audit.lint.engine import LintSettings
+from torch_audit.lint.sources import lint_source
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "integrations" / "lightning_module.py"
 TRAIN_EVAL_RULES = {f"TA{n}" for n in range(301, 310)}

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from torch_audit.catalog import load_catalog
-from torch_audit.lint.engine import LintSettings, lint_source
+from torch_audit.lint.engine import LintSettings
+from torch_audit.lint.sources import lint_source
 from torch_audit.lint.notebook import apply_cell_edits, blank_magics, load
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -209,7 +209,7 @@ def test_looking_for_callers_parses_only_the_modules_a_call_by_that_name_may_rea
     linted, although it is named too (in a library, resolving every call of every file that
     mentions a name outlined most of the modules those files import)."""
     from torch_audit.lint import project as project_module
-    from torch_audit.lint.engine import lint_source
+    from torch_audit.lint.sources import lint_source
 
     (tmp_path / "trainer.py").write_text(
         "import torch.nn as nn\n\n\ndef fit(model, x, y):\n    return nn.CrossEntropyLoss()(model(x), y)\n"

@@ -21,7 +21,8 @@ from click.testing import CliRunner
 
 from torch_audit.catalog import load_catalog
 from torch_audit.cli import cli
-from torch_audit.lint.engine import LintSettings, lint_source
+from torch_audit.lint.engine import LintSettings
+from torch_audit.lint.sources import lint_source
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1"}

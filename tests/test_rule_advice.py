@@ -8,7 +8,8 @@ user two different things (issue 16)."""
 from __future__ import annotations
 
 from torch_audit.catalog import load_catalog
-from torch_audit.lint.engine import LintSettings, lint_source
+from torch_audit.lint.engine import LintSettings
+from torch_audit.lint.sources import lint_source
 
 SOURCE = b"""\
 import torchvision

@@ -141,12 +141,12 @@ def _python_bytes(
 ) -> FileOutcome:
     import codecs
 
-    from torch_audit.lint.engine import decode, lint_source
+    from torch_audit.lint.engine import decode, lint_python
     from torch_audit.lint.autofix import syntax_problem
 
     out = FileOutcome(path)
     if findings is None:
-        result = lint_source(path, data, settings, notebook=False)
+        result = lint_python(path, data, settings)
         out.internal_errors = result.internal_errors
         findings = result.findings
     findings = [f for f in findings if f.code not in ignored]

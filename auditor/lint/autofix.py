@@ -38,7 +38,8 @@ import libcst as cst
 
 from torch_audit.findings import Applicability, Edit, Finding, Fix
 from torch_audit.lint.discover import shown
-from torch_audit.lint.engine import FileResult, LintSettings, decode, lint_source
+from torch_audit.lint.engine import FileResult, LintSettings, decode
+from torch_audit.lint.sources import lint_source
 
 #: Fix passes per file before giving up (each pass re-lints the new text).
 MAX_PASSES = 10

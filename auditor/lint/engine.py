@@ -182,12 +182,9 @@ def mentions_trigger(data: bytes, triggers: tuple[bytes, ...]) -> bool:
     return any(t in data for t in triggers)
 
 
-def lint_source(path: str, data: bytes, settings: LintSettings, *, notebook: bool | None = None) -> FileResult:
-    """Lint the bytes of one file (a Jupyter notebook when ``notebook``, by default for ``.ipynb``)."""
-    if notebook if notebook is not None else path.lower().endswith(".ipynb"):
-        from torch_audit.lint.notebook import lint_notebook
-
-        return lint_notebook(path, data, settings)
+def lint_python(path: str, data: bytes, settings: LintSettings) -> FileResult:
+    """Lint the bytes of one Python file (:func:`torch_audit.lint.sources.lint_source` also
+    takes notebooks)."""
     result = FileResult(path)
     if len(data) > settings.max_file_bytes:
         result.notes.append(

@@ -530,7 +530,7 @@ def _unreadable(path: str, reason: str) -> Finding:
 
 def lint_notebook(path: str, data: bytes, settings: Any) -> Any:
     """The :class:`~torch_audit.lint.engine.FileResult` of a notebook's bytes."""
-    from torch_audit.lint.engine import FileResult, lint_source, mentions_trigger
+    from torch_audit.lint.engine import FileResult, lint_python, mentions_trigger
 
     result = FileResult(path)
     if len(data) > MAX_NOTEBOOK_BYTES:
@@ -554,7 +554,7 @@ def lint_notebook(path: str, data: bytes, settings: Any) -> Any:
         result.findings = errors
         result.skipped = not errors
         return result
-    inner = lint_source(path, vdata, settings, notebook=False)
+    inner = lint_python(path, vdata, settings)
     result.notes = inner.notes
     result.internal_errors = inner.internal_errors
     result.tracebacks = inner.tracebacks

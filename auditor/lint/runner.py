@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from torch_audit.lint.discover import shown
-from torch_audit.lint.engine import FileResult, LintSettings, lint_source, mentions_trigger
+from torch_audit.lint.engine import FileResult, LintSettings, mentions_trigger
+from torch_audit.lint.sources import lint_source
 from torch_audit.lint.workers import _SigtermRaises, Terminated, _tasks, worker_pool
 # the project model and tests still import these from here
 from torch_audit.lint.workers import _TASK_BYTES, _TASK_MAX_FILES, default_jobs  # noqa: F401

@@ -53,7 +53,7 @@ def read_stdin() -> bytes:
 
 def lint_stdin_bytes(filename: str, data: bytes, settings: Any, ignored: frozenset[str]) -> Any:
     """The :class:`~torch_audit.lint.engine.FileResult` of the standard input's bytes."""
-    from torch_audit.lint.engine import lint_source
+    from torch_audit.lint.sources import lint_source
     from torch_audit.lint.project import project_of
 
     if settings.whole_program:
