@@ -30,7 +30,7 @@ CHECKED = sorted(
             ROOT / "auditor" / "lint" / name
             for name in ("command.py", "fix_command.py", "options.py", "selection.py", "runner.py",
                          "autofix.py", "edits.py", "notebook.py", "add_noqa.py", "stdin.py", "baseline.py",
-                         "show.py")
+                         "show.py", "engine.py", "sources.py")
         ),
         ROOT / "auditor" / "lint" / "facts" / "untrusted.py",
     ]

@@ -289,6 +289,51 @@ _NESTING_LIMITS = ("too many nested", "too complex", "too many statically nested
 
 
 def _lint_text(path: str, source: str, settings: LintSettings, result: FileResult) -> FileResult:
+    module = _parse(path, source, settings, result)
+    if module is None:
+        return result  # a syntax error reported, or a file skipped with a note
+    ctx = FileContext(path, source, module, settings)
+    project = settings.project
+    if project is not None:
+        project.reads.clear()
+    rules = [r for r in settings.rules if not getattr(r, "engine", False)]
+    failed: dict[str, BaseException] = {}
+    try:
+        _walk_rules(ctx, module, rules, failed, result)
+        findings = [f for f in ctx.findings() if f.code not in failed]
+    except RecursionError:
+        raise
+    except Exception as exc:
+        import traceback  # only on a failure
+
+        result.internal_errors += 1
+        result.tracebacks.append(f"{path}: engine\n" + traceback.format_exc())
+        result.findings.append(
+            _engine_finding("internal-error", path, rule="the analysis engine", detail=_one_line(exc))
+        )
+        return result
+    suppressions = parse_suppressions(source)
+    findings = apply_suppressions(findings, suppressions)
+    for code, exc in failed.items():
+        rule = next(r for r in rules if r.code == code)
+        result.internal_errors += 1
+        result.findings.append(
+            _engine_finding(
+                "internal-error", path, rule=f"{rule.code} ({rule.name})", detail=_one_line(exc)
+            )
+        )
+    if settings.report_unused_suppressions:
+        result.findings.extend(_unused_suppressions(path, suppressions, settings))
+    result.findings.extend(findings)
+    result.findings.sort(key=lambda f: f.sort_key)
+    if project is not None:
+        result.deps = project.stamps(exclude=project.module_of(path))
+    return result
+
+
+def _parse(path: str, source: str, settings: LintSettings, result: FileResult) -> cst.Module | None:
+    """The libcst tree of a source, or None after adding the syntax error (or the note of a
+    file skipped) to ``result``. CPython checks the source first (see :func:`cpython_parse`)."""
     project = settings.project
     # the project compiled (and summarised) this very source already: no second CPython parse
     problem = None if project is not None and project.compiled(path, source) else _cpython_check(source, path)
@@ -300,9 +345,9 @@ def _lint_text(path: str, source: str, settings: LintSettings, result: FileResul
                 "syntax-error", path, line=problem.lineno or 1, column=problem.offset or 1, detail=problem.msg
             )
         )
-        return result
+        return None
     try:
-        module = cst.parse_module(source)
+        return cst.parse_module(source)
     except cst.ParserSyntaxError as exc:
         if problem is None:
             # CPython compiled it: valid Python that libcst cannot read (for example a few
@@ -310,7 +355,7 @@ def _lint_text(path: str, source: str, settings: LintSettings, result: FileResul
             detail = str(exc.message).strip().splitlines()[0] if exc.message else "parser error"
             result.notes.append(f"{path}: skipped, valid Python the parser cannot read ({detail.removeprefix('parser error: ')})")
             result.skipped = True
-            return result
+            return None
         if isinstance(problem, SyntaxError):
             line, column, detail = problem.lineno or 1, problem.offset or 1, problem.msg or "invalid syntax"
         else:
@@ -318,23 +363,24 @@ def _lint_text(path: str, source: str, settings: LintSettings, result: FileResul
             detail = str(exc.message).strip().splitlines()[0] if exc.message else "invalid syntax"
             detail = detail.removeprefix("parser error: ")
         result.findings.append(_engine_finding("syntax-error", path, line=line, column=column, detail=detail))
-        return result
+        return None
     except (RecursionError, MemoryError):
         raise RecursionError
     except Exception as exc:  # libcst's native parser can fail in other ways on odd input
         result.findings.append(
             _engine_finding("syntax-error", path, detail=f"{type(exc).__name__}: {exc}".splitlines()[0])
         )
-        return result
+        return None
     # (a CPython SyntaxError with a libcst parse that succeeds is newer syntax than this
-    # interpreter knows, such as PEP 695 generics on Python 3.11: lint it)
+    # interpreter knows, such as PEP 695 generics on Python 3.11: it is linted)
 
-    ctx = FileContext(path, source, module, settings)
-    if project is not None:
-        project.reads.clear()
-    failed: dict[str, BaseException] = {}
-    rules = [r for r in settings.rules if not getattr(r, "engine", False)]
-    instances = [r(ctx, settings.options.get(r.name)) for r in rules]
+
+def _walk_rules(ctx: FileContext, module: cst.Module, rules: list, failed: dict[str, BaseException],
+                result: FileResult) -> None:
+    """One walk of the tree with the facts' indexer and every rule. A rule that raises is
+    recorded in ``failed`` (with its traceback in ``result``) and silenced for the rest of the
+    walk; the others go on."""
+    path = ctx.path
 
     def guarded(rule: StaticRule, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         def run(node: Any) -> Any:
@@ -355,70 +401,41 @@ def _lint_text(path: str, source: str, settings: LintSettings, result: FileResul
 
         return run
 
+    instances = [r(ctx, ctx.settings.options.get(r.name)) for r in rules]
     visit: dict[type, list] = dispatch_table([ctx.indexer], "visit_")
-    leave_rules: dict[type, list] = {}
+    leave: dict[type, list] = {}
     for inst in instances:
         for node_type, handlers in dispatch_table([inst], "visit_").items():
             visit.setdefault(node_type, []).extend(guarded(inst, h) for h in handlers)
         for node_type, handlers in dispatch_table([inst], "leave_").items():
-            leave_rules.setdefault(node_type, []).extend(guarded(inst, h) for h in handlers)
-    leave: dict[type, list] = {k: list(v) for k, v in leave_rules.items()}
+            leave.setdefault(node_type, []).extend(guarded(inst, h) for h in handlers)
     for node_type, handlers in dispatch_table([ctx.indexer], "leave_").items():
         leave.setdefault(node_type, []).extend(handlers)  # facts leave after the rules
+    walk(module, [visit, leave], ctx.stack)
 
-    try:
-        walk(module, [visit, leave], ctx.stack)
-        findings = [f for f in ctx.findings()]
-    except RecursionError:
-        raise
-    except Exception as exc:
-        import traceback  # only on a failure
 
-        result.internal_errors += 1
-        result.tracebacks.append(f"{path}: engine\n" + traceback.format_exc())
-        result.findings.append(
-            _engine_finding("internal-error", path, rule="the analysis engine", detail=_one_line(exc))
-        )
-        return result
-
-    failed_codes = set(failed)
-    findings = [f for f in findings if f.code not in failed_codes]
-    suppressions = parse_suppressions(source)
-    findings = apply_suppressions(findings, suppressions)
-    for code, exc in failed.items():
-        rule = next(r for r in rules if r.code == code)
-        result.internal_errors += 1
-        result.findings.append(
-            _engine_finding(
-                "internal-error", path, rule=f"{rule.code} ({rule.name})", detail=_one_line(exc)
+def _unused_suppressions(path: str, suppressions: list, settings: LintSettings) -> list[Finding]:
+    """A suppression comment that silenced nothing, for a rule that ran."""
+    enabled = {r.code for r in settings.rules} | {r.name for r in settings.rules}
+    rule = _engine_rule("unused-suppression")
+    out = []
+    for s in suppressions:
+        if s.used or s.kind == "ignore-file":
+            continue
+        if "*" not in s.selectors and not any(sel in enabled for sel in s.selectors):
+            continue  # cannot know: the rule did not run
+        out.append(
+            Finding(
+                code=rule.code,
+                name=rule.name,
+                severity=rule.severity,
+                message=rule.message.format(codes="everything" if "*" in s.selectors else ", ".join(s.selectors)),
+                path=path,
+                line=s.line,
+                column=s.column,
             )
         )
-    if settings.report_unused_suppressions:
-        enabled = {r.code for r in settings.rules} | {r.name for r in settings.rules}
-        unused_rule = _engine_rule("unused-suppression")
-        for s in suppressions:
-            if s.used or s.kind == "ignore-file":
-                continue
-            if "*" not in s.selectors and not any(sel in enabled for sel in s.selectors):
-                continue  # cannot know: the rule did not run
-            result.findings.append(
-                Finding(
-                    code=unused_rule.code,
-                    name=unused_rule.name,
-                    severity=unused_rule.severity,
-                    message=unused_rule.message.format(
-                        codes="everything" if "*" in s.selectors else ", ".join(s.selectors)
-                    ),
-                    path=path,
-                    line=s.line,
-                    column=s.column,
-                )
-            )
-    result.findings.extend(findings)
-    result.findings.sort(key=lambda f: f.sort_key)
-    if project is not None:
-        result.deps = project.stamps(exclude=project.module_of(path))
-    return result
+    return out
 
 
 def _one_line(exc: BaseException) -> str:
