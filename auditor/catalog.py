@@ -286,7 +286,7 @@ _INDEXED_FOLDERS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity, as rule classes are
 class IndexedRule:
     """A static rule as the index knows it: the attributes selection, configuration and the
     runtime's reports read, without importing the rule module (and libcst). Any other attribute

@@ -44,6 +44,7 @@ def test_the_check_command_says_whether_the_index_is_current():
 def test_the_runtime_catalogue_holds_the_same_rules_with_the_same_declarations():
     full, fast = load_catalog(), runtime_catalog()
     assert [r.code for r in fast.rules] == [r.code for r in full.rules]
+    assert len(set(fast.rules)) == len(fast.rules)  # hashable, by identity, as classes are
     for rule in full.rules:
         indexed = fast.get(rule.code)
         if rule.kind == "runtime":
