@@ -54,11 +54,11 @@ def source_stamp() -> float:
 
 def lint_entries(folder: Path) -> list[Path]:
     """The cached lint results (the cache also holds the whole-program model's entries: the
-    summaries and outlines of modules)."""
+    summaries and outlines of modules, and the sets of files named)."""
     out = []
     for entry in (folder / CACHE_DIR_NAME).rglob("*.json"):
         data = json.loads(entry.read_bytes())
-        if not {"summary", "outline"} & data.keys():
+        if not {"summary", "outline", "named"} & data.keys():
             out.append(entry)
     return out
 

@@ -100,6 +100,17 @@ class _SummaryStore:
         except RecursionError:
             return None
 
+    def remember_named(self, digest: str, keys: list[str]) -> None:
+        """Keep a set of named files in the cache under its digest (once)."""
+        if self.cache is not None and self.cache.get(f"N{FORMAT}-{digest}") is None:
+            self.cache.put(f"N{FORMAT}-{digest}", {"findings": [], "named": keys})
+
+    def named_files(self, digest: str) -> list[str] | None:
+        """The set of named files kept under ``digest``, or None when the cache has not got it."""
+        hit = self.cache.get(f"N{FORMAT}-{digest}") if self.cache is not None else None
+        keys = hit.get("named") if hit is not None else None
+        return keys if isinstance(keys, list) and all(isinstance(k, str) for k in keys) else None
+
     def content_digest(self, path: Path) -> str:
         from torch_audit.lint.cache import content_hash
 

@@ -31,6 +31,8 @@ _MAX_DEPTH = 14
 _MAX_CALL_SITES = 16
 #: a name that more named files mention is not stamped with the list of its callers
 _MAX_CALLER_STAMP = 32
+#: the stamp of which files were named, beside a result that searched for callers
+_NAMED = "@named"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +198,10 @@ class Project:
         self._file_calls: dict[tuple[str, str], list] = {}
         #: the bytes of the files named for linting, by key
         self._named_bytes: dict[str, bytes] = {}
+        self._named_digest: str | None = None
+        self._named_changes: dict[str, tuple[frozenset[str], frozenset[str]] | None] = {}
+        #: the bytes of files named before and not now (None: gone)
+        self._left_bytes: dict[str, bytes | None] = {}
         #: name → the named files whose bytes mention it (see :meth:`_candidates`)
         self._mentions: dict[str, list[str]] = {}
         #: names called by the named files linted again in this run (see :meth:`fresh`)
@@ -251,9 +257,9 @@ class Project:
             if level == "c":
                 candidates = self._candidates(key[len("@calls:"):])
                 if len(candidates) > _MAX_CALLER_STAMP:
-                    # a common name: stale when the files that mention it are others, or when a
-                    # file linted again calls it or called it before its edit (see fresh())
-                    digest = "m:" + _names_digest(candidates)
+                    # a common name: stale when a file linted again calls it, or when the
+                    # named files are others (see fresh())
+                    digest = "m:"
                 else:
                     digest = "c:" + "|".join(f"{k}={self._content_digest(k)}" for k in candidates)
             else:
@@ -280,38 +286,96 @@ class Project:
         return summary_digest(self.summary(key))
 
     def stamps(self, exclude: str | None = None) -> dict[str, str]:
-        """The digests of what the current file's analysis read, at the level it read them."""
-        return {k: self.digest(k, level) for k, level in sorted(self.reads.items()) if k != exclude}
+        """The digests of what the current file's analysis read, at the level it read them; with
+        a search for callers, also which files were named (see :meth:`fresh`)."""
+        out = {k: self.digest(k, level) for k, level in sorted(self.reads.items()) if k != exclude}
+        if any(k.startswith("@calls:") for k in out):
+            out[_NAMED] = "n:" + self.named_digest()
+        return out
+
+    def named_digest(self) -> str:
+        """A digest of the set of named files (the files callers are looked for in); the set
+        itself is kept in the cache under it, so that a later run can tell which files are new."""
+        if self._named_digest is None:
+            keys = sorted(self._named_bytes)
+            self._named_digest = _names_digest(keys)
+            if self._store is not None:
+                self._store.remember_named(self._named_digest, keys)
+        return self._named_digest
 
     def fresh(self, stamps: dict[str, str]) -> bool:
         """Are the modules a cached result read still the same?
 
         For the callers of a name (``@calls:<name>``) this is checked without resolving any call
-        again: the named files that mention the name must be the same files as then, and none of
-        the files linted again in this run (the changed ones, :meth:`note_changed`) may call it.
-        Up to :data:`_MAX_CALLER_STAMP` of those files are also stamped with their contents (any
-        edit of a possible caller re-lints); a more common name is stamped with the list of
-        files alone. A caller that stops calling needs no stamp of its own: a result that rested
-        on its call read the caller's code, and that read is stamped with its content."""
+        again: none of the files linted again in this run (the changed ones,
+        :meth:`note_changed`) may call it, the files stamped as its possible callers must be
+        unchanged, and when the named files are not the same as then, none of the files named
+        now and not then may mention it (nor, for a common name stamped without its callers'
+        list, may a file have left). A caller that stops calling needs no stamp of its own: a
+        result that rested on its call read the caller's code, and that read is stamped."""
+        added: frozenset[str] = frozenset()
+        removed: frozenset[str] = frozenset()
+        named = stamps.get(_NAMED)
+        if named is not None and named != "n:" + self.named_digest():
+            change = self._named_change(named[2:])
+            if change is None:
+                return False  # which files were named then is not known
+            added, removed = change
         for key, stamp in stamps.items():
             level, _, value = stamp.partition(":")
             if level in ("c", "m"):
                 name = key[len("@calls:"):]
                 if name in self._changed_names:
                     return False
-                candidates = self._candidates(name)
+                if added and self._mentioned_in(name, added):
+                    return False  # a file named for the first time may call it
                 if level == "m":
-                    if value != _names_digest(candidates):
-                        return False
+                    if removed and self._mentioned_before(name, removed):
+                        return False  # a file named then and not now may have called it
                     continue
-                pairs = [pair.rpartition("=") for pair in filter(None, value.split("|"))]
-                if [k for k, _, _ in pairs] != candidates:
-                    return False  # a file that mentions the name was added, removed or renamed
-                if any(self._content_digest(k) != digest for k, _, digest in pairs):
-                    return False
+                for pair in filter(None, value.split("|")):
+                    k, _, digest = pair.rpartition("=")
+                    if k not in self._named_bytes or self._content_digest(k) != digest:
+                        return False
+            elif level == "n":
+                continue
             elif self.digest(key, level if level in ("o", "d", "f") else "f") != stamp:
                 return False
         return True
+
+    def _named_change(self, digest: str) -> tuple[frozenset[str], frozenset[str]] | None:
+        """The files named now and not under ``digest``, and those named then and not now
+        (None when the cache no longer knows that set)."""
+        if digest not in self._named_changes:
+            before = self._store.named_files(digest) if self._store is not None else None
+            self._named_changes[digest] = None if before is None else (
+                frozenset(self._named_bytes.keys() - set(before)),
+                frozenset(set(before) - self._named_bytes.keys()),
+            )
+        return self._named_changes[digest]
+
+    def _mentioned_before(self, name: str, keys: frozenset[str]) -> bool:
+        """May a file no longer named have called ``name``? Read from disk (it is not named);
+        a file that is gone, or too many files to read, may have."""
+        if len(keys) > _MAX_CALLER_STAMP:
+            return True
+        word = name.encode("utf-8", "surrogateescape")
+        for key in keys:
+            if key not in self._left_bytes:
+                try:
+                    self._left_bytes[key] = Path(key).read_bytes()
+                except OSError:
+                    self._left_bytes[key] = None
+            data = self._left_bytes[key]
+            if data is None or word in data:
+                return True
+        return False
+
+    def _mentioned_in(self, name: str, keys: frozenset[str]) -> bool:
+        if len(keys) > _MAX_CALLER_STAMP:  # many new files: one search of every named file
+            return any(k in keys for k in self._candidates(name))
+        word = name.encode("utf-8", "surrogateescape")
+        return any(word in self._named_bytes[k] for k in keys)
 
     def note_changed(self, paths: Iterable[Path]) -> None:
         """The named files linted again in this run: the names they call may have new callers."""
@@ -825,6 +889,8 @@ class Project:
         """The bytes of every file named for linting, by key: callers are looked for there."""
         self._named_bytes = contents
         self._mentions.clear()
+        self._named_digest = None
+        self._named_changes.clear()
         self._named.update(contents)
 
     def _candidates(self, name: str) -> list[str]:
