@@ -274,7 +274,7 @@ def _duplicates(rules: Iterable[Any]) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 #: the generated index (package data)
-INDEX_PATH = Path(__file__).resolve().parent / "data" / "static_rules.json"
+INDEX_PATH = Path(os.path.dirname(os.path.abspath(__file__)), "data", "static_rules.json")
 #: bumped when the index's shape changes (an index of another format is not used)
 INDEX_FORMAT = 1
 INDEX_COMMAND = "python -m torch_audit.catalog --update-index"
@@ -286,22 +286,30 @@ _INDEXED_FOLDERS = (
 )
 
 
-@dataclass(frozen=True, eq=False)  # compared and hashed by identity, as rule classes are
 class IndexedRule:
     """A static rule as the index knows it: the attributes selection, configuration and the
     runtime's reports read, without importing the rule module (and libcst). Any other attribute
-    (``message``, ``doc_sections()``, ...) is the rule class's, imported on first use."""
+    (``message``, ``doc_sections()``, ...) is the rule class's, imported on first use. Compared
+    and hashed by identity, as rule classes are. (A plain class: a dataclass would cost ``lint``'s
+    start-up a millisecond to create.)"""
 
-    code: str
-    name: str
-    kind: str
-    severity: Severity
-    status: str
-    opt_in: bool
-    fixable: str
-    options: Mapping[str, Option]
-    #: the module that defines the rule
-    module: str
+    __slots__ = ("code", "name", "kind", "severity", "status", "opt_in", "fixable", "options", "module")
+
+    def __init__(self, *, code: str, name: str, kind: str, severity: Severity, status: str,
+                 opt_in: bool, fixable: str, options: Mapping[str, Option], module: str) -> None:
+        self.code = code
+        self.name = name
+        self.kind = kind
+        self.severity = severity
+        self.status = status
+        self.opt_in = opt_in
+        self.fixable = fixable
+        self.options = options
+        #: the module that defines the rule
+        self.module = module
+
+    def __repr__(self) -> str:
+        return f"IndexedRule({self.code} {self.name}, {self.module})"
 
     def rule_class(self) -> type[Rule]:
         """The rule itself (imports its module, and libcst)."""
