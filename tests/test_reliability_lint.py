@@ -355,11 +355,13 @@ def _json_lint(folder: Path, *extra: str) -> tuple[int, list]:
 
 def _entries(folder: Path, kind: str = "lint") -> list[Path]:
     """The cache's lint results, or (``kind="summary"``) the per-module summaries of the
-    whole-program model, which live beside them."""
+    whole-program model, which live beside them (with its outlines and sets of named files:
+    the model's entries are named `<kind><format>-<hash>`, the results by a bare hash)."""
     out = []
     for entry in sorted((folder / ".torch_audit_cache").rglob("*.json")):
-        is_summary = entry.name.startswith("s") and "-" in entry.name.split(".")[0]
-        if is_summary == (kind == "summary"):
+        stem = entry.name.split(".")[0]
+        model_kind = stem.partition("-")[0].rstrip("0123456789") if "-" in stem else None
+        if model_kind == {"lint": None, "summary": "s"}[kind]:
             out.append(entry)
     return out
 

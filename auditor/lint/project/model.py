@@ -154,16 +154,21 @@ def _names_digest(keys: list[str]) -> str:
 
 
 def _called_names(summary: dict) -> set[str]:
-    """The names a file's functions (and module code) call: `fit` of `fit(...)`/`m.fit(...)`."""
+    """The names a file's functions (and module code) call: `fit` of `fit(...)`/`m.fit(...)`,
+    and of `f(...)` after `from m import fit as f`."""
     frames = [summary.get("body") or {}]
     for d in summary["defs"].values():
         frames.extend(d.get("methods", {}).values() if d.get("kind") == "class" else [d])
+    imports = summary.get("imports") or {}
     names = set()
     for fn in frames:
         for call, *_ in fn.get("calls", []):
             func = call[1]
             if func[0] in ("name", "self"):
                 names.add(func[1].rpartition(".")[2])
+                target = imports.get(func[1]) if func[0] == "name" else None
+                if target is not None:
+                    names.add(target.rpartition(".")[2])
     return names
 
 
@@ -200,8 +205,8 @@ class Project:
         self._named_bytes: dict[str, bytes] = {}
         self._named_digest: str | None = None
         self._named_changes: dict[str, tuple[frozenset[str], frozenset[str]] | None] = {}
-        #: the bytes of files named before and not now (None: gone)
-        self._left_bytes: dict[str, bytes | None] = {}
+        #: the names a file calls (None: not known), for files named since a cached result or no longer
+        self._called: dict[str, set[str] | None] = {}
         #: name → the named files whose bytes mention it (see :meth:`_candidates`)
         self._mentions: dict[str, list[str]] = {}
         #: names called by the named files linted again in this run (see :meth:`fresh`)
@@ -327,10 +332,10 @@ class Project:
                 name = key[len("@calls:"):]
                 if name in self._changed_names:
                     return False
-                if added and self._mentioned_in(name, added):
+                if added and self._may_call(name, added):
                     return False  # a file named for the first time may call it
                 if level == "m":
-                    if removed and self._mentioned_before(name, removed):
+                    if removed and self._may_call(name, removed, named=False):
                         return False  # a file named then and not now may have called it
                     continue
                 for pair in filter(None, value.split("|")):
@@ -354,28 +359,20 @@ class Project:
             )
         return self._named_changes[digest]
 
-    def _mentioned_before(self, name: str, keys: frozenset[str]) -> bool:
-        """May a file no longer named have called ``name``? Read from disk (it is not named);
-        a file that is gone, or too many files to read, may have."""
+    def _may_call(self, name: str, keys: frozenset[str], named: bool = True) -> bool:
+        """May one of the files ``keys`` (named now, or only then) call ``name``? By the names
+        their summaries call; with too many files, by which named files mention it, and for
+        files no longer named, yes (a file that is gone may have)."""
         if len(keys) > _MAX_CALLER_STAMP:
-            return True
-        word = name.encode("utf-8", "surrogateescape")
+            return not named or any(k in keys for k in self._candidates(name))
         for key in keys:
-            if key not in self._left_bytes:
-                try:
-                    self._left_bytes[key] = Path(key).read_bytes()
-                except OSError:
-                    self._left_bytes[key] = None
-            data = self._left_bytes[key]
-            if data is None or word in data:
+            if key not in self._called:
+                summary = self.summary(key)
+                self._called[key] = _called_names(summary) if summary is not None else None
+            called = self._called[key]
+            if called is None or name in called:
                 return True
         return False
-
-    def _mentioned_in(self, name: str, keys: frozenset[str]) -> bool:
-        if len(keys) > _MAX_CALLER_STAMP:  # many new files: one search of every named file
-            return any(k in keys for k in self._candidates(name))
-        word = name.encode("utf-8", "surrogateescape")
-        return any(word in self._named_bytes[k] for k in keys)
 
     def note_changed(self, paths: Iterable[Path]) -> None:
         """The named files linted again in this run: the names they call may have new callers."""
