@@ -16,7 +16,8 @@ from torch_audit.findings import Finding
 from torch_audit.runtime import AuditFailure
 from torch_audit.runtime.check import RuntimeCheck
 
-from .conftest import FIXTURES, fixture_dirs, run_fixture
+from harness import RUNTIME_FIXTURES as FIXTURES, run_fixture
+from harness import runtime_fixture_dirs as fixture_dirs
 
 
 def _placeholders(title: str) -> set[str]:

@@ -11,7 +11,8 @@ import torch
 
 from torch_audit.runtime import deferred_reads as session_module
 
-from .conftest import fixture_dirs, run_fixture
+from harness import run_fixture
+from harness import runtime_fixture_dirs as fixture_dirs
 
 #: a copy is done at its first query, one flush after it started, as on an unloaded GPU; the
 #: last one waits for the final flush at exit
@@ -55,8 +56,13 @@ def _findings(session) -> list[str]:
     return sorted(json.dumps(f.to_dict(), sort_keys=True) for f in session.findings)
 
 
-@pytest.mark.parametrize("script", [d / name for d in fixture_dirs() for name in ("bad.py", "good.py")],
-                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+#: every script of every runtime fixture: the findings of bad.py, and the silence of good.py and
+#: of the traps (trap_*.py), which need every check's late path as much
+SCRIPTS = [p for d in fixture_dirs() for p in sorted(d.glob("*.py")) if p.name == "bad.py" or p.name == "good.py"
+           or p.name.startswith("trap_")]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_late_reads_give_the_findings_of_reads_in_the_step(script, monkeypatch, late_reads_on_cpu):
     late = _findings(run_fixture(script, sync="late"))
     with monkeypatch.context() as m:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import FIXTURES, expected_codes, run_fixture
+from harness import RUNTIME_FIXTURES as FIXTURES, expected_codes, run_fixture
 
 RECIPES = sorted((FIXTURES / "_recipes").glob("*.py"))
 

@@ -20,7 +20,7 @@ import torch_audit
 from torch_audit.findings import Finding
 from torch_audit.runtime import AuditError, AuditFailure, SessionActiveError
 
-from .conftest import FIXTURES, run_fixture
+from harness import RUNTIME_FIXTURES as FIXTURES, run_fixture
 
 
 def _global_hook_counts():
