@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LINES = 80
 MAX_COMPLEXITY = 20
-#: the drivers and reporters (auditor/ is torch_audit/)
+#: the drivers, the reporters and the runtime's session (auditor/ is torch_audit/)
 CHECKED = sorted(
     [
         *(ROOT / "auditor" / name for name in ("cli.py", "output.py", "config.py", "lsp.py")),
@@ -33,6 +33,13 @@ CHECKED = sorted(
                          "show.py", "engine.py", "sources.py")
         ),
         ROOT / "auditor" / "lint" / "facts" / "untrusted.py",
+        # the runtime's session, its hooks and torch-audit run's driver, and the integrations
+        *(
+            ROOT / "auditor" / "runtime" / f"{name}.py"
+            for name in ("session", "hooks", "subscribers", "deferred_reads", "text_report", "run_command",
+                         "audited_run", "run_monitor", "run_history", "run_report", "profile_command")
+        ),
+        *(ROOT / "auditor" / "integrations").glob("*.py"),
     ]
 )
 
