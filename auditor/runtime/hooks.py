@@ -23,6 +23,7 @@ opened the session, and events while ``torch.compiler.is_compiling()``, are left
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -46,6 +47,8 @@ except AttributeError:  # pragma: no cover - old torch
 
 #: loss modules whose calls are ``cross_entropy`` events (``NLLLoss`` flagged as such)
 LOSS_MODULES = (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss)
+_RELU = torch.nn.ReLU
+_get_ident = threading.get_ident
 
 
 class TorchHooks:
@@ -111,7 +114,8 @@ class TorchHooks:
     # -- modules --------------------------------------------------------------------------------
     def forward_pre(self, module: torch.nn.Module, args: Any) -> None:
         session = self.session
-        if compiling() or not session._own_thread():
+        # the audited thread is the common case: one comparison before the full test
+        if (_get_ident() != session._thread and not session._own_thread()) or compiling():
             return
         stack = self.stack
         if not stack:
@@ -138,7 +142,7 @@ class TorchHooks:
     # long: complexity 23, the per-module hot path
     def forward_post(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         session = self.session
-        if compiling() or not session._own_thread():
+        if (_get_ident() != session._thread and not session._own_thread()) or compiling():
             return
         stack = self.stack
         if stack and stack[-1] is module:
@@ -158,7 +162,7 @@ class TorchHooks:
             self.emit_loss(args[0], args[1], {}, cls is torch.nn.NLLLoss, module)
         if session._restrict_modules and not session.index.knows(module):
             return
-        if cls is torch.nn.ReLU and "relu" in self.by_event and isinstance(output, torch.Tensor):
+        if cls is _RELU and "relu" in self.by_event and isinstance(output, torch.Tensor):
             session._emit("relu", CallEvent(None, output=output, module=module))
         for subscriber, on_forward in self.forward_subscribers:  # every module call: no extra frame
             if subscriber.enabled:

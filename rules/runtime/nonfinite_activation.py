@@ -11,6 +11,20 @@ from torch_audit.runtime.check import RuntimeCheck
 #: backward() calls whose flags wait for an optimizer step at most
 MAX_BATCHES = 32
 
+#: outputs with at most this many elements are not reduced when their module returns but
+#: batched (see ``NonFiniteActivation._flush``): for a small tensor the per-call cost of a
+#: reduction (detach, a kernel, a scalar) is many times the reduction itself; a large one is
+#: read at once, while it is still in the cache
+SMALL = 16384
+#: batched outputs held at most before they are reduced (a count, and elements): they are held
+#: only for part of one forward pass, and are small
+MAX_PENDING = 64
+MAX_PENDING_ELEMENTS = 1 << 18
+
+#: the batching state of parameters (read instead of a normalisation layer's output; module
+#: None), batched like the outputs of a module whose outputs nobody changes in place
+_PARAMETERS = (lambda: None, True)
+
 
 class NonFiniteActivation(RuntimeCheck):
     """## What it does
@@ -24,11 +38,17 @@ class NonFiniteActivation(RuntimeCheck):
     called several times in one `forward`.
 
     The check is a cheap always-on sentinel: during a training forward pass it reduces each
-    module output to one float32 sum as the output is produced (NaN and ±inf propagate through a
-    sum, and the data is still in the cache) and keeps only those sums: when `backward()` starts
-    they become a small flag vector, read with the step's other flags. It keeps no reference to
-    any activation and adds no host synchronisation. Outputs it need not read are skipped: one it
-    read already (a container returning its child's output), and the output of a layer that is
+    module output to one float32 sum (NaN and ±inf propagate through a sum), a large output
+    when its module returns (the data is still in the cache), small ones (up to 16,384 values)
+    together, stacked by shape, when the forward pass ends or 64 are waiting: on a model of
+    many small calls (an LSTM cell per timestep) a reduction per call costs more than the
+    layers. Only the sums outlive the forward pass: when `backward()` starts they become a
+    small flag vector, read with the step's other flags; no activation is kept past its forward
+    pass and no host synchronisation is added. A batched output is read after its module
+    returned, so code that changed it in place in between (`y.div_(0)`) would be blamed on the
+    module: a module's first outputs are read at once and their version counters watched, and
+    a module whose output was changed in place after it returned has its outputs read at once
+    from then on. Outputs it need not read are skipped: one it read already (a container returning its child's output), and the output of a layer that is
     finite whenever its input is (element-wise activations, dropout, max-pooling, reshapes, and
     normalisation with the batch's own statistics, whose weights are read instead) when that
     input is a module output it read, unchanged since. Skipping never changes which module is
@@ -47,7 +67,11 @@ class NonFiniteActivation(RuntimeCheck):
     under `no_grad` is not). An output is read when its module returns: a value made
     non-finite in place afterwards (`y.div_(0)` between two layers) is found at the next
     module that returns it or a tensor computed from it, and blamed on the code between the two
-    when that module is finite-preserving; otherwise that module is named. Modules inside a `torch.compile`d region
+    when that module is finite-preserving; otherwise that module is named. A module first seen
+    after the first step (a branch taken late), or one called at a new line, whose small output
+    is changed in place after the call is batched until the change is seen: if that very pass
+    goes non-finite there, the finding says that the output was changed in place before it was
+    read. Modules inside a `torch.compile`d region
     do not run Python hooks and are not seen individually. The sums run in float32 (a float16
     sum would overflow at 65504), so only finite activations that add up past about 3e38 are
     reported; a layer skipped as finite-preserving could still overflow float32 by scaling
@@ -79,45 +103,54 @@ class NonFiniteActivation(RuntimeCheck):
     }
 
     def setup(self) -> None:
-        import torch
-
-        from torch_audit.runtime.check_helpers import user_site
-
-        self._torch = torch
-        self._user_site = user_site
-        self._root_site = None
-        from torch_audit.runtime.check_helpers import parameters_to_read
-
-        self._parameters_to_read = parameters_to_read
-        from torch_audit.runtime.check_helpers import finite_preserving_parameters
-
-        self._finite_preserving = finite_preserving_parameters
         import os
         import sys
 
-        import torch_audit
+        import torch
 
+        import torch_audit
+        from torch_audit.runtime.check_helpers import (
+            finite_preserving_parameters,
+            parameters_to_read,
+            user_site,
+        )
+
+        self._torch = torch
+        self._tensor = torch.Tensor
+        self._float32 = torch.float32
+        self._grad_enabled = torch.is_grad_enabled
+        self._user_site = user_site
+        self._root_site = None
+        self._parameters_to_read = parameters_to_read
+        self._finite_preserving = finite_preserving_parameters
         self._getframe = sys._getframe
         self._torch_dir = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
         self._module_py = torch.nn.modules.module.__file__
+        self._wrapped_code = torch.nn.Module._wrapped_call_impl.__code__
         self._own_dirs = tuple(os.path.dirname(os.path.abspath(p)) for p in
                                (torch_audit.__file__, torch_audit.rules.__file__))
-        self._hook_codes: set = set()  # the session's hooks and Module.__call__
-        self._caller_codes: set = set()  # functions that call modules
+        #: id(code) -> code: the session's hooks and Module.__call__ (frames to pass over), and
+        #: the functions that call modules (keyed by id: hashing a code object hashes its
+        #: contents; the code objects are kept, so their ids are not reused)
+        self._hook_codes: dict = {}
+        self._caller_codes: dict = {}
         self._ref = weakref.ref
-        self._records: list = []
-        self._sentinels: list = []
-        #: id(tensor) -> (weak reference, version) of every output read (or covered) since the
-        #: last backward: the same tensor returned again, unchanged, is not read twice
-        self._seen: dict = {}
+        #: id(module) -> (weak reference, whether its small outputs may be batched): a module's
+        #: first outputs are read at once and watched; if code modified one in place after the
+        #: module returned (before a batch would have read it), that module's outputs are read
+        #: at once from then on, so that the value read is the value it returned
+        self._batchable: dict = {id(None): _PARAMETERS}
         self._batches: list = []
         self._forwards = 0
         self._armed = False
         self._mode = None
+        self._closing = None  # the root module whose forward is returning
+        self._forget()
 
     def close(self) -> None:
         self._forget()
         self._batches = []
+        self._batchable = {id(None): _PARAMETERS}
         if self._mode is not None:
             self._mode.__exit__(None, None, None)
             self._mode = None
@@ -125,6 +158,8 @@ class NonFiniteActivation(RuntimeCheck):
     # -- precise mode: one forward pass under a dispatch mode, after the sentinel fired --------
     def on_root_forward(self, module) -> None:
         # one frame walk per outermost forward: where the model is called, as a fallback location
+        if self._p_tensors or self._watched:  # the last pass's root was not seen returning
+            self._flush()
         if self._torch.is_grad_enabled():
             self._root_site = self._user_site(3)
             self._forwards += 1
@@ -139,6 +174,9 @@ class NonFiniteActivation(RuntimeCheck):
             self._mode.__enter__()
 
     def on_root_forward_end(self, module) -> None:
+        # the batch of the pass is reduced when the root's own output has been seen, next, in
+        # on_forward: no output is held past its forward pass
+        self._closing = module
         mode, self._mode = self._mode, None
         if mode is None:
             return
@@ -153,97 +191,232 @@ class NonFiniteActivation(RuntimeCheck):
                     value="non-finite",
                     message=f"first non-finite operation (precise mode): {op} at {site_str(site)}")
 
+    # The hot path: every module call of a training forward pass. Only Python bookkeeping runs
+    # here (the tensor, its version, the module, the call site as a code object and offset),
+    # in flat lists of plain values: objects that live through a forward pass are promoted by
+    # the garbage collector, whose full collections then cost far more than the check itself.
+    # Small outputs are reduced in batches (_flush).
+    # long: the per-module hot path, inlined (a helper call per output costs more than its body)
     def on_forward(self, module, args, output) -> None:
-        torch = self._torch
-        if not torch.is_grad_enabled():
+        if not self._grad_enabled():
             return
-        if isinstance(output, torch.Tensor):
+        tensor = self._tensor
+        if isinstance(output, tensor):
             outputs = (output,)
         elif isinstance(output, (tuple, list)):
             outputs = output
         else:
+            if module is self._closing:
+                self._end_pass()
             return
-        seen = self._seen
-        indices = []
+        seen, seen_v = self._seen, self._seen_v
+        state = self._batchable.get(id(module))
+        batch = state is not None and state[1] and state[0]() is module
+        start = self._count
         dtype = None  # of a single output: whether the module could have made it non-finite
         covered = False
         for t in outputs:
-            if not isinstance(t, torch.Tensor) or not t.is_floating_point() or not t.numel():
+            if not isinstance(t, tensor) or not t.is_floating_point():
                 continue
-            entry = seen.get(id(t))
-            if entry is not None and entry[0]() is t and entry[1] == t._version:
+            n = t.numel()
+            if not n:
+                continue
+            version = t._version
+            key = id(t)
+            held = seen.get(key)
+            if held is not None and seen_v[key] == version and (
+                    held is t or (type(held) is self._ref and held() is t)):
                 continue  # read already (a container returning its child's output, an Identity)
             if len(outputs) == 1:
                 dtype = t.dtype
-                if self._covered_by_input(module, args, t, indices):
-                    seen[id(t)] = (self._ref(t), t._version)
+                if self._covered_by_input(module, args, t):
+                    seen[key], seen_v[key] = self._ref(t), version
                     covered = True
                     continue
-            indices.append(self._read(t))
-            seen[id(t)] = (self._ref(t), t._version)
-        if indices or covered:
-            self._records.append((module, indices, self._caller_site(), dtype))
+            index = self._count
+            self._count = index + 1
+            if batch and n <= SMALL:
+                self._p_tensors.append(t)
+                self._p_versions.append(version)
+                self._p_indices.append(index)
+                self._p_modules.append(module)
+                self._pending_elements += n
+                seen[key], seen_v[key] = t, version  # held until the batch anyway
+            else:
+                self._read_now(t, n, version, module, state, index)
+                seen[key], seen_v[key] = self._ref(t), version
+        if covered or self._count != start:
+            # the caller: past on_forward, the session's hook, Module._call_impl's inner and
+            # _call_impl, when the call came through Module._wrapped_call_impl (else: a walk)
+            frame = self._getframe(4)
+            site = None
+            if frame.f_code is self._wrapped_code:
+                frame = frame.f_back
+                code = frame.f_code
+                if self._caller_codes.get(id(code)) is code:
+                    site = code, frame.f_lasti
+            self._r_modules.append(module)
+            self._r_stops.append(self._count)
+            self._r_sites.append(site or self._caller_site())
+            self._r_dtypes.append(dtype)
+            if len(self._p_tensors) >= MAX_PENDING or self._pending_elements >= MAX_PENDING_ELEMENTS:
+                self._flush()
+        if module is self._closing:  # the outermost module returned
+            self._end_pass()
+
+    def _end_pass(self) -> None:
+        self._closing = None
+        if self._p_tensors or self._watched:
+            self._flush()
 
     def _caller_site(self):
-        """``(path, line)`` of the frame that called the module now returning: the line of
-        this very call (a module used twice has two). A few frame hops past the session's hook
-        and ``Module.__call__``, each a set lookup of the frame's code object."""
-        frame = self._getframe(2)
+        """``(code, offset)`` of the frame that called the module now returning, the line of
+        this very call (a module used twice has two), turned into a line only for a finding
+        (``_site``): a walk from the session's hook that passes over known frames (the hooks,
+        ``Module.__call__``; a dictionary lookup each). ``on_forward`` finds known callers at
+        a fixed depth first."""
+        frame = self._getframe(3)  # _caller_site, on_forward, forward_post -> torch's frames
         skip, callers = self._hook_codes, self._caller_codes
         while frame is not None:
             code = frame.f_code
-            if code in callers:
-                return code.co_filename, frame.f_lineno
-            if code in skip:
+            key = id(code)
+            if callers.get(key) is code:
+                return code, frame.f_lasti
+            if skip.get(key) is code:
                 frame = frame.f_back
                 continue
             path = code.co_filename
             if path == self._module_py or path.startswith(self._own_dirs):
-                skip.add(code)
+                skip[key] = code
                 frame = frame.f_back
                 continue
-            callers.add(code)
-            return path, frame.f_lineno
+            callers[key] = code
+            return code, frame.f_lasti
         return None
 
-    def _read(self, t) -> int:
-        """One float32 sum of ``t``, taken now, while the output is still in the cache: NaN and
-        ±inf propagate through it. Returns its index among this forward pass's sentinels."""
-        self._sentinels.append(t.detach().sum(dtype=self._torch.float32))
-        return len(self._sentinels) - 1
+    @staticmethod
+    def _site(raw):
+        """``(path, line)`` of a ``(code, offset)`` call site."""
+        if raw is None:
+            return None
+        code, offset = raw
+        for start, end, line in code.co_lines():
+            if start <= offset < end:
+                return code.co_filename, line if line is not None else code.co_firstlineno
+        return code.co_filename, code.co_firstlineno
 
-    def _covered_by_input(self, module, args, output, indices: list) -> bool:
+    def _read(self, t, module=None) -> None:
+        """Schedule the float32 sum of ``t`` (NaN and ±inf propagate through it) under the
+        next index of this forward pass's flags (``on_forward`` does the same inline)."""
+        index = self._count
+        self._count = index + 1
+        n, version = t.numel(), t._version
+        state = self._batchable.get(id(module))
+        if n <= SMALL and state is not None and state[1] and state[0]() is module:
+            self._p_tensors.append(t)
+            self._p_versions.append(version)
+            self._p_indices.append(index)
+            self._p_modules.append(module)
+            self._pending_elements += n
+        else:
+            self._read_now(t, n, version, module, state, index)
+
+    def _read_now(self, t, n: int, version: int, module, state, index: int) -> None:
+        """Read ``t`` now: a large output (while it is still in the cache), or a small one of
+        a module whose outputs were changed in place after it returned, or of a module not
+        seen before, which is also watched until the next batch for such a change."""
+        self._eager.append(t.detach().sum(dtype=self._float32))
+        self._eager_indices.append(index)
+        if n <= SMALL and (state is None or state[0]() is not module):
+            self._watched.append((t, version, module))
+            if len(self._watched) >= MAX_PENDING:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Reduce the held outputs in one go (``_batch_sums``: stacked by shape, one sum
+        each, under ``no_grad``: no graph and no ``detach()`` per tensor), and learn from the
+        version counters which modules' outputs were changed in place after they returned."""
+        batchable, ref = self._batchable, self._ref
+        watched = self._watched
+        if watched:
+            self._watched = []
+            for t, version, module in watched:
+                changed = t._version != version
+                entry = batchable.get(id(module))
+                if changed or entry is None or entry[0]() is not module:
+                    batchable[id(module)] = (ref(module), not changed)
+        tensors = self._p_tensors
+        if not tensors:
+            return
+        versions, indices, modules = self._p_versions, self._p_indices, self._p_modules
+        self._p_tensors, self._p_versions, self._p_indices, self._p_modules = [], [], [], []
+        self._pending_elements = 0
+        seen = self._seen
+        for t in tensors:  # no longer held: forget them (no weak reference to build)
+            if seen.get(id(t)) is t:
+                del seen[id(t)]
+        now = [t._version for t in tensors]
+        if now != versions:  # changed in place since: read as it is now, and learn
+            for k, module in enumerate(modules):
+                if now[k] != versions[k]:
+                    self._changed.add(indices[k])
+                    if module is not None:
+                        batchable[id(module)] = (ref(module), False)
+        with self._torch.no_grad():
+            for sums, positions in _batch_sums(self._torch, tensors):
+                self._parts.append(sums)
+                if len(positions) == len(indices):
+                    self._part_indices.extend(indices)
+                else:
+                    self._part_indices.extend([indices[p] for p in positions])
+
+    def _covered_by_input(self, module, args, output) -> bool:
         """Whether ``output`` is finite whenever the module's input is, and the input is a
         module output read unchanged (see ``torch_audit.runtime.finite_preserving``); the module's
-        parameters are then read instead (their indices appended to ``indices``)."""
+        parameters are then read instead."""
         params = self._parameters_to_read(module, output)
         if params is None or not args:
             return False
         x = args[0]
-        entry = self._seen.get(id(x))
-        if entry is None or entry[0]() is not x:
+        key = id(x)
+        held = self._seen.get(key)
+        if held is None or not (held is x or (type(held) is self._ref and held() is x)):
             return False
         # an in-place module (ReLU(inplace=True)) bumps its input's version once itself; any
         # other change since the read (a user's `x.div_(0)` in between) means a fresh read
         expected = x._version - 1 if output is x and getattr(module, "inplace", False) else x._version
-        if entry[1] != expected:
+        if self._seen_v[key] != expected:
             return False
         for p in params:  # now: under FSDP a layer's parameters are gathered only in its forward
-            indices.append(self._read(p))
+            self._read(p)
         return True
 
     def on_backward(self, event) -> None:
-        # Only a small vector of flags survives the forward pass: the outputs themselves were
-        # reduced as they were produced, so no activation is kept alive for this check.
-        records, sentinels = self._records, self._sentinels
+        # Only a small vector of flags survives the forward pass: large outputs were reduced
+        # as they were produced, small ones in batches, so no activation is kept alive.
+        if self._p_tensors or self._watched:
+            self._flush()
+        records = (self._r_modules, self._r_stops, self._r_sites, self._r_dtypes)
+        eager, parts = self._eager, self._parts
+        order = self._eager_indices + self._part_indices
+        changed = self._changed
         self._forget()
         self._forwards = 0
-        if not records:
+        if not records[0] or not (eager or parts):
             return
-        device = sentinels[0].device
-        if any(s.device != device for s in sentinels):  # a model split over devices
-            sentinels = [s.to(device, non_blocking=True) for s in sentinels]
-        self._batches.append((self.session.step, records, self._torch.stack(sentinels)))
+        torch = self._torch
+        if eager:
+            device = eager[0].device
+            if any(e.device != device for e in eager):  # a model split over devices
+                eager = [e.to(device, non_blocking=True) for e in eager]
+            parts = [torch.stack(eager)] + parts
+        device = parts[0].device
+        if any(p.device != device for p in parts):  # a model split over devices
+            parts = [p.to(device, non_blocking=True) for p in parts]
+        flags = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if order == sorted(order):
+            order = None  # positions are the indices
+        self._batches.append((self.session.step, (records, order, changed), flags))
         if len(self._batches) >= MAX_BATCHES:
             # no optimizer step hands them over (a hand-written update): do it now, so that
             # memory stays bounded (the session reads deferred values in bulk)
@@ -251,7 +424,12 @@ class NonFiniteActivation(RuntimeCheck):
 
     def _forget(self) -> None:
         """Drop what was recorded since the last backward."""
-        self._records, self._sentinels, self._seen = [], [], {}
+        self._r_modules, self._r_stops, self._r_sites, self._r_dtypes = [], [], [], []
+        self._seen, self._seen_v, self._count = {}, {}, 0
+        self._eager, self._eager_indices, self._watched = [], [], []
+        self._p_tensors, self._p_versions, self._p_indices, self._p_modules = [], [], [], []
+        self._pending_elements = 0
+        self._parts, self._part_indices, self._changed = [], [], set()
 
     def on_step_pre(self, ctx) -> None:
         self._forget()  # forward passes without backward: nothing to attribute
@@ -286,7 +464,8 @@ class NonFiniteActivation(RuntimeCheck):
     def _shown_site(self, module, site):
         """The call line to show: the actual caller, unless it is torch's own code (the
         ``forward`` of an ``nn.Sequential``): then the line of the nearest user-defined module
-        that uses it, or where the model was called."""
+        that uses it, or where the model was called (``site``: a ``(code, offset)`` pair)."""
+        site = self._site(site)
         if site is None or site[0].startswith(self._torch_dir):
             return self.session.call_site(module) or self._root_site
         return site
@@ -326,15 +505,30 @@ class NonFiniteActivation(RuntimeCheck):
                              f"{name} ({cls}, called at {where(site, prev_site)}), which cannot make one "
                              f"from finite input: look at the operations in between"))
 
-    def _locate(self, values: list[float], meta: list, step: int) -> None:
+    def _locate(self, values: list[float], meta: tuple, step: int) -> None:
+        if all(map(math.isfinite, values)):
+            return
         from torch_audit.runtime.check_helpers import is_torch_class
 
+        (modules, stops, sites, dtypes), order, changed = meta
+        meta = [(m, range(stops[k - 1] if k else 0, stop), site, dtype)
+                for k, (m, stop, site, dtype) in enumerate(zip(modules, stops, sites, dtypes))]
+        if order is not None:  # the flags of outputs read at once come first
+            by_index = [0.0] * len(values)
+            for position, i in enumerate(order):
+                by_index[i] = values[position]
+            values = by_index
         for k, (module, idx, site, dtype) in enumerate(meta):
             if all(math.isfinite(values[i]) for i in idx):
                 continue
+            blameless = dtype is not None and self._blameless(module, dtype)
+            if blameless and any(i in changed for i in idx):
+                # read after code changed it in place; from a finite input (every output
+                # before it was finite) this module returned a finite value: that code made it
+                continue
             if self.opts["precise"]:
                 self._armed = True
-            if dtype is not None and self._blameless(module, dtype):
+            if blameless:
                 self._blame_between(meta, k, step)
                 return
             name = self.session.index.name(module)
@@ -351,6 +545,38 @@ class NonFiniteActivation(RuntimeCheck):
             from torch_audit.runtime.check_helpers import site_str
 
             where = f" called at {site_str(site)}" if site else ""
+            if any(i in changed for i in idx):
+                where += (" (its output was changed in place after the call, before it was read: "
+                          "that code may have made the value)")
             self.report(name, step=step, module=name, path=path, line=line, value="non-finite",
                         message=self.message.format(module=name, cls=cls, where=where))
             return
+
+
+def _batch_sums(torch, tensors: tuple) -> list:
+    """One float32 sum per tensor (NaN and ±inf propagate through a sum), computed without a
+    host synchronisation and under the caller's ``no_grad``: ``(sums, positions)`` pairs, a
+    vector of sums and the positions in ``tensors`` they belong to. Tensors of one shape are
+    stacked and summed with two kernels however many there are (grouped first: a failed
+    ``stack`` raises, and torch's errors are slow to build); a shape seen once is summed
+    alone."""
+    float32 = torch.float32
+    groups: dict = {}
+    for i, t in enumerate(tensors):
+        shape = t.shape
+        group = groups.get(shape)
+        if group is None:
+            groups[shape] = [i]
+        else:
+            group.append(i)
+    out = []
+    for positions in groups.values():
+        if len(positions) == 1:
+            out.append((tensors[positions[0]].sum(dtype=float32).reshape(1), positions))
+            continue
+        part = [tensors[i] for i in positions]
+        try:
+            out.append((torch.stack(part).view(len(part), -1).sum(1, dtype=float32), positions))
+        except RuntimeError:  # one shape on several devices (a model split over devices)
+            out.extend((t.sum(dtype=float32).reshape(1), [i]) for t, i in zip(part, positions))
+    return out
