@@ -15,11 +15,13 @@ MAX_BATCHES = 32
 #: batched (see ``NonFiniteActivation._flush``): for a small tensor the per-call cost of a
 #: reduction (detach, a kernel, a scalar) is many times the reduction itself; a large one is
 #: read at once, while it is still in the cache
-SMALL = 16384
+SMALL = 4096
 #: batched outputs held at most before they are reduced (a count, and elements): they are held
-#: only for part of one forward pass, and are small
-MAX_PENDING = 64
-MAX_PENDING_ELEMENTS = 1 << 18
+#: only for part of one forward pass, and each stack stays under 128 KiB of float32, which the
+#: CPU allocator serves from its heap (larger blocks are mapped afresh, and their page faults
+#: made a stack of 64 LSTM-cell outputs cost four times one of 32)
+MAX_PENDING = 32
+MAX_PENDING_ELEMENTS = 7 * 4096
 
 #: the batching state of parameters (read instead of a normalisation layer's output; module
 #: None), batched like the outputs of a module whose outputs nobody changes in place
@@ -39,8 +41,8 @@ class NonFiniteActivation(RuntimeCheck):
 
     The check is a cheap always-on sentinel: during a training forward pass it reduces each
     module output to one float32 sum (NaN and ±inf propagate through a sum), a large output
-    when its module returns (the data is still in the cache), small ones (up to 16,384 values)
-    together, stacked by shape, when the forward pass ends or 64 are waiting: on a model of
+    when its module returns (the data is still in the cache), small ones (up to 4,096 values)
+    together, stacked by shape, when the forward pass ends or 32 are waiting: on a model of
     many small calls (an LSTM cell per timestep) a reduction per call costs more than the
     layers. Only the sums outlive the forward pass: when `backward()` starts they become a
     small flag vector, read with the step's other flags; no activation is kept past its forward
