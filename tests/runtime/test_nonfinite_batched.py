@@ -219,3 +219,18 @@ def test_a_module_whose_batched_output_was_changed_is_named_with_that_caveat():
     [finding] = _train(InPlaceOnlyLate("lin"), torch.randn(8, 4))
     assert finding.step == 2 and finding.module == "lin", finding
     assert "changed in place after the call" in finding.message, finding.message
+
+
+def test_batch_sums_are_float32_per_tensor_in_any_mix_of_shapes_and_dtypes():
+    half = torch.full((4,), 60000.0, dtype=torch.float16)  # sums past float16's 65504
+    tensors = (torch.ones(2, 3, dtype=torch.float16), torch.ones(2, 3), half,
+               torch.full((4,), float("nan"), dtype=torch.bfloat16), half, torch.ones(5))
+    with torch.no_grad():
+        parts = na._batch_sums(torch, tensors)
+    values = {}
+    for sums, positions in parts:
+        assert sums.dtype == torch.float32
+        values.update(zip(positions, sums.tolist()))
+    assert sorted(values) == list(range(len(tensors)))
+    assert [values[i] for i in (0, 1, 2, 4, 5)] == [6.0, 6.0, 240000.0, 240000.0, 5.0]
+    assert values[3] != values[3]  # NaN
