@@ -251,7 +251,8 @@ def median_ci(values: list[float], confidence: float = 0.95) -> tuple[float, flo
     return statistics.median(xs), xs[k - 1], xs[n - k]
 
 
-def measure(name: str, triples: int, clock, ignore: list[str] | None = None) -> dict:
+def measure(name: str, triples: int, clock, ignore: list[str] | None = None,
+            closure_passes: str = "first") -> dict:
     """One audit session for the whole run; each triple runs one plain step and one
     detect_anomaly step with the session paused (hooks and patches removed, so those steps run
     exactly as without torch-audit) and one audited step, in rotating order. A triple takes a
@@ -261,7 +262,7 @@ def measure(name: str, triples: int, clock, ignore: list[str] | None = None) -> 
         step()
     times: dict[str, list[float]] = {"plain": [], "audit": [], "anomaly": []}
     order = list(times)
-    with torch_audit.audit(ignore=ignore, config=False) as session:
+    with torch_audit.audit(ignore=ignore, config=False, closure_passes=closure_passes) as session:
         step()  # the session's first step builds its index
         for r in range(triples):
             for mode in order[r % 3:] + order[:r % 3]:
@@ -274,7 +275,8 @@ def measure(name: str, triples: int, clock, ignore: list[str] | None = None) -> 
                     times[mode].append(clock() - t0)
     syncs = {}
     for mode, ctx in (("plain", contextlib.nullcontext),
-                      ("audit", lambda: torch_audit.audit(ignore=ignore, config=False)),
+                      ("audit", lambda: torch_audit.audit(ignore=ignore, config=False,
+                                                          closure_passes=closure_passes)),
                       ("anomaly", lambda: torch.autograd.detect_anomaly(check_nan=True))):
         with ctx():
             step()
@@ -294,7 +296,8 @@ _HOOKS = {"forward_pre", "forward_post", "step_pre", "step_post"}
 _HANDLERS = {"on_backward_call", "on_loss_call", "emit_loss"}
 
 
-def hook_share(name: str, steps: int = 10, ignore: list[str] | None = None) -> float:
+def hook_share(name: str, steps: int = 10, ignore: list[str] | None = None,
+               closure_passes: str = "first") -> float:
     """The share of an audited step spent inside torch-audit, from cProfile: the module and
     optimizer hooks, the ``backward()``/loss handlers of the call window (with the checks they
     call) and the window's torch function mode's own time. Deterministic where wall-clock ratios are not;
@@ -307,7 +310,7 @@ def hook_share(name: str, steps: int = 10, ignore: list[str] | None = None) -> f
     for _ in range(2):
         step()
     profiler = cProfile.Profile()
-    with torch_audit.audit(ignore=ignore, config=False):
+    with torch_audit.audit(ignore=ignore, config=False, closure_passes=closure_passes):
         step()
         t0 = time.perf_counter()
         profiler.enable()
@@ -346,6 +349,9 @@ def main() -> None:
                     help="measure only this model (repeatable; default: all)")
     ap.add_argument("--ignore", action="append", default=None, metavar="CHECK",
                     help="leave a check out of the audited steps, to see what it costs (repeatable)")
+    ap.add_argument("--closure-passes", choices=["first", "all"], default="first",
+                    help="audit(closure_passes=...): which of LBFGS's closure evaluations in a step "
+                         "are watched (default: first, as audit() does)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="wall: time.perf_counter; cpu: time.process_time")
     args = ap.parse_args()
@@ -359,7 +365,7 @@ def main() -> None:
     print(f"{'model':12} {'params':>7} {'plain ms':>9} {'audit/plain [95% CI]':>27} "
           f"{'extra ms':>9} {'anomaly/plain':>14} {'syncs/step plain/audit/anomaly':>31}")
     for name in names:
-        r = measure(name, args.triples, clock, args.ignore)
+        r = measure(name, args.triples, clock, args.ignore, args.closure_passes)
         mid, lo, hi = median_ci(r["paired"]["audit"])
         anomaly = statistics.median(r["paired"]["anomaly"])
         s = r["syncs"]
@@ -376,7 +382,7 @@ def main() -> None:
           "median of each triple's audited minus plain step time")
     for name in names:
         print(f"{name}: time inside torch-audit's hooks and checks (cProfile, 10 audited steps): "
-              f"{hook_share(name, ignore=args.ignore):.1%} of the step")
+              f"{hook_share(name, ignore=args.ignore, closure_passes=args.closure_passes):.1%} of the step")
 
 
 if __name__ == "__main__":

@@ -53,11 +53,12 @@ class RunOutcome:
 
 
 def _new_session(selection: RuntimeSelection | None, every: int, fail_fast: bool,
-                 audit_options: dict[str, Any] | None) -> Any:
+                 audit_options: dict[str, Any] | None, closure_passes: str) -> Any:
     if selection is not None:
         from torch_audit.runtime.session import AuditSession
 
-        return AuditSession(every=every, fail_fast=fail_fast, selection=selection)
+        return AuditSession(every=every, fail_fast=fail_fast, selection=selection,
+                            closure_passes=closure_passes)
     from torch_audit.runtime.session import audit
 
     return audit(**(audit_options or {}))
@@ -71,6 +72,7 @@ def audit_script(
     audit_options: dict[str, Any] | None = None,
     selection: RuntimeSelection | None = None,
     every: int = 1,
+    closure_passes: str = "first",
     fail_fast: bool = False,
     max_steps: int | None = None,
     progress: TextIO | None = None,
@@ -79,12 +81,12 @@ def audit_script(
     """Run ``target`` (a script path, or a module name with ``module=True``) as ``__main__``
     inside one audit session; never raises for what the script does (its exception, exit or
     interrupt is in the returned :class:`RunOutcome`). The checks are ``selection`` (resolved
-    once, with ``every`` and ``fail_fast``), else the session of
+    once, with ``every``, ``closure_passes`` and ``fail_fast``), else the session of
     ``torch_audit.audit(**audit_options)``. Raises :class:`script_runner.ScriptNotFound`."""
     from torch_audit.runtime.causes import root_cause_first
     from torch_audit.runtime.errors import AuditFailure
 
-    session = _new_session(selection, every, fail_fast, audit_options)
+    session = _new_session(selection, every, fail_fast, audit_options, closure_passes)
     session.started_by = "`torch-audit run`"
     outcome = RunOutcome(findings=[])
     monitor = session.subscribe(RunMonitor(session, max_steps=max_steps, progress=progress,

@@ -23,6 +23,7 @@ opened the session, and events while ``torch.compiler.is_compiling()``, are left
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -49,6 +50,7 @@ except AttributeError:  # pragma: no cover - old torch
 LOSS_MODULES = (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss)
 _RELU = torch.nn.ReLU
 _get_ident = threading.get_ident
+_getframe = sys._getframe
 
 
 class TorchHooks:
@@ -70,6 +72,13 @@ class TorchHooks:
         self.root_grad_enabled = True
         self.backward_depth = 0
         self.contexts: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        #: the module forward hooks' handles, apart: they are taken off during the closure
+        #: re-evaluations of an optimizer step (see ``_mute_modules``)
+        self.module_handles: list[Any] = []
+        #: inside an optimizer's step(): the code object of the frame that ran the step's hooks
+        #: (torch's step wrapper), and the backward() calls seen since the step began
+        self.step_code: Any = None
+        self.step_backwards = 0
 
     # -- install / remove -----------------------------------------------------------------------
     def install(self, *, anything: bool) -> None:
@@ -82,8 +91,7 @@ class TorchHooks:
         self.forward_subscribers = tuple(ev.get("forward", ()))
         index = self.session.index
         if anything:  # names and roots are needed whenever anything module-related runs
-            self.handles.append(nn_module.register_module_forward_pre_hook(self.forward_pre))
-            self.handles.append(nn_module.register_module_forward_hook(self.forward_post, always_call=True))
+            self._watch_modules()
             # layers added or parameters replaced inside the block must get names too
             self.handles.append(nn_module.register_module_module_registration_hook(index.registered))
             self.handles.append(nn_module.register_module_parameter_registration_hook(index.registered))
@@ -100,6 +108,7 @@ class TorchHooks:
         self.window = CallWindow(handlers) if handlers else None
 
     def remove(self) -> None:
+        self._mute_modules()
         for handle in reversed(self.handles):
             try:
                 handle.remove()
@@ -110,6 +119,52 @@ class TorchHooks:
         self.window = None
         self.handles = []
         self.stack = []
+        self.step_code = None
+
+    def _watch_modules(self) -> None:
+        from torch.nn.modules import module as nn_module
+
+        if not self.module_handles:
+            self.module_handles = [
+                nn_module.register_module_forward_pre_hook(self.forward_pre),
+                nn_module.register_module_forward_hook(self.forward_post, always_call=True),
+            ]
+
+    def _mute_modules(self) -> None:
+        """Take the module forward hooks off: with none left, ``Module.__call__`` takes torch's
+        fast path again (a hook that returns at once still costs its slow path)."""
+        handles, self.module_handles = self.module_handles, []
+        for handle in handles:
+            try:
+                handle.remove()
+            except Exception:  # pragma: no cover - a handle whose dict is gone
+                pass
+
+    # -- closure re-evaluations -----------------------------------------------------------------
+    # An optimizer that takes a closure may evaluate it many times in one step (LBFGS: up to
+    # max_iter forward/backward passes, each at trial parameters of its line search). The first
+    # evaluation, at the parameters the step starts from, is the one whose loss step() returns:
+    # it is watched like any training pass. With closure_passes="first" (the default) the
+    # module hooks are off for the rest of the step and no call window opens, so the
+    # re-evaluations run at torch's own speed (every hook and a live call window cost 10-15% of
+    # an LBFGS step); the checks at step() (gradients, parameters, updates) still see their
+    # result. A step that raises leaves them off until the next step begins.
+    def _in_step_closure(self) -> bool:
+        """Whether a forward starting now runs inside an optimizer's step() after its first
+        backward(): the step's wrapper frame is still on the stack (a step that raised has
+        none, and its state is dropped)."""
+        code = self.step_code
+        if code is None or not self.step_backwards:
+            return False
+        frame = _getframe(2)
+        for _ in range(64):
+            if frame is None:
+                break
+            if frame.f_code is code:
+                return True
+            frame = frame.f_back
+        self.step_code = None
+        return False
 
     # -- modules --------------------------------------------------------------------------------
     def forward_pre(self, module: torch.nn.Module, args: Any) -> None:
@@ -121,6 +176,11 @@ class TorchHooks:
         if not stack:
             if self.window is not None:
                 self.window.close()  # forwards run without the mode (fast paths, cost)
+            if self.step_code is not None and self.session.closure_passes == "first" \
+                    and self._in_step_closure():
+                self._mute_modules()  # a re-evaluation of the step's closure: see above
+                self.session.unwatched_steps += 1
+                return
             if session._restrict_modules:
                 if not session.index.knows(module):
                     stack.append(module)
@@ -182,6 +242,10 @@ class TorchHooks:
             return
         if self.window is not None:
             self.window.close()  # the update runs without the mode
+        if not self.module_handles:
+            self._watch_modules()  # the last step raised during a muted closure pass
+        self.step_code = _getframe(1).f_code  # torch's step wrapper, which calls this hook
+        self.step_backwards = 0
         ctx = self.session._begin_step(optimizer)
         if ctx is not None:
             self.contexts[optimizer] = ctx
@@ -189,6 +253,9 @@ class TorchHooks:
     def step_post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if not self.session._own_thread():
             return
+        self.step_code = None
+        if not self.module_handles and self.handles:
+            self._watch_modules()
         ctx = self.contexts.pop(optimizer, None)
         if ctx is not None:  # None: not watched, or the pre-hook did not run
             self.session._end_step(ctx)
@@ -211,6 +278,7 @@ class TorchHooks:
         except Exception:  # an argument torch itself will reject: let it say so
             return func(*args, **kwargs)
         self.session._emit("backward", event)
+        self.step_backwards += 1
         self.backward_depth += 1
         try:
             result = func(*args, **kwargs)

@@ -74,6 +74,7 @@ class RunOptions:
     #: ``--option RULE.KEY=VALUE`` as given
     option: tuple[str, ...] = ()
     every: int | None = None
+    closure_passes: str | None = None
     fail_fast: bool = False
     max_steps: int | None = None
     fail_on: str | None = None
@@ -124,6 +125,7 @@ class RunSettings:
     fail_on: str
     config_path: Path | None
     root: Path
+    closure_passes: str = "first"
 
     @property
     def audit_options(self) -> dict[str, Any]:
@@ -134,6 +136,7 @@ class RunSettings:
             "ignore": [] if self.selection.report_internal else [INTERNAL_ERROR_CODE],
             "preview": True,  # the checks are chosen by code already
             "every": self.every,
+            "closure_passes": self.closure_passes,
             "fail_fast": self.fail_fast,
             "options": {code: dict(values) for code, values in self.selection.options.items()},
             "config": False,  # resolved already, from the script's directory upwards
@@ -220,6 +223,7 @@ def resolve_settings(options: RunOptions | dict[str, Any], start: Path) -> RunSe
         selection=selection, every=options.every or 1, fail_fast=options.fail_fast,
         fail_on=options.fail_on or config.fail_on, config_path=path,
         root=config.root if path else Path.cwd(),
+        closure_passes=options.closure_passes or "first",
     )
 
 
@@ -263,6 +267,8 @@ def profile_target(target: str) -> tuple[str, str] | None:
 @click.option("--option", "option", multiple=True, metavar="RULE.KEY=VALUE",
               help="Set a check's option (a TOML value), e.g. exploding-gradient.factor=20. Repeatable.")
 @click.option("--every", type=click.IntRange(min=1), default=None, help="Run the numeric step checks every N-th optimizer step.")
+@click.option("--closure-passes", type=click.Choice(["first", "all"]), default=None,
+              help="Which evaluations of an optimizer's closure in one step() to watch (LBFGS runs many) [default: first].")
 @click.option("--fail-fast", is_flag=True, help="Stop the script at the first error-severity finding.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Stop the script cleanly after N optimizer steps and report (a CI smoke test).")
@@ -354,7 +360,7 @@ def run_target(target: str, args: list[str], as_module: bool, options: RunOption
     try:
         outcome = audit_script(
             target, args, module=as_module, selection=settings.selection, every=settings.every,
-            fail_fast=settings.fail_fast, max_steps=options.max_steps,
+            closure_passes=settings.closure_passes, fail_fast=settings.fail_fast, max_steps=options.max_steps,
             progress=sys.stderr if _show_progress(options) else None,
             history=bool(options.html_file),
         )

@@ -72,6 +72,7 @@ class AuditSession:
         sync: str = "auto",
         extend_select: Iterable[str] | None = None,
         selection: RuntimeSelection | None = None,
+        closure_passes: str = "first",
     ) -> None:
         """``selection``, resolved once by :func:`torch_audit.runtime.settings.resolve_selection`
         (as :func:`audit` and ``torch-audit run`` do), replaces ``select``, ``ignore``,
@@ -84,6 +85,8 @@ class AuditSession:
             raise ValueError(f"every must be a positive integer, got {every!r}")
         if sync not in ("auto", "step", "late"):
             raise ValueError(f"sync must be 'auto', 'step' or 'late', got {sync!r}")
+        if closure_passes not in ("first", "all"):
+            raise ValueError(f"closure_passes must be 'first' or 'all', got {closure_passes!r}")
         catalog = runtime_catalog()  # static rules from their index: libcst is not imported
         if selection is None:
             selection = resolve_selection(
@@ -93,6 +96,10 @@ class AuditSession:
             )
         self.selection = selection
         self.every = every
+        #: which evaluations of an optimizer's closure inside one step() are watched
+        self.closure_passes = closure_passes
+        #: optimizer steps whose closure re-evaluations ran unwatched (TorchHooks._in_step_closure)
+        self.unwatched_steps = 0
         self.fail_fast = fail_fast
         self.sync = sync
         self._internal_rule = catalog.get(INTERNAL_ERROR_CODE)
@@ -316,6 +323,14 @@ class AuditSession:
             self.notes.append(
                 f"events of other threads ({names}) were not audited: a session audits the "
                 "thread that opened it"
+            )
+        if self.unwatched_steps:
+            n = self.unwatched_steps
+            self.notes.append(
+                f"in {n} optimizer step{'s' if n != 1 else ''}, the closure's re-evaluations "
+                "inside step() ran unwatched (the first evaluation of each step, whose loss "
+                "step() returns, was audited); audit(closure_passes='all') or `torch-audit run "
+                "--closure-passes all` watches every one"
             )
         together = self._ranks_finished_together(clean)
         try:
@@ -644,6 +659,7 @@ def audit(
     ignore: Iterable[str] | None = None,
     extend_select: Iterable[str] | None = None,
     every: int = 1,
+    closure_passes: str = "first",
     fail_fast: bool = False,
     preview: bool | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -656,7 +672,10 @@ def audit(
     ``model``/``optimizer`` restrict the audit to those objects (default: every module and
     optimizer used in the block). ``select``/``ignore``/``extend_select`` take codes, prefixes
     or names as the linter does; ``preview=True`` enables preview checks. ``every=N`` runs the
-    numeric step checks on every N-th optimizer step. ``fail_fast=True`` raises
+    numeric step checks on every N-th optimizer step. ``closure_passes`` says which evaluations
+    of an optimizer's closure inside one ``step()`` are watched: ``"first"`` (the one whose loss
+    ``step()`` returns; LBFGS's line-search re-evaluations then run at torch's own speed) or
+    ``"all"``. ``fail_fast=True`` raises
     :class:`~torch_audit.runtime.AuditFailure` on the first error-severity finding.
     Per-check options: ``options={"exploding-gradient": {"factor": 10}}``, or as keywords with
     underscores, ``exploding_gradient={"factor": 10}``. ``sync`` chooses when flags are read on
@@ -694,4 +713,4 @@ def audit(
         options=[options or {}, keyword_options],
     )
     return AuditSession(model, optimizer, every=every, fail_fast=fail_fast, sync=sync,
-                        selection=selection)
+                        selection=selection, closure_passes=closure_passes)
