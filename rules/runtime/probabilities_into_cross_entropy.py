@@ -20,8 +20,11 @@ class ProbabilitiesIntoCrossEntropy(RuntimeCheck):
     catches the visible cases, this check catches the ones hidden behind helpers and configs.
 
     ## Known problems
-    Sampled: the first steps and then every `sample_every`-th step are checked, each costing one
-    reduction over the input. The loss modules are seen wherever they run; `F.cross_entropy`
+    Sampled: at each call site the first three calls and then every `sample_every`-th call are
+    checked (counted per call site, so that a script without an optimizer step, or with
+    validation calls between steps, is sampled too), each reading at most the first 64 rows
+    of the input: a softmax makes every row a distribution, so a sample of rows is as
+    conclusive as all of them, at a cost that does not grow with the batch. The loss modules are seen wherever they run; `F.cross_entropy`
     and `F.nll_loss` only when called outside a module's `forward` (after the model's forward,
     as training loops do; a loss computed inside `forward`, as Hugging Face models do, is not
     seen). Log-probabilities (from `log_softmax`) are fine for both and are not reported.
@@ -38,11 +41,18 @@ class ProbabilitiesIntoCrossEntropy(RuntimeCheck):
     events = frozenset({"cross_entropy"})
     options = {
         "tolerance": Option(1e-3, "allowed deviation of row sums from one", float),
-        "sample_every": Option(10, "after the first steps, check every N-th step", int),
+        "sample_every": Option(10, "after the first three calls at a call site, check every N-th call there", int),
     }
+
+    #: rows (along the batch dimension) read per check
+    ROWS = 64
+    #: calls checked at each call site before sampling starts
+    FIRST_CALLS = 3
 
     def setup(self) -> None:
         self._done: set = set()
+        #: call site -> calls seen there
+        self._calls: dict = {}
 
     def on_cross_entropy(self, event) -> None:
         x = event.input
@@ -52,10 +62,12 @@ class ProbabilitiesIntoCrossEntropy(RuntimeCheck):
         if x.shape[dim] < 2 or x.numel() == 0:
             return
         step = self.session.step
-        if step >= 3 and step % self.opts["sample_every"]:
-            return
         site = event.site
         if site in self._done:
+            return
+        calls = self._calls.get(site, 0)
+        self._calls[site] = calls + 1
+        if calls >= self.FIRST_CALLS and calls % self.opts["sample_every"]:
             return
         import torch
 
@@ -63,6 +75,8 @@ class ProbabilitiesIntoCrossEntropy(RuntimeCheck):
 
         with torch.no_grad():
             xd = x.detach()
+            if dim == 1 and xd.shape[0] > self.ROWS:
+                xd = xd[:self.ROWS]
             flag = (xd.amin() >= 0) & ((xd.sum(dim) - 1).abs().amax() <= self.opts["tolerance"])
 
         nll = getattr(event, "loss", "cross_entropy") == "nll_loss"
