@@ -144,8 +144,14 @@ def _copy_examples(source: Path, dest: Path, folders: list[str]) -> None:
         for name in folders:
             shutil.copytree(source / name, dest / name, dirs_exist_ok=True)
         return
-    listing = subprocess.run(["git", f"--git-dir={source}", "ls-tree", "-r", "--name-only", "HEAD",
-                              *folders], capture_output=True, text=True, check=True).stdout.split()
+    if (source / "repo" / "HEAD").is_file():  # the search tool's fetch: <mirror>/repo
+        source = source / "repo"
+    found = subprocess.run(["git", f"--git-dir={source}", "ls-tree", "-r", "--name-only", "HEAD",
+                            *folders], capture_output=True, text=True)
+    if found.returncode != 0:
+        raise SystemExit(f"{source}: neither a pytorch/examples checkout nor its git directory "
+                         f"({found.stderr.strip().splitlines()[-1] if found.stderr.strip() else 'git failed'})")
+    listing = found.stdout.split()
     for path in listing:
         if path.endswith((".py", ".txt", ".md")) and "/data/" not in path:
             blob = subprocess.run(["git", f"--git-dir={source}", "show", f"HEAD:{path}"],
