@@ -54,10 +54,14 @@ class GradientsNotCleared(RuntimeCheck):
         self._manual: tuple[list, list, object] | None = None
         self._manual_streak = 0
         self._manual_done = False
+        #: every parameter of the audited models, as of the index's version (-1: not listed)
+        self._all_params: list = []
+        self._all_version = -1
 
     def close(self) -> None:
         self._watch = {}
         self._manual = None
+        self._all_params = []
 
     def on_step_post(self, ctx) -> None:
         watch = {}
@@ -92,7 +96,11 @@ class GradientsNotCleared(RuntimeCheck):
         parameters' norms, to compare at the next backward()."""
         import torch
 
-        params = [p for p in self.session.index.parameters()
+        index = self.session.index
+        if self._all_version != index.version:  # the model's parameters, listed once per change
+            self._all_version = index.version
+            self._all_params = list(index.parameters())
+        params = [p for p in self._all_params
                   if p.requires_grad and p.grad is not None and not p.grad.is_sparse]
         if not params:
             self._manual = None
