@@ -46,6 +46,24 @@ except AttributeError:  # pragma: no cover - old torch
         return False
 
 
+def _eager(fn: Callable) -> Callable:
+    """``fn`` skipped by ``torch.compile`` (run eagerly, at a graph break) where torch has it."""
+    disable = getattr(getattr(torch, "compiler", None), "disable", None)
+    return disable(fn) if disable is not None else fn
+
+
+def _hook_caller() -> Any:
+    """The code object of the frame that called the hook now running: past the hook and the
+    ``torch.compiler.disable`` wrapper around it (``_eager``)."""
+    frame = _getframe(2)
+    while frame is not None and frame.f_code.co_filename.endswith(_DYNAMO_WRAPPER):
+        frame = frame.f_back
+    return frame.f_code if frame is not None else None
+
+
+#: where torch.compiler.disable's wrapper lives (torch/_dynamo/eval_frame.py)
+_DYNAMO_WRAPPER = "eval_frame.py"
+
 #: loss modules whose calls are ``cross_entropy`` events (``NLLLoss`` flagged as such)
 LOSS_MODULES = (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss)
 _RELU = torch.nn.ReLU
@@ -95,8 +113,10 @@ class TorchHooks:
             # layers added or parameters replaced inside the block must get names too
             self.handles.append(nn_module.register_module_module_registration_hook(index.registered))
             self.handles.append(nn_module.register_module_parameter_registration_hook(index.registered))
-            self.handles.append(optim_module.register_optimizer_step_pre_hook(self.step_pre))
-            self.handles.append(optim_module.register_optimizer_step_post_hook(self.step_post))
+            # run as Python even inside a compiled optimizer step: Dynamo would otherwise
+            # trace into them and warn about what it cannot trace (the thread test)
+            self.handles.append(optim_module.register_optimizer_step_pre_hook(_eager(self.step_pre)))
+            self.handles.append(optim_module.register_optimizer_step_post_hook(_eager(self.step_post)))
         handlers: dict[Any, Callable] = {}
         if "backward" in ev or "backward_end" in ev:
             handlers[torch.Tensor.backward] = self.on_backward_call
@@ -244,7 +264,7 @@ class TorchHooks:
             self.window.close()  # the update runs without the mode
         if not self.module_handles:
             self._watch_modules()  # the last step raised during a muted closure pass
-        self.step_code = _getframe(1).f_code  # torch's step wrapper, which calls this hook
+        self.step_code = _hook_caller()  # torch's step wrapper, which calls this hook
         self.step_backwards = 0
         ctx = self.session._begin_step(optimizer)
         if ctx is not None:

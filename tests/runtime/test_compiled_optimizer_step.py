@@ -1,0 +1,39 @@
+"""A compiled optimizer step (`torch.compile(opt.step)`, a documented PyTorch recipe) under a
+session: the session's step hooks run eagerly instead of being traced, so Dynamo prints no
+warning that a plain run would not, and the steps are still seen."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import torch_audit
+
+
+def _fit(steps: int = 3) -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+
+    @torch.compile(backend="eager")  # no C++ compiler needed: Dynamo's tracing is the point
+    def step():
+        opt.step()
+
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(torch.randn(8, 4)), torch.randint(0, 2, (8,))).backward()
+        step()
+
+
+def test_compiled_optimizer_step_gets_no_dynamo_warning_from_the_session():
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch_audit.audit(config=False) as session:
+            _fit()
+    ours = [w for w in caught if "Dynamo" in str(w.message) or "trace" in str(w.message)]
+    assert ours == [], [str(w.message)[:200] for w in ours]
+    assert session.optimizer_steps == 3 and session.findings == []
