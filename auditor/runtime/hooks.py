@@ -61,6 +61,14 @@ def _hook_caller() -> Any:
     return frame.f_code if frame is not None else None
 
 
+def _remove_handles(handles: Any) -> None:
+    for handle in handles:
+        try:
+            handle.remove()
+        except Exception:  # pragma: no cover - a handle whose dict is gone
+            pass
+
+
 #: where torch.compiler.disable's wrapper lives (torch/_dynamo/eval_frame.py)
 _DYNAMO_WRAPPER = "eval_frame.py"
 
@@ -129,11 +137,7 @@ class TorchHooks:
 
     def remove(self) -> None:
         self._mute_modules()
-        for handle in reversed(self.handles):
-            try:
-                handle.remove()
-            except Exception:  # pragma: no cover - a handle whose dict is gone
-                pass
+        _remove_handles(reversed(self.handles))
         if self.window is not None:
             self.window.close()
         self.window = None
@@ -154,11 +158,7 @@ class TorchHooks:
         """Take the module forward hooks off: with none left, ``Module.__call__`` takes torch's
         fast path again (a hook that returns at once still costs its slow path)."""
         handles, self.module_handles = self.module_handles, []
-        for handle in handles:
-            try:
-                handle.remove()
-            except Exception:  # pragma: no cover - a handle whose dict is gone
-                pass
+        _remove_handles(handles)
 
     # -- closure re-evaluations -----------------------------------------------------------------
     # An optimizer that takes a closure may evaluate it many times in one step (LBFGS: up to

@@ -360,7 +360,8 @@ def run_target(target: str, args: list[str], as_module: bool, options: RunOption
     try:
         outcome = audit_script(
             target, args, module=as_module, selection=settings.selection, every=settings.every,
-            closure_passes=settings.closure_passes, fail_fast=settings.fail_fast, max_steps=options.max_steps,
+            closure_passes=settings.closure_passes, fail_fast=settings.fail_fast,
+            max_steps=options.max_steps,
             progress=sys.stderr if _show_progress(options) else None,
             history=bool(options.html_file),
         )
