@@ -192,3 +192,30 @@ def test_run_takes_closure_passes(tmp_path):
     assert "unwatched" not in every.output
     bad = CliRunner().invoke(run, ["--closure-passes", "some", str(script)])
     assert bad.exit_code == 2 and "'some' is not one of 'first', 'all'" in bad.output
+
+
+@pytest.mark.parametrize("passes", ["first", "all"])
+def test_lbfgs_trains_bitwise_identically_under_the_audit(passes):
+    def final_parameters(audited: bool) -> list:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+        opt = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5)
+        x, y = torch.randn(32, 4), torch.randn(32, 1)
+
+        def closure():
+            opt.zero_grad()
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+            return loss
+
+        if audited:
+            with torch_audit.audit(config=False, closure_passes=passes):
+                for _ in range(3):
+                    opt.step(closure)
+        else:
+            for _ in range(3):
+                opt.step(closure)
+        return [p.detach().clone() for p in model.parameters()]
+
+    plain, audited = final_parameters(False), final_parameters(True)
+    assert all(torch.equal(a, b) for a, b in zip(plain, audited))
