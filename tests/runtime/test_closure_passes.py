@@ -5,6 +5,8 @@ in how many steps re-evaluations ran unwatched; ``closure_passes="all"`` watches
 
 from __future__ import annotations
 
+import runpy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +15,11 @@ from torch.nn.modules import module as nn_module
 
 import torch_audit
 from torch_audit.runtime.subscribers import Subscriber
+
+from harness import RUNTIME_FIXTURES
+
+#: the silent recipe: LBFGS with a closure, 4 steps of up to 5 iterations
+LBFGS_RECIPE = RUNTIME_FIXTURES / "_recipes" / "lbfgs_closure.py"
 
 
 class Passes(Subscriber):
@@ -168,53 +175,31 @@ def test_closure_passes_is_validated():
         torch_audit.audit(config=False, closure_passes="some")
 
 
-def test_run_takes_closure_passes(tmp_path):
+def test_run_takes_closure_passes():
     from click.testing import CliRunner
 
     from torch_audit.runtime.run_command import run
 
-    script = tmp_path / "fit.py"
-    script.write_text(
-        "import torch\nimport torch.nn.functional as F\nfrom torch import nn\n"
-        "torch.manual_seed(0)\nmodel = nn.Linear(4, 1)\n"
-        "opt = torch.optim.LBFGS(model.parameters(), max_iter=4, tolerance_grad=0.0, tolerance_change=0.0)\n"
-        "x, y = torch.randn(8, 4), torch.randn(8, 1)\n"
-        "def closure():\n    opt.zero_grad()\n    loss = F.mse_loss(model(x), y)\n"
-        "    loss.backward()\n    return loss\n"
-        "for _ in range(2):\n    opt.step(closure)\n",
-        encoding="utf-8",
-    )
-    default = CliRunner().invoke(run, [str(script)])
+    script = str(LBFGS_RECIPE)
+    default = CliRunner().invoke(run, [script])
     assert default.exit_code == 0, default.output
     assert "the closure's re-evaluations inside step() ran unwatched" in default.output
-    every = CliRunner().invoke(run, ["--closure-passes", "all", str(script)])
+    every = CliRunner().invoke(run, ["--closure-passes", "all", script])
     assert every.exit_code == 0, every.output
     assert "unwatched" not in every.output
-    bad = CliRunner().invoke(run, ["--closure-passes", "some", str(script)])
+    bad = CliRunner().invoke(run, ["--closure-passes", "some", script])
     assert bad.exit_code == 2 and "'some' is not one of 'first', 'all'" in bad.output
 
 
 @pytest.mark.parametrize("passes", ["first", "all"])
 def test_lbfgs_trains_bitwise_identically_under_the_audit(passes):
+    # the silent LBFGS recipe, run as a script: its module-level model after training
     def final_parameters(audited: bool) -> list:
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
-        opt = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5)
-        x, y = torch.randn(32, 4), torch.randn(32, 1)
-
-        def closure():
-            opt.zero_grad()
-            loss = F.mse_loss(model(x), y)
-            loss.backward()
-            return loss
-
         if audited:
             with torch_audit.audit(config=False, closure_passes=passes):
-                for _ in range(3):
-                    opt.step(closure)
+                model = runpy.run_path(str(LBFGS_RECIPE))["model"]
         else:
-            for _ in range(3):
-                opt.step(closure)
+            model = runpy.run_path(str(LBFGS_RECIPE))["model"]
         return [p.detach().clone() for p in model.parameters()]
 
     plain, audited = final_parameters(False), final_parameters(True)
