@@ -47,16 +47,29 @@ except AttributeError:  # pragma: no cover - old torch
 
 
 def _eager(fn: Callable) -> Callable:
-    """``fn`` skipped by ``torch.compile`` (run eagerly, at a graph break) where torch has it."""
-    disable = getattr(getattr(torch, "compiler", None), "disable", None)
-    return disable(fn) if disable is not None else fn
+    """``fn`` as a hook that ``torch.compile`` does not trace: inside a compiled region it runs
+    eagerly, at a graph break. ``torch.compiler.disable`` is only called while Dynamo traces
+    (and so is imported): calling it at install time would import Dynamo, over a second of
+    start-up for every script that never compiles anything."""
+    def hook(*args: Any) -> Any:
+        if compiling():
+            return torch.compiler.disable(fn)(*args)
+        return fn(*args)
+    return hook
+
+
+#: frames between torch's caller of a hook and the hook: ``_eager``'s wrapper and, while
+#: compiling, torch.compiler.disable's (torch/_dynamo/eval_frame.py)
+_EAGER_WRAPPER = _eager(lambda: None).__code__
+_DYNAMO_WRAPPER = "eval_frame.py"
 
 
 def _hook_caller() -> Any:
     """The code object of the frame that called the hook now running: past the hook and the
-    ``torch.compiler.disable`` wrapper around it (``_eager``)."""
+    wrappers ``_eager`` puts around it."""
     frame = _getframe(2)
-    while frame is not None and frame.f_code.co_filename.endswith(_DYNAMO_WRAPPER):
+    while frame is not None and (frame.f_code is _EAGER_WRAPPER
+                                 or frame.f_code.co_filename.endswith(_DYNAMO_WRAPPER)):
         frame = frame.f_back
     return frame.f_code if frame is not None else None
 
@@ -68,9 +81,6 @@ def _remove_handles(handles: Any) -> None:
         except Exception:  # pragma: no cover - a handle whose dict is gone
             pass
 
-
-#: where torch.compiler.disable's wrapper lives (torch/_dynamo/eval_frame.py)
-_DYNAMO_WRAPPER = "eval_frame.py"
 
 #: loss modules whose calls are ``cross_entropy`` events (``NLLLoss`` flagged as such)
 LOSS_MODULES = (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss)

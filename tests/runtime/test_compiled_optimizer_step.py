@@ -1,9 +1,13 @@
 """A compiled optimizer step (`torch.compile(opt.step)`, a documented PyTorch recipe) under a
 session: the session's step hooks run eagerly instead of being traced, so Dynamo prints no
-warning that a plain run would not, and the steps are still seen."""
+warning that a plain run would not, and the steps are still seen. Making them so must not
+import Dynamo into a script that never compiles anything (over a second of start-up)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import torch
@@ -37,3 +41,23 @@ def test_compiled_optimizer_step_gets_no_dynamo_warning_from_the_session():
     ours = [w for w in caught if "Dynamo" in str(w.message) or "trace" in str(w.message)]
     assert ours == [], [str(w.message)[:200] for w in ours]
     assert session.optimizer_steps == 3 and session.findings == []
+
+
+def test_a_session_does_not_import_dynamo_into_a_script_that_does_not():
+    # a fresh interpreter: this test process has imported Dynamo already
+    script = textwrap.dedent("""
+        import sys
+        import torch
+        import torch_audit
+        from torch import nn
+
+        with torch_audit.audit(config=False) as session:
+            model = nn.Linear(3, 1)
+            for _ in range(2):
+                model.zero_grad()
+                model(torch.randn(4, 3)).sum().backward()
+        assert session.findings == []
+        print("dynamo" if "torch._dynamo" in sys.modules else "no dynamo")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "no dynamo"
