@@ -136,13 +136,14 @@ class TorchHooks:
             self.handles.append(optim_module.register_optimizer_step_pre_hook(_eager(self.step_pre)))
             self.handles.append(optim_module.register_optimizer_step_post_hook(_eager(self.step_post)))
         handlers: dict[Any, Callable] = {}
-        if "backward" in ev or "backward_end" in ev:
-            handlers[torch.Tensor.backward] = self.on_backward_call
-            handlers[torch.autograd.backward] = self.on_backward_call
         if "cross_entropy" in ev:
             F = torch.nn.functional
             handlers[F.cross_entropy] = self.on_loss_call
             handlers[F.nll_loss] = self.on_loss_call
+        if handlers or "backward" in ev or "backward_end" in ev:
+            # also without a subscriber: backward() is where the window closes
+            handlers[torch.Tensor.backward] = self.on_backward_call
+            handlers[torch.autograd.backward] = self.on_backward_call
         self.window = CallWindow(handlers) if handlers else None
 
     def remove(self) -> None:
@@ -239,29 +240,33 @@ class TorchHooks:
             stack.pop()
         elif module in stack:  # pragma: no cover - unbalanced (exception inside a child)
             del stack[stack.index(module):]
+        window = None
         if not stack:
             if module is self.root:
                 session._emit("root_forward_end", module)
-            if self.window is not None:
-                self.window.open()  # the loss and the backward() call come next
-        if output is None:
-            return
-        cls = type(module)
-        if cls in LOSS_MODULES and "cross_entropy" in self.by_event and len(args) >= 2 \
-                and isinstance(args[0], torch.Tensor):
-            self.emit_loss(args[0], args[1], {}, cls is torch.nn.NLLLoss, module)
-        if session._restrict_modules and not session.index.knows(module):
-            return
-        if cls is _RELU and "relu" in self.by_event and isinstance(output, torch.Tensor):
-            session._emit("relu", CallEvent(None, output=output, module=module))
-        for subscriber, on_forward in self.forward_subscribers:  # every module call: no extra frame
-            if subscriber.enabled:
-                try:
-                    on_forward(module, args, output)
-                except AuditFailure:
-                    raise
-                except Exception as exc:  # a subscriber must never break training
-                    session._subscriber_failed(subscriber, exc)
+            window = self.window  # opened below: the loss and the backward() call come next
+        try:
+            if output is None:
+                return
+            cls = type(module)
+            if cls in LOSS_MODULES and "cross_entropy" in self.by_event and len(args) >= 2 \
+                    and isinstance(args[0], torch.Tensor):
+                self.emit_loss(args[0], args[1], {}, cls is torch.nn.NLLLoss, module)
+            if session._restrict_modules and not session.index.knows(module):
+                return
+            if cls is _RELU and "relu" in self.by_event and isinstance(output, torch.Tensor):
+                session._emit("relu", CallEvent(None, output=output, module=module))
+            for subscriber, on_forward in self.forward_subscribers:  # every call: no extra frame
+                if subscriber.enabled:
+                    try:
+                        on_forward(module, args, output)
+                    except AuditFailure:
+                        raise
+                    except Exception as exc:  # a subscriber must never break training
+                        session._subscriber_failed(subscriber, exc)
+        finally:
+            if window is not None:  # after the subscribers: their torch calls are not watched
+                window.open()
 
     def current_module(self) -> torch.nn.Module | None:
         return self.stack[-1] if self.stack else None
@@ -315,6 +320,8 @@ class TorchHooks:
         finally:
             self.backward_depth -= 1
         self.session._emit("backward_end", event)
+        if window is not None:
+            window.close_after_handler()
         return result
 
     def on_loss_call(self, func: Callable, args: tuple, kwargs: dict) -> Any:

@@ -11,8 +11,9 @@ function passes through when a mode is active.
 A mode costs a Python call for every torch call made while it is on the stack (about 2 us),
 and it makes ``has_torch_function`` true, which turns off fast paths such as the native
 transformer's. So the mode is *not* on for the whole session: the session opens a *window*
-when an outermost module forward ends and closes it when the next outermost forward starts, an
-optimizer steps, or ``backward()`` is called. The window covers what the audit needs to see,
+when an outermost module forward ends (after the session's work on its output) and closes it
+when the next outermost forward starts, an optimizer steps, or ``backward()`` returns
+(:meth:`CallWindow.close_after_handler`). The window covers what the audit needs to see,
 the loss computed from the model's output and the ``backward()`` call on it, and nothing of the
 forward passes, the optimizer's update or the data loading. Limits that follow (documented in
 ``docs/runtime.md``): a ``backward()`` whose graph was built without any module forward, and a
@@ -29,10 +30,11 @@ the stack and takes the modes above it off and back when it changes.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 import torch
-from torch.overrides import TorchFunctionMode
+from torch.overrides import TorchFunctionMode, handle_torch_function
 
 __all__ = ["CallWindow"]
 
@@ -47,6 +49,10 @@ def _stack_modes() -> list[Any]:
 def _default_device_mode() -> Any:
     """The mode ``torch.set_default_device`` keeps at the bottom of the stack, if any."""
     return getattr(getattr(torch, "_GLOBAL_DEVICE_CONTEXT", None), "device_context", None)
+
+
+#: the torch function that takes a mode off the stack, calls it, and puts it back
+_HANDLE_TORCH_FUNCTION = handle_torch_function.__code__
 
 
 class _Mode(TorchFunctionMode):
@@ -82,6 +88,8 @@ class CallWindow:
     def __init__(self, handlers: dict[Any, Callable]) -> None:
         self._mode = _Mode(handlers)
         self._pushed = False
+        #: the one-shot profile function of close_after_handler, while it waits
+        self._closer: Callable | None = None
 
     @property
     def is_open(self) -> bool:
@@ -99,8 +107,43 @@ class CallWindow:
         self._pushed = True
         self._mode.live = True
 
+    def close_after_handler(self) -> None:
+        """Called from a handler: close the window, taking the mode off the stack as soon as
+        torch has put it back.
+
+        While a handler runs, torch keeps the mode stashed and pushes it back after
+        ``__torch_function__`` returns, so ``close`` cannot take it off the stack from there.
+        Left on until the next close (the next forward), a dead mode costs every torch call in
+        between about 2 us: a hand-written update, ``zero_grad()``, the next batch. So a
+        one-shot profile function (this thread only) closes the window when torch's
+        ``handle_torch_function``, which put the mode back, returns. It is not installed when
+        the thread has a profile function already (a profiler of the user's): the mode then
+        stays until the next close, as it would without this."""
+        self._mode.live = False
+        if not self._pushed or sys.getprofile() is not None:
+            return
+        frame = sys._getframe(1)
+        for _ in range(8):  # the handler, _Mode.__torch_function__, then handle_torch_function
+            if frame is None or frame.f_code is _HANDLE_TORCH_FUNCTION:
+                break
+            frame = frame.f_back
+        if frame is None or frame.f_code is not _HANDLE_TORCH_FUNCTION:
+            return  # called some other way: left to the next close
+        target = frame
+
+        def closer(frame: Any, event: str, arg: Any) -> None:
+            if frame is target and event == "return":
+                self.close()
+
+        self._closer = closer
+        sys.setprofile(closer)
+
     def close(self) -> None:
         """Stop watching, and take the mode off the stack (keeping the order of the others)."""
+        if self._closer is not None:
+            if sys.getprofile() is self._closer:
+                sys.setprofile(None)
+            self._closer = None
         self._mode.live = False
         if not self._pushed or self._mode.busy:
             return  # inside a handler torch has stashed the mode; removed at the next close

@@ -1,0 +1,103 @@
+"""How long the session's call window (a torch function mode, ``auditor/runtime/intercept.py``)
+stays on the torch-function stack. While it is there every torch call pays a Python call, so it
+covers the loss and the ``backward()`` call and nothing else: not the session's own work on a
+forward's outputs, and not what runs after ``backward()`` returns (a hand-written update,
+``zero_grad()``, the next batch), also in scripts without an optimizer, whose step hook would
+otherwise be the next place to close it."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import torch_audit
+from torch_audit.runtime.subscribers import Subscriber
+
+
+def _stack() -> int:
+    return torch._C._len_torch_function_stack()
+
+
+def _manual_sgd(model, steps, *, after_backward=None, nan_at=None):
+    """A loop without a torch.optim optimizer: the update is written by hand."""
+    for step in range(steps):
+        model.zero_grad()
+        loss = F.mse_loss(model(torch.randn(8, 4)), torch.randn(8, 1))
+        if step == nan_at:
+            loss = loss * float("nan")
+        loss.backward()
+        if after_backward is not None:
+            after_backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.01 * p.grad
+
+
+def test_the_window_is_off_the_stack_when_backward_returns():
+    seen = []
+    model = nn.Linear(4, 1)
+    with torch_audit.audit(config=False) as session:
+        _manual_sgd(model, 4, after_backward=lambda: seen.append(_stack()), nan_at=3)
+    assert seen == [0, 0, 0, 0]
+    assert sys.getprofile() is None
+    assert "TA701" in session.codes, session.report()  # the loss was still seen
+
+
+def test_a_profile_function_of_the_users_is_kept():
+    """With a profiler of the user's installed the session does not replace it: the window then
+    stays until the next forward, as the audit still works."""
+    events = []
+
+    def profiler(frame, event, arg):
+        events.append(event)
+
+    model = nn.Linear(4, 1)
+    sys.setprofile(profiler)
+    try:
+        with torch_audit.audit(config=False) as session:
+            _manual_sgd(model, 3, nan_at=2)
+            still_ours = sys.getprofile() is profiler
+    finally:
+        sys.setprofile(None)
+    assert still_ours and events
+    assert _stack() == 0
+    assert "TA701" in session.codes, session.report()
+
+
+def test_backward_closes_the_window_when_only_loss_checks_are_selected():
+    seen = []
+    model = nn.Linear(4, 3)
+    with torch_audit.audit(config=False, select=["cross-entropy-single-class"]):
+        for _ in range(2):
+            F.cross_entropy(model(torch.randn(8, 4)), torch.randint(0, 3, (8,))).backward()
+            seen.append(_stack())
+    assert seen == [0, 0]
+
+
+def test_the_sessions_work_on_a_forwards_outputs_runs_outside_the_window():
+    """Subscribers see the outermost module's output before the window opens: their own torch
+    calls are not intercepted."""
+
+    class Probe(Subscriber):
+        events = frozenset({"forward", "root_forward_end"})
+
+        def __init__(self):
+            self.stacks = []
+
+        def on_forward(self, module, args, output):
+            self.stacks.append(_stack())
+
+        def on_root_forward_end(self, module):
+            self.stacks.append(_stack())
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 3))
+    with torch_audit.audit(config=False) as session:
+        probe = session.subscribe(Probe())
+        for _ in range(2):
+            out = model(torch.randn(8, 4))
+            assert _stack() == 1  # open for the loss and backward()
+            F.cross_entropy(out, torch.randint(0, 3, (8,))).backward()
+    assert len(probe.stacks) == 2 * 5 and set(probe.stacks) == {0}
