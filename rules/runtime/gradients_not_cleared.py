@@ -19,7 +19,10 @@ class GradientsNotCleared(RuntimeCheck):
     Without any `torch.optim` optimizer (a hand-written update such as
     `p.data -= lr * p.grad`), it reports gradients that were not cleared between two
     `backward()` calls while the parameters changed in between: the hand-written update applied
-    the sum of all gradients so far, the same bug as a missing `zero_grad()`.
+    the sum of all gradients so far, the same bug as a missing `zero_grad()`. The parameters
+    are read (their norms) only once gradients were seen uncleared between two `backward()`
+    calls, so a loop that clears them pays nothing for this; the bug is reported at the fourth
+    `backward()`.
 
     ## Known problems
     Intentional accumulation (several backward passes per step, cleared after the step) is
@@ -50,8 +53,10 @@ class GradientsNotCleared(RuntimeCheck):
         self._watch: dict[str, dict[int, list]] = {}
         self._optimizer_seen = False
         # hand-written updates: the parameters with a gradient after the last backward(), the
-        # (id, version) of each gradient then, and the parameters' norms (on the device)
+        # (id, version) of each gradient then, and the parameters' norms (on the device; None
+        # unless the gradients were left uncleared last time, see _manual_record)
         self._manual: tuple[list, list, object] | None = None
+        self._manual_suspect = False
         self._manual_streak = 0
         self._manual_done = False
         #: every parameter of the audited models, as of the index's version (-1: not listed)
@@ -92,8 +97,11 @@ class GradientsNotCleared(RuntimeCheck):
 
     # -- hand-written updates (no optimizer) ----------------------------------------------------
     def _manual_record(self) -> None:
-        """After backward(): which parameters hold a gradient, which gradient, and the
-        parameters' norms, to compare at the next backward()."""
+        """After backward(): which parameters hold a gradient and which gradient, to compare at
+        the next backward(); and the parameters' norms, to tell a hand-written update from
+        gradient accumulation, only once gradients were found uncleared between two backward()
+        calls: a loop that clears them never pays for the norms (the bug is then reported one
+        backward() later)."""
         import torch
 
         index = self.session.index
@@ -106,6 +114,9 @@ class GradientsNotCleared(RuntimeCheck):
             self._manual = None
             return
         grads = [(id(p.grad), p.grad._version) for p in params]
+        if not self._manual_suspect:
+            self._manual = (params, grads, None)
+            return
         with torch.no_grad():
             from torch_audit.runtime.check_helpers import norms
 
@@ -122,9 +133,12 @@ class GradientsNotCleared(RuntimeCheck):
         params, grads, before = manual
         kept = [i for i, (p, (gid, ver)) in enumerate(zip(params, grads))
                 if p.grad is not None and id(p.grad) == gid and p.grad._version == ver]
+        self._manual_suspect = bool(kept)
         if not kept:
             self._manual_streak = 0
             return
+        if before is None:
+            return  # no norms recorded: the next backward() tells
         from torch_audit.runtime.check_helpers import norms
 
         with torch.no_grad():
