@@ -201,7 +201,7 @@ class TorchHooks:
     def forward_pre(self, module: torch.nn.Module, args: Any) -> None:
         session = self.session
         # the audited thread is the common case: one comparison before the full test
-        if (_get_ident() != session._thread and not session._own_thread()) or compiling():
+        if compiling() or (_get_ident() != session._thread and not session._own_thread()):
             return
         stack = self.stack
         if not stack:
@@ -233,7 +233,7 @@ class TorchHooks:
     # long: complexity 23, the per-module hot path
     def forward_post(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         session = self.session
-        if (_get_ident() != session._thread and not session._own_thread()) or compiling():
+        if compiling() or (_get_ident() != session._thread and not session._own_thread()):
             return
         stack = self.stack
         if stack and stack[-1] is module:

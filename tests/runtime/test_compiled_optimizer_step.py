@@ -61,3 +61,21 @@ def test_a_session_does_not_import_dynamo_into_a_script_that_does_not():
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "no dynamo"
+
+
+def test_a_compiled_model_gets_no_dynamo_warning_from_the_module_hooks():
+    # the module hooks asked for the thread id before asking whether Dynamo was tracing them
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    compiled = torch.compile(model, backend="eager")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch_audit.audit(config=False):
+            for _ in range(2):
+                opt.zero_grad()
+                F.cross_entropy(compiled(torch.randn(4, 8)), torch.randint(0, 3, (4,))).backward()
+                opt.step()
+    untraceable = [str(w.message)[:120] for w in caught if "does not know how to trace" in str(w.message)]
+    assert untraceable == []
