@@ -27,7 +27,11 @@ __all__ = ["ASYNC_READ_DEVICES", "MAX_PENDING", "DeferredReads", "readable", "st
 ASYNC_READ_DEVICES = frozenset({"cuda"})
 
 #: deferred reads held at most before they are read without waiting for an optimizer step
-MAX_PENDING = 1024
+#: (a step defers a handful: six with every check on a 148-parameter transformer). Kept small
+#: for loops without an optimizer: reads held for hundreds of steps outlive the garbage
+#: collector's young generations, and its full collections (over every object of torch's
+#: heap, about 0.1 s each) then come every few thousand steps
+MAX_PENDING = 64
 
 #: (owner, callback) pairs waiting for the values of one tensor
 Callbacks = list[tuple[Any, Callable[[list[float]], Any]]]

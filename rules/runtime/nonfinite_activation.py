@@ -8,9 +8,6 @@ from torch_audit.rule import Option
 from torch_audit.runtime.check import RuntimeCheck
 
 
-#: backward() calls whose flags wait for an optimizer step at most
-MAX_BATCHES = 32
-
 #: outputs with at most this many elements are not reduced when their module returns but
 #: batched (see ``NonFiniteActivation._flush``): for a small tensor the per-call cost of a
 #: reduction (detach, a kernel, a scalar) is many times the reduction itself; a large one is
@@ -142,7 +139,6 @@ class NonFiniteActivation(RuntimeCheck):
         #: module returned (before a batch would have read it), that module's outputs are read
         #: at once from then on, so that the value read is the value it returned
         self._batchable: dict = {id(None): _PARAMETERS}
-        self._batches: list = []
         self._forwards = 0
         self._armed = False
         self._mode = None
@@ -151,7 +147,6 @@ class NonFiniteActivation(RuntimeCheck):
 
     def close(self) -> None:
         self._forget()
-        self._batches = []
         self._batchable = {id(None): _PARAMETERS}
         if self._mode is not None:
             self._mode.__exit__(None, None, None)
@@ -418,11 +413,11 @@ class NonFiniteActivation(RuntimeCheck):
         flags = parts[0] if len(parts) == 1 else torch.cat(parts)
         if order == sorted(order):
             order = None  # positions are the indices
-        self._batches.append((self.session.step, (records, order, changed), flags))
-        if len(self._batches) >= MAX_BATCHES:
-            # no optimizer step hands them over (a hand-written update): do it now, so that
-            # memory stays bounded (the session reads deferred values in bulk)
-            self._flush_batches()
+        # handed to the session's reads now: with an optimizer they are read at its step, as
+        # they would be if held here; without one, held batches outlived the garbage
+        # collector's young generations and made its full collections frequent
+        meta, step = (records, order, changed), self.session.step
+        self.defer(flags, lambda values: self._locate(values, meta, step))
 
     def _forget(self) -> None:
         """Drop what was recorded since the last backward."""
@@ -435,16 +430,9 @@ class NonFiniteActivation(RuntimeCheck):
 
     def on_step_pre(self, ctx) -> None:
         self._forget()  # forward passes without backward: nothing to attribute
-        self._flush_batches()
 
     def on_finish(self) -> None:
         self._forget()
-        self._flush_batches()
-
-    def _flush_batches(self) -> None:
-        batches, self._batches = self._batches, []
-        for step, meta, flags in batches:
-            self.defer(flags, lambda values, m=meta, s=step: self._locate(values, m, s))
 
     def _blameless(self, module, dtype) -> bool:
         """Whether ``module``, which returned one tensor of ``dtype``, cannot have made a
