@@ -129,7 +129,7 @@ class DeferredReads:
         self.pending, self._pending_ids, self._inflight = [], {}, []
 
     def _read_group(self, device: torch.device, items: list, final: bool) -> None:
-        flat = torch.cat([t.detach().reshape(-1).to(torch.float32) for t, _ in items])
+        flat = torch.cat([_flat_float32(t) for t, _ in items])
         if self.late and device.type in ASYNC_READ_DEVICES and not final:
             self._inflight.append((*start_host_copy(flat), items))
         else:
@@ -154,6 +154,14 @@ class DeferredReads:
             offset += n
             for owner, cb in callbacks:
                 self._call(owner, cb, part)
+
+
+def _flat_float32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a 1-D float32 tensor outside autograd; most deferred values (the checks' flag
+    vectors) are one already, and three dispatches each add up over dozens of reads."""
+    if t.dtype is torch.float32 and t.dim() == 1 and not t.requires_grad:
+        return t
+    return t.detach().reshape(-1).to(torch.float32)
 
 
 def _passes_through(exc: BaseException) -> bool:
