@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +37,13 @@ def _manual_sgd(model, steps, *, after_backward=None, nan_at=None):
                 p -= 0.01 * p.grad
 
 
+needs_cheap_profile = pytest.mark.skipif(
+    sys.version_info >= (3, 12),
+    reason="from Python 3.12 the window stays until the next forward (a profile function there "
+           "re-instruments the code that runs next)")
+
+
+@needs_cheap_profile
 def test_the_window_is_off_the_stack_when_backward_returns():
     seen = []
     model = nn.Linear(4, 1)
@@ -44,6 +52,19 @@ def test_the_window_is_off_the_stack_when_backward_returns():
     assert seen == [0, 0, 0, 0]
     assert sys.getprofile() is None
     assert "TA701" in session.codes, session.report()  # the loss was still seen
+
+
+def test_where_a_profile_function_is_costly_the_window_stays_until_the_next_forward(monkeypatch):
+    from torch_audit.runtime import intercept
+
+    monkeypatch.setattr(intercept, "_CHEAP_PROFILE", False)  # as on Python 3.12 and later
+    seen = []
+    model = nn.Linear(4, 1)
+    with torch_audit.audit(config=False) as session:
+        _manual_sgd(model, 3, after_backward=lambda: seen.append((_stack(), sys.getprofile())), nan_at=2)
+    assert seen == [(1, None)] * 3
+    assert _stack() == 0
+    assert "TA701" in session.codes, session.report()
 
 
 def test_a_profile_function_of_the_users_is_kept():
@@ -67,6 +88,7 @@ def test_a_profile_function_of_the_users_is_kept():
     assert "TA701" in session.codes, session.report()
 
 
+@needs_cheap_profile
 def test_backward_closes_the_window_when_only_loss_checks_are_selected():
     seen = []
     model = nn.Linear(4, 3)
