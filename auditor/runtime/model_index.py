@@ -31,6 +31,10 @@ class ModelIndex:
         self._module_parent: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.param_names: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.param_owner: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        #: the module add_root last saw and the index version then: the same model's next
+        #: forward is known without a lookup while nothing was rebuilt (add_root runs before
+        #: every outermost forward)
+        self._last_root: tuple[weakref.ref, int] | None = None
 
     # -- roots --------------------------------------------------------------------------------
     def _live_roots(self) -> list[tuple[torch.nn.Module, str]]:
@@ -45,7 +49,11 @@ class ModelIndex:
 
     def add_root(self, module: torch.nn.Module) -> None:
         """Index ``module`` and its children (no-op when it is already a known submodule)."""
+        last = self._last_root
+        if last is not None and last[0]() is module and last[1] == self._version and not self._stale:
+            return
         if self.knows(module):
+            self._last_root = (weakref.ref(module), self._version)
             return
         # a new outer module absorbs the roots it contains
         inner = {id(m) for m in module.modules()}
@@ -53,6 +61,7 @@ class ModelIndex:
         roots.append((module, self._free_label(type(module).__name__, {label for _, label in roots})))
         self._roots = [(weakref.ref(r), label) for r, label in roots]
         self._rebuild()
+        self._last_root = (weakref.ref(module), self._version)
 
     @staticmethod
     def _free_label(name: str, taken: set[str]) -> str:
@@ -154,4 +163,5 @@ class ModelIndex:
 
     def clear(self) -> None:
         self._roots = []
+        self._last_root = None
         self._rebuild()
