@@ -53,6 +53,10 @@ def readable(tensor: torch.Tensor) -> torch.Tensor | None:
     ``torch.device("meta")``, a trace under ``FakeTensorMode``) and other tensor subclasses that
     are not plain tensors are skipped, silently: they are not training."""
     t = dist.local(tensor)
+    if type(t) in _PLAIN and not _wraps_another(t):
+        # the common case (every check's flags, every loss): torch's is_fake costs over 1 us a
+        # tensor in Python, most of a read of a few dozen values
+        return None if t.device.type == "meta" else t
     if t.device.type == "meta" or _is_fake(t):
         return None
     if type(t) is torch.Tensor or isinstance(t, torch.nn.Parameter):
@@ -60,12 +64,30 @@ def readable(tensor: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
-def _is_fake(t: torch.Tensor) -> bool:
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def _wraps_another(t: torch.Tensor) -> bool:
+    """Whether a tensor of a plain class is a functionalization or functorch wrapper, which
+    may wrap a fake tensor (what ``is_fake`` unwraps)."""
     try:
-        from torch._subclasses.fake_tensor import is_fake
-    except Exception:  # pragma: no cover - a torch without it
-        return False
-    return is_fake(t)
+        return torch._is_functional_tensor(t) or torch._C._functorch.is_functorch_wrapped_tensor(t)
+    except AttributeError:  # pragma: no cover - a torch without them: ask is_fake
+        return True
+
+
+_is_fake_fn: Any = None
+
+
+def _is_fake(t: torch.Tensor) -> bool:
+    global _is_fake_fn
+    if _is_fake_fn is None:
+        try:
+            from torch._subclasses.fake_tensor import is_fake
+        except Exception:  # pragma: no cover - a torch without it
+            return False
+        _is_fake_fn = is_fake
+    return _is_fake_fn(t)
 
 
 class DeferredReads:
