@@ -18,6 +18,7 @@ from torch_audit.runtime import script as script_runner
 from torch_audit.runtime.run_history import History
 from torch_audit.runtime.run_monitor import MaxStepsReached, RunMonitor, status_line_aware_streams
 from torch_audit.runtime.settings import RuntimeSelection
+from torch_audit.runtime.startup_objects import startup_frozen
 
 __all__ = ["RunOutcome", "audit_script"]
 
@@ -92,7 +93,7 @@ def audit_script(
     monitor = session.subscribe(RunMonitor(session, max_steps=max_steps, progress=progress,
                                            history=history))
     try:
-        with session, status_line_aware_streams(monitor):
+        with session, status_line_aware_streams(monitor), startup_frozen():
             if module:
                 script_runner.run_module(target, list(args))
             else:
