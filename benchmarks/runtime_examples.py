@@ -18,7 +18,12 @@ generate_sine_wave.py's own formula with fewer and shorter series for time_seque
 matplotlib, which time_sequence_prediction imports only to plot, is replaced by a stub when it
 is not installed (in both runs). `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` is set for both runs: the
 examples `torch.load` whole models and numpy arrays, which torch >= 2.6 refuses by default.
-regression trains until the loss is small from a random target, so its length varies several-fold
+Both runs also count the garbage collector's full collections during the script (not the
+interpreter's last one at exit), with a ``sitecustomize`` that only listens: ``torch-audit run``
+freezes its start-up objects out of the collector while the script runs
+(``auditor/runtime/startup_objects.py``), so a full collection of a plain run that the audited
+run does not have, or makes cheaper, is a saving the ratio includes; the "full GCs" column shows
+it. regression trains until the loss is small from a random target, so its length varies several-fold
 between runs: both runs execute a small wrapper that seeds torch and runs the unmodified script
 with `runpy.run_path`. The first row is not an example: a 3-line script (import torch, one
 backward), whose difference is `torch-audit run`'s fixed cost (start-up, configuration, session,
@@ -108,6 +113,33 @@ sys.argv[0] = {script!r}
 runpy.run_path({script!r}, run_name="__main__")
 """
 
+#: counts the full collections during the script and their time, written at exit (before the
+#: interpreter's final collection) to the file named by TA_BENCH_GC_LOG
+GC_PROBE = """# written by benchmarks/runtime_examples.py: count full garbage collections
+import atexit, gc, json, os, time
+
+_log = os.environ.get("TA_BENCH_GC_LOG")
+_full = []
+
+
+def _listen(phase, info):
+    if info["generation"] == 2:
+        if phase == "start":
+            _full.append(-time.perf_counter())
+        elif _full:
+            _full[-1] += time.perf_counter()
+
+
+def _write():
+    with open(_log, "w") as f:
+        json.dump({"full": len(_full), "ms": 1000 * sum(_full)}, f)
+
+
+if _log:
+    gc.callbacks.append(_listen)
+    atexit.register(_write)
+"""
+
 EXAMPLES = [
     Example("start-up only (a 3-line script, not an example)", "_startup", ["tiny.py"],
             "torch-audit run's fixed cost: imports, configuration, session, report, exit",
@@ -175,14 +207,19 @@ def _stub_matplotlib(where: Path) -> Path | None:
     return where
 
 
-def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, subprocess.CompletedProcess]:
+def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, subprocess.CompletedProcess, dict]:
+    """Wall and CPU seconds of ``cmd``, its result, and its full collections (``GC_PROBE``)."""
+    log = Path(env["TA_BENCH_GC_DIR"]) / "gc.json"
+    log.unlink(missing_ok=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(cmd, cwd=cwd, env={**env, "TA_BENCH_GC_LOG": str(log)},
+                          capture_output=True, text=True, timeout=1800)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, done
+    gc_stats = json.loads(log.read_text()) if log.exists() else {"full": 0, "ms": 0.0}
+    return wall, cpu, done, gc_stats
 
 
 def run_example(ex: Example, checkout: Path, work: Path, pairs: int, env: dict[str, str]) -> dict:
@@ -209,6 +246,7 @@ def run_example(ex: Example, checkout: Path, work: Path, pairs: int, env: dict[s
     statuses: set[tuple[int, int]] = set()
     notes: set[str] = set()
     times: dict[str, list[float]] = {"plain": [], "audited": []}
+    full_gcs: dict[str, list[dict]] = {"plain": [], "audited": []}
     for i in range(pairs):
         order = [("plain", plain_cmd), ("audited", audited_cmd)]
         if i % 2:
@@ -217,7 +255,8 @@ def run_example(ex: Example, checkout: Path, work: Path, pairs: int, env: dict[s
         for kind, cmd in order:
             got[kind] = _timed(cmd, folder, env)
             times[kind].append(got[kind][0])
-        (pw, pc, pd), (aw, ac, ad) = got["plain"], got["audited"]
+            full_gcs[kind].append(got[kind][3])
+        (pw, pc, pd, _), (aw, ac, ad, _) = got["plain"], got["audited"]
         statuses.add((pd.returncode, ad.returncode))
         if pd.returncode != 0:
             raise SystemExit(f"{ex.name}: the plain run failed ({pd.returncode}):\n{pd.stderr[-2000:]}")
@@ -236,6 +275,9 @@ def run_example(ex: Example, checkout: Path, work: Path, pairs: int, env: dict[s
         "extra_s": statistics.median(extra),
         "wall_ratio": statistics.median(walls),
         "cpu_ratio": statistics.median(cpus),
+        # median count and time of the full collections during a run (not the one at exit)
+        "full_gcs": {kind: (statistics.median(g["full"] for g in runs),
+                            statistics.median(g["ms"] for g in runs)) for kind, runs in full_gcs.items()},
         "exit_statuses": sorted(statuses),
         "findings": [f"{f['code']} {f['name']}" for f in findings] if findings is not None else None,
         "notes": sorted(notes),
@@ -245,15 +287,16 @@ def run_example(ex: Example, checkout: Path, work: Path, pairs: int, env: dict[s
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| example | exercises | plain s | audited s | extra s | wall ratio | CPU ratio | exit (plain, run) | findings |",
-           "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    out = ["| example | exercises | plain s | audited s | extra s | wall ratio | CPU ratio | full GCs (plain, run) | exit (plain, run) | findings |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |"]
     for r in rows:
         found = "none" if r["findings"] == [] else ", ".join(r["findings"] or ["(no report)"])
         if any("no torch.optim optimizer stepped" in n for n in r["notes"]):
             found += " (no optimizer step: step checks did not run, as the report says)"
         statuses = ", ".join(f"{p}, {a}" for p, a in r["exit_statuses"])
+        gcs = ", ".join(f"{n:g} ({ms:.0f} ms)" for n, ms in (r["full_gcs"]["plain"], r["full_gcs"]["audited"]))
         out.append(f"| {r['example']} | {r['exercises']} | {r['plain_s']:.2f} | {r['audited_s']:.2f} | "
-                   f"{r['extra_s']:+.2f} | {r['wall_ratio']:.3f}x | {r['cpu_ratio']:.3f}x | {statuses} | {found} |")
+                   f"{r['extra_s']:+.2f} | {r['wall_ratio']:.3f}x | {r['cpu_ratio']:.3f}x | {gcs} | {statuses} | {found} |")
     examples = [r for r in rows if r.get("is_example", True)] or rows
     walls = [r["wall_ratio"] for r in examples]
     cpus = [r["cpu_ratio"] for r in examples]
@@ -284,9 +327,15 @@ def main(argv: list[str] | None = None) -> int:
         _copy_examples(Path(args.examples), checkout, sorted({e.folder for e in chosen if e.source is None}))
         env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "NO_COLOR": "1",
                "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": str(args.threads)}
+        probe = tmp_path / "gc_probe"
+        probe.mkdir()
+        (probe / "sitecustomize.py").write_text(GC_PROBE)
+        env["TA_BENCH_GC_DIR"] = str(probe)
+        paths = [str(probe)]
         stub = _stub_matplotlib(tmp_path / "stubs")
         if stub is not None:
-            env["PYTHONPATH"] = os.pathsep.join([str(stub), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+            paths.append(str(stub))
+        env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         rows = []
         for ex in chosen:
             row = run_example(ex, checkout, tmp_path / "work", args.pairs, env)
