@@ -21,11 +21,12 @@ __all__ = ["BackwardEvent", "CallEvent", "StepContext", "gradient_norms"]
 class BackwardEvent:
     """``torch.autograd.backward`` / ``Tensor.backward`` was called on ``tensors``."""
 
-    __slots__ = ("tensors", "_value", "_site")
+    __slots__ = ("tensors", "_value", "_loss", "_site")
 
     def __init__(self, tensors: tuple[torch.Tensor, ...]) -> None:
         self.tensors = tensors
         self._value: torch.Tensor | None = None
+        self._loss: torch.Tensor | None | bool = False
         self._site: tuple[str, int] | None | bool = False
 
     @property
@@ -44,12 +45,15 @@ class BackwardEvent:
     @property
     def loss(self) -> torch.Tensor | None:
         """The detached scalar ``backward()`` was called on, when it was one floating-point
-        scalar (None otherwise): what a progress line or a loss chart shows."""
-        if len(self.tensors) == 1:
-            t = self.tensors[0]
-            if t.numel() == 1 and t.is_floating_point():
-                return t.detach()
-        return None
+        scalar (None otherwise): what a progress line or a loss chart shows. Cheaper than
+        ``value`` (one ``detach``, its own shape), so the checks of the common case use it."""
+        if self._loss is False:
+            self._loss = None
+            if len(self.tensors) == 1:
+                t = self.tensors[0]
+                if t.is_floating_point() and t.numel() == 1:
+                    self._loss = t.detach()
+        return self._loss  # type: ignore[return-value]
 
     @property
     def site(self) -> tuple[str, int] | None:

@@ -60,8 +60,11 @@ class LossDiverging(RuntimeCheck):
         self._losses.clear()
 
     def on_backward(self, event) -> None:
-        if event.value is not None:
-            self._losses.append(event.value)
+        value = event.loss  # a scalar loss: one detach (value also reshapes, for any root)
+        if value is None:
+            value = event.value
+        if value is not None:
+            self._losses.append(value)
 
     def on_step_pre(self, ctx) -> None:
         losses = list(self._losses)
