@@ -123,7 +123,7 @@ def test_many_small_cpu_tensors_take_the_segment_path_with_the_same_results():
            torch.randn(6, 2).t(), torch.full((2,), 1e20)]
     ts[3][0, 0] = float("nan")
     ts[7][1, 1] = float("inf")
-    assert reduce._cpu_many(ts)
+    assert reduce._small_on_cpu(ts) is not None
     want = torch.stack([torch.linalg.vector_norm(t.double()).float() for t in ts])
     got = reduce.norm_vector(ts)
     assert torch.allclose(got, want, equal_nan=True)
@@ -151,3 +151,50 @@ def test_when_the_flattening_fails_the_per_tensor_path_answers(monkeypatch):
     assert torch.allclose(reduce.norm_vector(ts), want)
     assert torch.allclose(torch.stack(reduce.norms(ts)), want)
     assert reduce.finite_sentinels(ts).isfinite().tolist() == [i != 5 for i in range(len(ts))]
+
+
+def test_large_tensors_are_reduced_where_they_are_and_only_small_ones_flattened(monkeypatch):
+    """Flattening copies: with many small tensors and a few large ones (a real model's biases
+    and weights), only the small ones go through the segment reduction, and the values are the
+    per-tensor path's."""
+    import torch
+
+    from torch_audit.runtime import reduce
+
+    torch.manual_seed(0)
+    large = [torch.randn(reduce.SMALL_NUMEL + 1) for _ in range(3)]
+    small = [torch.randn(8) for _ in range(reduce.MANY_SMALL)]
+    ts = [large[0], *small[:10], large[1], *small[10:], large[2]]
+    ts[1][0] = float("nan")
+    ts[11][5] = float("inf")  # a large one
+    flattened: list[int] = []
+    segments = reduce._segments
+
+    def spy(tensors, dtype, op):
+        flattened.extend(t.numel() for t in tensors)
+        return segments(tensors, dtype, op)
+
+    monkeypatch.setattr(reduce, "_segments", spy)
+    want = torch.stack([torch.linalg.vector_norm(t.double()).float() for t in ts])
+    assert torch.allclose(reduce.norm_vector(ts), want, equal_nan=True)
+    assert torch.allclose(torch.stack(reduce.norms(ts)), want, equal_nan=True)
+    per_tensor = torch.stack([t.sum(dtype=torch.float32) for t in ts])
+    assert torch.allclose(reduce.finite_sentinels(ts), per_tensor, equal_nan=True, rtol=1e-4, atol=1e-4)
+    assert flattened and max(flattened) <= reduce.SMALL_NUMEL
+
+
+def test_a_model_of_large_tensors_is_not_flattened(monkeypatch):
+    import torch
+
+    from torch_audit.runtime import reduce
+
+    ts = [torch.randn(reduce.SMALL_NUMEL * 2) for _ in range(reduce.MANY_SMALL + 5)]
+    assert reduce._small_on_cpu(ts) is None
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("flattened")
+
+    monkeypatch.setattr(reduce, "_segments", refuse)
+    want = torch.stack([torch.linalg.vector_norm(t) for t in ts])
+    assert torch.allclose(reduce.norm_vector(ts), want)
+    assert reduce.finite_sentinels(ts).isfinite().all()
