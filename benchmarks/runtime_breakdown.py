@@ -176,7 +176,7 @@ def subscribers(loop: Any, args: argparse.Namespace) -> None:
         for event, handlers in by_event.items():
             by_event[event] = [(sub, _timed(spent, f"{type(sub).__name__}.on_{event}", fn))
                                for sub, fn in handlers]
-        s._hooks.forward_subscribers = tuple(by_event.get("forward", ()))
+        s._hooks.set_forward_subscribers(tuple(by_event.get("forward", ())))
         run_parts(loop, 50)
         spent.clear()
         steps = args.steps * args.rounds

@@ -14,11 +14,19 @@ from torch_audit.runtime import dist
 from torch_audit.runtime.finite_preserving import finite_preserving_parameters, parameters_to_read
 from torch_audit.runtime.first_nonfinite_op import FirstNonFiniteOp
 from torch_audit.runtime.freezing_sites import freezing_lines
-from torch_audit.runtime.layer_kinds import is_batchnorm, is_dropout, mode_dependent
+from torch_audit.runtime.layer_kinds import (
+    BATCHNORM_TYPES,
+    MODE_DEPENDENT_TYPES,
+    is_batchnorm,
+    is_dropout,
+    mode_dependent,
+)
 from torch_audit.runtime.reduce import finite_sentinels, norms
 from torch_audit.runtime.source import is_torch_class, optimizer_line, short_path, user_site
 
 __all__ = [
+    "BATCHNORM_TYPES",
+    "MODE_DEPENDENT_TYPES",
     "FirstNonFiniteOp",
     "dist",
     "finite_preserving_parameters",

@@ -74,6 +74,14 @@ def _hook_caller() -> Any:
     return frame.f_code if frame is not None else None
 
 
+def _wants_forward(subscriber: Any, cls: type, grad: bool) -> bool:
+    types = getattr(subscriber, "forward_types", None)
+    if types is not None and not issubclass(cls, tuple(types)):
+        return False
+    wanted_grad = getattr(subscriber, "forward_grad", None)
+    return wanted_grad is None or bool(wanted_grad) == grad
+
+
 def _remove_handles(handles: Any) -> None:
     for handle in handles:
         try:
@@ -86,6 +94,7 @@ def _remove_handles(handles: Any) -> None:
 LOSS_MODULES = (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss)
 _RELU = torch.nn.ReLU
 _get_ident = threading.get_ident
+_grad_enabled = torch.is_grad_enabled
 _getframe = sys._getframe
 
 
@@ -100,6 +109,9 @@ class TorchHooks:
         #: event name → ``(subscriber, its on_<event> method)``, shared with the session
         self.by_event = session._by_event
         self.forward_subscribers: tuple[tuple[Any, Callable], ...] = ()
+        #: (module class, grad mode) -> the forward subscribers that want such calls (their
+        #: ``forward_types`` and ``forward_grad``), built on first use
+        self._forward_for: dict[tuple[type, bool], tuple[tuple[Any, Callable], ...]] = {}
         self.handles: list[Any] = []
         self.window: CallWindow | None = None
         self.stack: list[torch.nn.Module] = []
@@ -124,7 +136,7 @@ class TorchHooks:
         from torch.optim import optimizer as optim_module
 
         ev = self.by_event
-        self.forward_subscribers = tuple(ev.get("forward", ()))
+        self.set_forward_subscribers(tuple(ev.get("forward", ())))
         index = self.session.index
         if anything:  # names and roots are needed whenever anything module-related runs
             self._watch_modules()
@@ -145,6 +157,22 @@ class TorchHooks:
             handlers[torch.Tensor.backward] = self.on_backward_call
             handlers[torch.autograd.backward] = self.on_backward_call
         self.window = CallWindow(handlers) if handlers else None
+
+    def set_forward_subscribers(self, subscribers: tuple[tuple[Any, Callable], ...]) -> None:
+        self.forward_subscribers = subscribers
+        self._forward_for = {}
+
+    def _forward_targets(self, cls: type, grad: bool) -> tuple[tuple[Any, Callable], ...]:
+        """The forward subscribers to call for a module of class ``cls`` in grad mode ``grad``:
+        a subscriber may name the module classes it wants (``forward_types``) and whether it
+        wants calls with gradients on or off (``forward_grad``), so that a model's many other
+        module calls, and inference calls, cost no call of it."""
+        targets = tuple(
+            (subscriber, on_forward) for subscriber, on_forward in self.forward_subscribers
+            if _wants_forward(subscriber, cls, grad)
+        )
+        self._forward_for[(cls, grad)] = targets
+        return targets
 
     def remove(self) -> None:
         self._mute_modules()
@@ -256,7 +284,11 @@ class TorchHooks:
                 return
             if cls is _RELU and "relu" in self.by_event and isinstance(output, torch.Tensor):
                 session._emit("relu", CallEvent(None, output=output, module=module))
-            for subscriber, on_forward in self.forward_subscribers:  # every call: no extra frame
+            grad = _grad_enabled()
+            targets = self._forward_for.get((cls, grad))
+            if targets is None:
+                targets = self._forward_targets(cls, grad)
+            for subscriber, on_forward in targets:  # every call: no extra frame
                 if subscriber.enabled:
                     try:
                         on_forward(module, args, output)

@@ -8,6 +8,9 @@ from torch import nn
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                  nn.FeatureAlphaDropout)
 BATCHNORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
+#: the classes of :func:`mode_dependent` layers (which also looks at ``p`` and
+#: ``track_running_stats``): the forward hooks call the mode checks for these only
+MODE_DEPENDENT_TYPES = DROPOUT_TYPES + BATCHNORM_TYPES
 
 
 def is_dropout(m: nn.Module) -> bool:

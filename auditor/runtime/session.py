@@ -194,14 +194,14 @@ class AuditSession:
             self._subscribers.remove(subscriber)
         for handlers in self._by_event.values():
             handlers[:] = [(s, fn) for s, fn in handlers if s is not subscriber]
-        self._hooks.forward_subscribers = tuple(self._by_event.get("forward", ()))
+        self._hooks.set_forward_subscribers(tuple(self._by_event.get("forward", ())))
         if self._entered and not self._closed:
             self._call(subscriber, getattr(subscriber, "close", _nothing))
 
     def _add_handlers(self, subscriber: Any) -> None:
         for event in subscriber.events:
             self._by_event.setdefault(event, []).append((subscriber, getattr(subscriber, f"on_{event}")))
-        self._hooks.forward_subscribers = tuple(self._by_event.get("forward", ()))
+        self._hooks.set_forward_subscribers(tuple(self._by_event.get("forward", ())))
 
     def _emit(self, event: str, *args: Any) -> None:
         # _call's guard, inlined: a few events a step, each to several subscribers

@@ -46,6 +46,11 @@ class Subscriber:
     events: ClassVar[frozenset[str]] = frozenset()
     #: False once one of its methods raised; the session then stops calling it
     enabled: bool = True
+    #: ``on_forward`` only for modules of these classes (None: every module); read when the
+    #: session first sees a class, so set it in ``setup`` at the latest
+    forward_types: tuple[type, ...] | None = None
+    #: ``on_forward`` only while gradients are on (True) or off (False); None: both
+    forward_grad: bool | None = None
 
     def setup(self) -> None:
         """Called when the session starts (or when subscribed to a running session)."""

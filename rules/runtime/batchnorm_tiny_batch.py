@@ -38,9 +38,11 @@ class BatchNormTinyBatch(RuntimeCheck):
     def setup(self) -> None:
         import torch
 
+        from torch_audit.runtime.check_helpers import BATCHNORM_TYPES
         from torch_audit.runtime.check_helpers import dist
         from torch_audit.runtime.check_helpers import is_batchnorm
 
+        self.forward_types = BATCHNORM_TYPES  # no call for the model's other modules
         self._torch = torch
         self._is_bn = is_batchnorm
         self._world = dist.world_size()

@@ -37,8 +37,9 @@ class InferenceInTrainMode(RuntimeCheck):
     def setup(self) -> None:
         import torch
 
-        from torch_audit.runtime.check_helpers import is_batchnorm, mode_dependent
+        from torch_audit.runtime.check_helpers import MODE_DEPENDENT_TYPES, is_batchnorm, mode_dependent
 
+        self.forward_types = MODE_DEPENDENT_TYPES  # no call for the model's other modules
         self._torch = torch
         self._mode_dependent = mode_dependent
         self._is_bn = is_batchnorm

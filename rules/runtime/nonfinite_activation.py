@@ -105,6 +105,8 @@ class NonFiniteActivation(RuntimeCheck):
     fix_title = "Guard the operation (eps in divisions and logs, clamp before exp, fp32 for softmax)"
     events = frozenset({"forward", "backward", "step_pre", "finish",
                         "root_forward", "root_forward_end", "finding"})
+    #: only forwards with gradients on (training) are watched: inference calls cost no call
+    forward_grad = True
     #: findings that say a non-finite value went through a step: from then on every training
     #: pass is watched, so that the next one is located
     ESCALATE = frozenset({"TA701", "TA702", "TA703"})

@@ -38,8 +38,11 @@ class TrainingInEvalMode(RuntimeCheck):
     def setup(self) -> None:
         import torch
 
-        from torch_audit.runtime.check_helpers import mode_dependent
+        from torch_audit.runtime.check_helpers import MODE_DEPENDENT_TYPES, mode_dependent
 
+        # no call for the model's other modules, nor for forwards without gradients
+        self.forward_types = MODE_DEPENDENT_TYPES
+        self.forward_grad = True
         self._torch = torch
         self._mode_dependent = mode_dependent
         self._seen: dict[int, tuple] = {}

@@ -228,3 +228,45 @@ def test_every_event_is_documented():
     text = DOC.read_text(encoding="utf-8")
     for event in EVENTS:
         assert f"`on_{event}(" in text, event
+
+
+class _ForwardLog(Subscriber):
+    events = frozenset({"forward"})
+
+    def __init__(self, types=None, grad=None) -> None:
+        self.forward_types = types
+        self.forward_grad = grad
+        self.seen: list[tuple[str, bool]] = []
+
+    def on_forward(self, module, args, output) -> None:
+        self.seen.append((type(module).__name__, torch.is_grad_enabled()))
+
+
+def test_forward_types_and_forward_grad_choose_the_calls_a_subscriber_gets():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Dropout(0.1), nn.Linear(4, 2))
+    every, linear, no_grad_only, dropout_with_grad = (
+        _ForwardLog(), _ForwardLog(types=(nn.Linear,)), _ForwardLog(grad=False),
+        _ForwardLog(types=[nn.Dropout], grad=True))
+    x = torch.randn(3, 4)
+    with torch_audit.audit(config=False, select=["runtime-internal-error"]) as session:
+        for sub in (every, linear, no_grad_only, dropout_with_grad):
+            session.subscribe(sub)
+        model(x)
+        with torch.no_grad():
+            model(x)
+    names = ["Linear", "ReLU", "Dropout", "Linear", "Sequential"]
+    assert every.seen == [(n, True) for n in names] + [(n, False) for n in names]
+    assert linear.seen == [("Linear", True)] * 2 + [("Linear", False)] * 2
+    assert no_grad_only.seen == [(n, False) for n in names]
+    assert dropout_with_grad.seen == [("Dropout", True)]
+
+
+def test_a_subscriber_added_later_is_called_for_classes_seen_before():
+    model = nn.Linear(2, 2)
+    late = _ForwardLog(types=(nn.Linear,))
+    with torch_audit.audit(config=False, select=["runtime-internal-error"]) as session:
+        session.subscribe(_ForwardLog())
+        model(torch.randn(1, 2))
+        session.subscribe(late)
+        model(torch.randn(1, 2))
+    assert late.seen == [("Linear", True)]
