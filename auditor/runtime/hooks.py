@@ -335,23 +335,26 @@ class TorchHooks:
         window = self.window
         if window is not None:
             window.close()
-        if self.backward_depth or compiling() or not self.session._own_thread():
+        session = self.session
+        if self.backward_depth or compiling() or (
+                _get_ident() != session._thread and not session._own_thread()):
             return func(*args, **kwargs)
         tensors = args[0] if args else kwargs.get("tensors", kwargs.get("self"))
-        if isinstance(tensors, torch.Tensor):
-            tensors = (tensors,)
         try:
-            event = BackwardEvent(tuple(t for t in (tensors or ()) if isinstance(t, torch.Tensor)))
+            if isinstance(tensors, torch.Tensor):  # loss.backward(): the common case
+                event = BackwardEvent((tensors,))
+            else:
+                event = BackwardEvent(tuple(t for t in (tensors or ()) if isinstance(t, torch.Tensor)))
         except Exception:  # an argument torch itself will reject: let it say so
             return func(*args, **kwargs)
-        self.session._emit("backward", event)
+        session._emit("backward", event)
         self.step_backwards += 1
         self.backward_depth += 1
         try:
             result = func(*args, **kwargs)
         finally:
             self.backward_depth -= 1
-        self.session._emit("backward_end", event)
+        session._emit("backward_end", event)
         if window is not None:
             window.close_after_handler()
         return result

@@ -432,6 +432,12 @@ class NonFiniteActivation(RuntimeCheck):
         # as they were produced, small ones in batches, so no activation is kept alive.
         if self._p_tensors or self._watched:
             self._flush()
+        if not (self._count or self._r_modules or self._seen or self._changed):
+            # an unwatched pass recorded nothing: nothing to hand over or forget
+            if self._forwards:
+                self._passes += 1
+            self._forwards = 0
+            return
         records = (self._r_modules, self._r_stops, self._r_sites, self._r_dtypes)
         eager, parts = self._eager, self._parts
         order = self._eager_indices + self._part_indices
