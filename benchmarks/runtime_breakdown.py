@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import gc
 import statistics
 import time
@@ -209,7 +210,7 @@ def gc_counts(loop: Any, args: argparse.Namespace) -> None:
         was = gc.isenabled()
         gc.disable()
         try:
-            ctx = session(select) if audited else _null()
+            ctx = session(select) if audited else contextlib.nullcontext()
             with ctx:
                 run_parts(loop, 20)
                 gc.collect()
@@ -234,7 +235,7 @@ def gc_counts(loop: Any, args: argparse.Namespace) -> None:
         gc.collect()
         gc.callbacks.append(callback)
         try:
-            with session() if audited else _null():
+            with session() if audited else contextlib.nullcontext():
                 run_parts(loop, args.gc_steps)
         finally:
             gc.callbacks.remove(callback)
@@ -247,14 +248,6 @@ def gc_counts(loop: Any, args: argparse.Namespace) -> None:
         n, ms = full_collections(audited)
         print(f"  full collections in {args.gc_steps} {'audited' if audited else 'plain'} steps "
               f"(after a collection): {n}, {ms:.0f} ms")
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 SECTIONS = {"parts": parts, "subscribers": subscribers, "checks": checks, "gc": gc_counts}

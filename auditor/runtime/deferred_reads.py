@@ -53,7 +53,7 @@ def readable(tensor: torch.Tensor) -> torch.Tensor | None:
     ``torch.device("meta")``, a trace under ``FakeTensorMode``) and other tensor subclasses that
     are not plain tensors are skipped, silently: they are not training."""
     t = dist.local(tensor)
-    if type(t) in _PLAIN and not _wraps_another(t):
+    if type(t) in dist.PLAIN_TYPES and not _wraps_another(t):
         # the common case (every check's flags, every loss): torch's is_fake costs over 1 us a
         # tensor in Python, most of a read of a few dozen values
         return None if t.device.type == "meta" else t
@@ -62,9 +62,6 @@ def readable(tensor: torch.Tensor) -> torch.Tensor | None:
     if type(t) is torch.Tensor or isinstance(t, torch.nn.Parameter):
         return t
     return None
-
-
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
 def _wraps_another(t: torch.Tensor) -> bool:

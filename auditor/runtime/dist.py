@@ -41,12 +41,14 @@ def is_sharded(param: torch.Tensor) -> bool:
     return type(param).__name__ == "FlatParameter"
 
 
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
+#: the classes of plain tensors: ``type(t) in PLAIN_TYPES`` is the cheap test the hot paths use
+#: before any slower one (a DTensor's shard, a fake tensor, a layout)
+PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
 def local(t: torch.Tensor) -> torch.Tensor:
     """The local shard of a DTensor, or ``t`` itself."""
-    if type(t) in _PLAIN:  # the common case, without an attribute lookup per parameter
+    if type(t) in PLAIN_TYPES:  # the common case, without an attribute lookup per parameter
         return t
     to_local = getattr(t, "to_local", None)
     return to_local() if callable(to_local) else t

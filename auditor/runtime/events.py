@@ -31,8 +31,13 @@ class BackwardEvent:
 
     @property
     def value(self) -> torch.Tensor | None:
-        """A detached 1-element float tensor: the loss (or the sum of a non-scalar root)."""
+        """A detached 1-element float tensor: the loss (:attr:`loss`, in its own shape: one
+        ``detach`` for the common ``loss.backward()``), or the sum of a non-scalar root."""
         if self._value is None:
+            loss = self.loss
+            if loss is not None:
+                self._value = loss
+                return loss
             vals = [t.detach() for t in self.tensors if t.is_floating_point()]
             if not vals:
                 return None
@@ -45,8 +50,7 @@ class BackwardEvent:
     @property
     def loss(self) -> torch.Tensor | None:
         """The detached scalar ``backward()`` was called on, when it was one floating-point
-        scalar (None otherwise): what a progress line or a loss chart shows. Cheaper than
-        ``value`` (one ``detach``, its own shape), so the checks of the common case use it."""
+        scalar (None otherwise): what a progress line or a loss chart shows."""
         if self._loss is False:
             self._loss = None
             if len(self.tensors) == 1:

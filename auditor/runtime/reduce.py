@@ -12,6 +12,7 @@ import contextlib
 
 import torch
 
+from torch_audit.runtime.dist import PLAIN_TYPES
 
 #: From this many small tensors on the CPU, flattening them into one buffer and reducing it by
 #: segments beats ``torch._foreach_norm`` / a sum per tensor, which on the CPU run one small
@@ -36,13 +37,10 @@ def _small_on_cpu(tensors: list[torch.Tensor]) -> tuple[list[int], list[int]] | 
         # is_cpu/is_sparse are cheap flags; t.device and t.layout build objects (20 ms for
         # 5,000 tensors against 3 ms). A layout the flattening cannot take raises: the callers
         # fall back.
-        if type(t) not in _PLAIN or not t.is_cpu or t.is_sparse:
+        if type(t) not in PLAIN_TYPES or not t.is_cpu or t.is_sparse:
             return None
         (small if t.numel() <= SMALL_NUMEL else large).append(i)
     return (small, large) if len(small) >= MANY_SMALL else None
-
-
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
 def _segments(tensors: list[torch.Tensor], dtype: torch.dtype, op) -> torch.Tensor:

@@ -60,11 +60,8 @@ class LossDiverging(RuntimeCheck):
         self._losses.clear()
 
     def on_backward(self, event) -> None:
-        value = event.loss  # a scalar loss: one detach (value also reshapes, for any root)
-        if value is None:
-            value = event.value
-        if value is not None:
-            self._losses.append(value)
+        if event.value is not None:
+            self._losses.append(event.value)
 
     def on_step_pre(self, ctx) -> None:
         losses = list(self._losses)

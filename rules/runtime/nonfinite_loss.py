@@ -34,9 +34,7 @@ class NonFiniteLoss(RuntimeCheck):
     events = frozenset({"backward"})
 
     def on_backward(self, event) -> None:
-        value = event.loss  # a scalar loss: one detach (value also reshapes, for any root)
-        if value is None:
-            value = event.value
+        value = event.value
         if value is None:
             return
         site = event.site
