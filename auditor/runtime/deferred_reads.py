@@ -148,8 +148,7 @@ class DeferredReads:
         self.pending, self._pending_ids, self._inflight = [], {}, []
 
     def _read_group(self, device: torch.device, items: list, final: bool) -> None:
-        items = _scalars_first(items)
-        flat = torch.cat(_flat_parts([t for t, _ in items]))
+        items, flat = _flat_values(items)
         if self.late and device.type in ASYNC_READ_DEVICES and not final:
             self._inflight.append((*start_host_copy(flat), items))
         else:
@@ -180,23 +179,16 @@ def _is_loss_scalar(t: torch.Tensor) -> bool:
     return t.dim() == 0 and t.dtype is torch.float32 and not t.requires_grad
 
 
-def _scalars_first(items: list) -> list:
-    """``items`` with the float32 0-d tensors (the losses of ``backward()`` calls) first, in
-    their order: :func:`_flat_parts` reads them with one ``stack`` instead of a reshape each."""
-    scalars = [item for item in items if _is_loss_scalar(item[0])]
-    if not scalars or len(scalars) == len(items):
-        return items
-    return scalars + [item for item in items if not _is_loss_scalar(item[0])]
-
-
-def _flat_parts(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """1-D float32 pieces of ``tensors`` in order, the leading float32 0-d ones stacked."""
-    n = 0
-    while n < len(tensors) and _is_loss_scalar(tensors[n]):
-        n += 1
-    parts = [torch.stack(tensors[:n])] if n else []
-    parts.extend(_flat_float32(t) for t in tensors[n:])
-    return parts
+def _flat_values(items: list) -> tuple[list, torch.Tensor]:
+    """``items`` with the float32 0-d tensors (the losses of ``backward()`` calls) moved first,
+    in their order, and the values of all as one float32 vector in that order: the scalars are
+    read with one ``stack`` instead of a reshape each."""
+    scalars, others = [], []
+    for item in items:
+        (scalars if _is_loss_scalar(item[0]) else others).append(item)
+    parts = [torch.stack([t for t, _ in scalars])] if scalars else []
+    parts.extend(_flat_float32(t) for t, _ in others)
+    return scalars + others, torch.cat(parts)
 
 
 def _flat_float32(t: torch.Tensor) -> torch.Tensor:

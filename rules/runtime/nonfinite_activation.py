@@ -142,7 +142,6 @@ class NonFiniteActivation(RuntimeCheck):
         self._torch = torch
         self._tensor = torch.Tensor
         self._float32 = torch.float32
-        self._grad_enabled = torch.is_grad_enabled
         self._user_site = user_site
         self._root_site = None
         self._parameters_to_read = parameters_to_read
@@ -234,7 +233,7 @@ class NonFiniteActivation(RuntimeCheck):
     # Small outputs are reduced in batches (_flush).
     # long: the per-module hot path, inlined (a helper call per output costs more than its body)
     def on_forward(self, module, args, output) -> None:
-        if not self._watching or not self._grad_enabled():
+        if not self._watching:  # forward_grad: the session calls this with gradients on only
             return
         tensor = self._tensor
         if isinstance(output, tensor):
@@ -432,20 +431,16 @@ class NonFiniteActivation(RuntimeCheck):
         # as they were produced, small ones in batches, so no activation is kept alive.
         if self._p_tensors or self._watched:
             self._flush()
+        if self._forwards:
+            self._passes += 1
+        self._forwards = 0
         if not (self._count or self._r_modules or self._seen or self._changed):
-            # an unwatched pass recorded nothing: nothing to hand over or forget
-            if self._forwards:
-                self._passes += 1
-            self._forwards = 0
-            return
+            return  # an unwatched pass recorded nothing: nothing to hand over or forget
         records = (self._r_modules, self._r_stops, self._r_sites, self._r_dtypes)
         eager, parts = self._eager, self._parts
         order = self._eager_indices + self._part_indices
         changed = self._changed
         self._forget()
-        if self._forwards:
-            self._passes += 1
-        self._forwards = 0
         if not records[0] or not (eager or parts):
             return
         torch = self._torch

@@ -34,16 +34,13 @@ class TrainingInEvalMode(RuntimeCheck):
     message = "{optimizer}.step() updates {root}, which is in eval mode: {layers} ran in eval mode during training"
     fix_title = "Call model.train() after validation, before the next training step"
     events = frozenset({"forward", "step_pre"})
+    #: training in eval mode happens with gradients on: inference calls cost no call
+    forward_grad = True
 
     def setup(self) -> None:
-        import torch
-
         from torch_audit.runtime.check_helpers import MODE_DEPENDENT_TYPES, mode_dependent
 
-        # no call for the model's other modules, nor for forwards without gradients
-        self.forward_types = MODE_DEPENDENT_TYPES
-        self.forward_grad = True
-        self._torch = torch
+        self.forward_types = MODE_DEPENDENT_TYPES  # no call for the model's other modules
         self._mode_dependent = mode_dependent
         self._seen: dict[int, tuple] = {}
 
@@ -51,7 +48,8 @@ class TrainingInEvalMode(RuntimeCheck):
         self._seen = {}
 
     def on_forward(self, module, args, output) -> None:
-        if module.training or not self._torch.is_grad_enabled() or not self._mode_dependent(module):
+        # forward_grad: the session calls this with gradients on only
+        if module.training or not self._mode_dependent(module):
             return
         root = self.session.root_of(module)
         if root is None or root.training:
