@@ -15,11 +15,27 @@ import torch.nn.functional as F
 from torch import nn
 
 import torch_audit
+from torch_audit.runtime import AuditFailure
 from torch_audit.runtime.subscribers import Subscriber
 
 
 def _stack() -> int:
     return torch._C._len_torch_function_stack()
+
+
+class _Backwards(Subscriber):
+    """Counts the backward() calls the session saw start and end."""
+
+    events = frozenset({"backward", "backward_end"})
+
+    def __init__(self):
+        self.started = self.ended = 0
+
+    def on_backward(self, event):
+        self.started += 1
+
+    def on_backward_end(self, event):
+        self.ended += 1
 
 
 def _manual_sgd(model, steps, *, after_backward=None, nan_at=None):
@@ -123,3 +139,55 @@ def test_the_sessions_work_on_a_forwards_outputs_runs_outside_the_window():
             assert _stack() == 1  # open for the loss and backward()
             F.cross_entropy(out, torch.randint(0, 3, (8,))).backward()
     assert len(probe.stacks) == 2 * 5 and set(probe.stacks) == {0}
+
+
+def test_a_backward_that_raises_has_no_end_and_the_next_one_is_seen():
+    model = nn.Linear(4, 1)
+    with torch_audit.audit(config=False) as session:
+        probe = session.subscribe(_Backwards())
+        out = model(torch.randn(8, 4))
+        out.register_hook(lambda grad: 1 / 0)  # raises inside backward()
+        with pytest.raises(ZeroDivisionError):
+            F.mse_loss(out, torch.randn(8, 1)).backward()
+        _manual_sgd(model, 2, nan_at=1)
+    assert (probe.started, probe.ended) == (3, 2)
+    assert "TA701" in session.codes, session.report()  # the NaN loss after the failed call
+    assert (_stack(), sys.getprofile()) == (0, None)
+
+
+def test_a_root_forward_inside_backward_keeps_the_backward_call():
+    """Reentrant checkpointing of the whole model re-runs its forward inside backward(): that
+    forward closes the window, but the backward() call in progress still ends (and the next
+    one is still seen)."""
+    from torch.utils.checkpoint import checkpoint
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1))
+    with torch_audit.audit(config=False) as session:
+        probe = session.subscribe(_Backwards())
+        for step in range(3):
+            x = torch.randn(8, 4, requires_grad=True)
+            loss = checkpoint(model, x, use_reentrant=True).square().mean()
+            if step == 2:
+                loss = loss * float("nan")
+            loss.backward()
+            model.zero_grad()
+    assert (probe.started, probe.ended) == (3, 3)
+    assert "TA701" in session.codes, session.report()
+    assert (_stack(), sys.getprofile()) == (0, None)
+
+
+def test_fail_fast_raises_out_of_backward_and_leaves_nothing_behind():
+    model = nn.Linear(4, 1)
+    with pytest.raises(AuditFailure):
+        with torch_audit.audit(config=False, fail_fast=True):
+            _manual_sgd(model, 3, nan_at=1)
+    assert (_stack(), sys.getprofile()) == (0, None)
+
+
+def test_the_loss_is_seen_with_its_arguments_by_keyword():
+    model = nn.Linear(4, 3)
+    with torch_audit.audit(config=False) as session:
+        for _ in range(2):
+            out = model(torch.randn(8, 4)).softmax(-1)
+            F.nll_loss(input=out, target=torch.randint(0, 3, (8,)), reduction="mean").backward()
+    assert "TA707" in session.codes, session.report()
