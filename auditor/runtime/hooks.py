@@ -11,7 +11,8 @@ forward, root_forward(_end) ``register_module_forward_pre_hook`` / ``register_mo
                             "root" modules, indexed for qualified names)
 step_pre, step_post         ``register_optimizer_step_pre_hook`` / ``..._post_hook`` (global)
 backward, backward_end      ``Tensor.backward`` / ``torch.autograd.backward`` seen through the
-                            call window (``intercept.CallWindow``)
+                            call window (``intercept.CallWindow``: local ``sys.monitoring``
+                            events from Python 3.12, a torch function mode before)
 cross_entropy               the forward hook of ``nn.CrossEntropyLoss``/``nn.NLLLoss`` and
                             ``F.cross_entropy``/``F.nll_loss`` through the call window
 relu                        the forward hook of ``nn.ReLU`` modules
@@ -32,7 +33,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from torch_audit.runtime.errors import AuditFailure
 from torch_audit.runtime.events import BackwardEvent, CallEvent
-from torch_audit.runtime.intercept import CallWindow
+from torch_audit.runtime.intercept import CallWindow, Watch
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch_audit.runtime.session import AuditSession
@@ -147,16 +148,15 @@ class TorchHooks:
             # trace into them and warn about what it cannot trace (the thread test)
             self.handles.append(optim_module.register_optimizer_step_pre_hook(_eager(self.step_pre)))
             self.handles.append(optim_module.register_optimizer_step_post_hook(_eager(self.step_post)))
-        handlers: dict[Any, Callable] = {}
+        watches: dict[Any, Watch] = {}
         if "cross_entropy" in ev:
             F = torch.nn.functional
-            handlers[F.cross_entropy] = self.on_loss_call
-            handlers[F.nll_loss] = self.on_loss_call
-        if handlers or "backward" in ev or "backward_end" in ev:
+            watches[F.cross_entropy] = watches[F.nll_loss] = Watch(self.loss_before)
+        if watches or "backward" in ev or "backward_end" in ev:
             # also without a subscriber: backward() is where the window closes
-            handlers[torch.Tensor.backward] = self.on_backward_call
-            handlers[torch.autograd.backward] = self.on_backward_call
-        self.window = CallWindow(handlers) if handlers else None
+            watches[torch.Tensor.backward] = watches[torch.autograd.backward] = Watch(
+                self.backward_before, self.backward_after, closes=True)
+        self.window = CallWindow(watches) if watches else None
 
     def set_forward_subscribers(self, subscribers: tuple[tuple[Any, Callable], ...]) -> None:
         self.forward_subscribers = subscribers
@@ -178,7 +178,7 @@ class TorchHooks:
         self._mute_modules()
         _remove_handles(reversed(self.handles))
         if self.window is not None:
-            self.window.close()
+            self.window.shutdown()
         self.window = None
         self.handles = []
         self.stack = []
@@ -328,17 +328,15 @@ class TorchHooks:
             self.session._end_step(ctx)
 
     # -- calls seen through the call window -----------------------------------------------------
-    def on_backward_call(self, func: Callable, args: tuple, kwargs: dict) -> Any:
-        """``Tensor.backward``/``torch.autograd.backward`` seen through the call window: the
-        ``backward`` events around the call itself. The window closes: nothing after the
-        ``backward()`` call is of interest until the next forward ends."""
-        window = self.window
-        if window is not None:
-            window.close()
+    def backward_before(self, func: Callable, args: tuple, kwargs: dict) -> BackwardEvent | None:
+        """``Tensor.backward``/``torch.autograd.backward`` seen through the call window, before
+        the call: the ``backward`` event (the window closes at this call: nothing after it is
+        of interest until the next forward ends). Returns the event for ``backward_after``, or
+        None for a call the session leaves alone."""
         session = self.session
         if self.backward_depth or compiling() or (
                 _get_ident() != session._thread and not session._own_thread()):
-            return func(*args, **kwargs)
+            return None
         tensors = args[0] if args else kwargs.get("tensors", kwargs.get("self"))
         try:
             if isinstance(tensors, torch.Tensor):  # loss.backward(): the common case
@@ -346,26 +344,26 @@ class TorchHooks:
             else:
                 event = BackwardEvent(tuple(t for t in (tensors or ()) if isinstance(t, torch.Tensor)))
         except Exception:  # an argument torch itself will reject: let it say so
-            return func(*args, **kwargs)
+            return None
         session._emit("backward", event)
         self.step_backwards += 1
         self.backward_depth += 1
-        try:
-            result = func(*args, **kwargs)
-        finally:
-            self.backward_depth -= 1
-        session._emit("backward_end", event)
-        if window is not None:
-            window.close_after_handler()
-        return result
+        return event
 
-    def on_loss_call(self, func: Callable, args: tuple, kwargs: dict) -> Any:
+    def backward_after(self, event: BackwardEvent, returned: bool) -> None:
+        """The end of a ``backward()`` call ``backward_before`` saw: ``backward_end`` when it
+        returned (not when it raised)."""
+        self.backward_depth -= 1
+        if returned:
+            self.session._emit("backward_end", event)
+
+    def loss_before(self, func: Callable, args: tuple, kwargs: dict) -> None:
         """``F.cross_entropy``/``F.nll_loss`` seen through the call window."""
         if not compiling() and args and isinstance(args[0], torch.Tensor) and self.session._own_thread():
             target = args[1] if len(args) > 1 else kwargs.get("target")
             extra = {k: v for k, v in kwargs.items() if k != "target"}
             self.emit_loss(args[0], target, extra, func is torch.nn.functional.nll_loss, None)
-        return func(*args, **kwargs)
+        return None
 
     def emit_loss(self, input: torch.Tensor, target: Any, kwargs: dict, nll: bool,
                   module: torch.nn.Module | None) -> None:

@@ -1,9 +1,12 @@
-"""How long the session's call window (a torch function mode, ``auditor/runtime/intercept.py``)
-stays on the torch-function stack. While it is there every torch call pays a Python call, so it
-covers the loss and the ``backward()`` call and nothing else: not the session's own work on a
-forward's outputs, and not what runs after ``backward()`` returns (a hand-written update,
-``zero_grad()``, the next batch), also in scripts without an optimizer, whose step hook would
-otherwise be the next place to close it."""
+"""The session's call window (``auditor/runtime/intercept.py``): how it observes the loss and
+``backward()``, and for how long. From Python 3.12 it observes with local ``sys.monitoring``
+events on the watched functions alone; before, and when no monitoring tool id is free, with a
+torch function mode, which is on the stack only while the window is open: there every torch
+call pays a Python call, so the window covers the loss and the ``backward()`` call and nothing
+else: not the session's own work on a forward's outputs, and not what runs after ``backward()``
+returns (a hand-written update, ``zero_grad()``, the next batch), also in scripts without an
+optimizer, whose step hook would otherwise be the next place to close it. The behavioural tests
+run under both mechanisms where the interpreter has both (the ``mechanism`` fixture)."""
 
 from __future__ import annotations
 
@@ -15,12 +18,30 @@ import torch.nn.functional as F
 from torch import nn
 
 import torch_audit
-from torch_audit.runtime import AuditFailure
+from torch_audit.runtime import AuditFailure, intercept
+from torch_audit.runtime.session import active_session
 from torch_audit.runtime.subscribers import Subscriber
 
 
 def _stack() -> int:
     return torch._C._len_torch_function_stack()
+
+
+def _window():
+    return active_session()._hooks.window
+
+
+@pytest.fixture(params=["monitoring", "mode"])
+def mechanism(request, monkeypatch):
+    """Runs a test with each way the window can observe calls on this interpreter."""
+    if request.param == "monitoring" and not intercept._MONITORING:
+        pytest.skip("sys.monitoring needs Python 3.12")
+    if request.param == "mode":
+        monkeypatch.setattr(intercept, "_MONITORING", False)
+    return request.param
+
+
+uses_monitoring = pytest.mark.skipif(not intercept._MONITORING, reason="sys.monitoring needs Python 3.12")
 
 
 class _Backwards(Subscriber):
@@ -55,8 +76,8 @@ def _manual_sgd(model, steps, *, after_backward=None, nan_at=None):
 
 needs_cheap_profile = pytest.mark.skipif(
     sys.version_info >= (3, 12),
-    reason="from Python 3.12 the window stays until the next forward (a profile function there "
-           "re-instruments the code that runs next)")
+    reason="from Python 3.12 the mode, used only when no monitoring tool id is free, stays until "
+           "the next forward (a profile function there re-instruments the code that runs next)")
 
 
 @needs_cheap_profile
@@ -71,9 +92,9 @@ def test_the_window_is_off_the_stack_when_backward_returns():
 
 
 def test_where_a_profile_function_is_costly_the_window_stays_until_the_next_forward(monkeypatch):
-    from torch_audit.runtime import intercept
-
-    monkeypatch.setattr(intercept, "_CHEAP_PROFILE", False)  # as on Python 3.12 and later
+    # the mode as on Python 3.12 and later when no monitoring tool id is free
+    monkeypatch.setattr(intercept, "_CHEAP_PROFILE", False)
+    monkeypatch.setattr(intercept, "_MONITORING", False)
     seen = []
     model = nn.Linear(4, 1)
     with torch_audit.audit(config=False) as session:
@@ -83,7 +104,7 @@ def test_where_a_profile_function_is_costly_the_window_stays_until_the_next_forw
     assert "TA701" in session.codes, session.report()
 
 
-def test_a_profile_function_of_the_users_is_kept():
+def test_a_profile_function_of_the_users_is_kept(mechanism):
     """With a profiler of the user's installed the session does not replace it: the window then
     stays until the next forward, as the audit still works."""
     events = []
@@ -115,7 +136,7 @@ def test_backward_closes_the_window_when_only_loss_checks_are_selected():
     assert seen == [0, 0]
 
 
-def test_the_sessions_work_on_a_forwards_outputs_runs_outside_the_window():
+def test_the_sessions_work_on_a_forwards_outputs_runs_outside_the_window(mechanism):
     """Subscribers see the outermost module's output before the window opens: their own torch
     calls are not intercepted."""
 
@@ -126,22 +147,23 @@ def test_the_sessions_work_on_a_forwards_outputs_runs_outside_the_window():
             self.stacks = []
 
         def on_forward(self, module, args, output):
-            self.stacks.append(_stack())
+            self.stacks.append((_stack(), _window().is_open))
 
         def on_root_forward_end(self, module):
-            self.stacks.append(_stack())
+            self.stacks.append((_stack(), _window().is_open))
 
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 3))
     with torch_audit.audit(config=False) as session:
         probe = session.subscribe(Probe())
         for _ in range(2):
             out = model(torch.randn(8, 4))
-            assert _stack() == 1  # open for the loss and backward()
+            assert _window().is_open  # for the loss and backward()
+            assert _stack() == (1 if mechanism == "mode" else 0)
             F.cross_entropy(out, torch.randint(0, 3, (8,))).backward()
-    assert len(probe.stacks) == 2 * 5 and set(probe.stacks) == {0}
+    assert len(probe.stacks) == 2 * 5 and set(probe.stacks) == {(0, False)}
 
 
-def test_a_backward_that_raises_has_no_end_and_the_next_one_is_seen():
+def test_a_backward_that_raises_has_no_end_and_the_next_one_is_seen(mechanism):
     model = nn.Linear(4, 1)
     with torch_audit.audit(config=False) as session:
         probe = session.subscribe(_Backwards())
@@ -155,7 +177,7 @@ def test_a_backward_that_raises_has_no_end_and_the_next_one_is_seen():
     assert (_stack(), sys.getprofile()) == (0, None)
 
 
-def test_a_root_forward_inside_backward_keeps_the_backward_call():
+def test_a_root_forward_inside_backward_keeps_the_backward_call(mechanism):
     """Reentrant checkpointing of the whole model re-runs its forward inside backward(): that
     forward closes the window, but the backward() call in progress still ends (and the next
     one is still seen)."""
@@ -176,7 +198,7 @@ def test_a_root_forward_inside_backward_keeps_the_backward_call():
     assert (_stack(), sys.getprofile()) == (0, None)
 
 
-def test_fail_fast_raises_out_of_backward_and_leaves_nothing_behind():
+def test_fail_fast_raises_out_of_backward_and_leaves_nothing_behind(mechanism):
     model = nn.Linear(4, 1)
     with pytest.raises(AuditFailure):
         with torch_audit.audit(config=False, fail_fast=True):
@@ -184,10 +206,81 @@ def test_fail_fast_raises_out_of_backward_and_leaves_nothing_behind():
     assert (_stack(), sys.getprofile()) == (0, None)
 
 
-def test_the_loss_is_seen_with_its_arguments_by_keyword():
+def test_the_loss_is_seen_with_its_arguments_by_keyword(mechanism):
     model = nn.Linear(4, 3)
     with torch_audit.audit(config=False) as session:
         for _ in range(2):
             out = model(torch.randn(8, 4)).softmax(-1)
             F.nll_loss(input=out, target=torch.randint(0, 3, (8,)), reduction="mean").backward()
     assert "TA707" in session.codes, session.report()
+
+
+@uses_monitoring
+def test_monitoring_observes_with_no_mode_and_no_profile_function():
+    model = nn.Linear(4, 3)
+    with torch_audit.audit(config=False) as session:
+        assert _window().mechanism == "monitoring"
+        for step in range(3):
+            out = model(torch.randn(8, 4))
+            assert (_window().is_open, _stack(), sys.getprofile()) == (True, 0, None)
+            loss = F.cross_entropy(out.softmax(-1), torch.randint(0, 3, (8,)))
+            (loss * float("nan") if step == 2 else loss).backward()
+            assert not _window().is_open
+    assert {"TA701", "TA707"} <= set(session.codes), session.report()
+
+
+@uses_monitoring
+def test_monitoring_gives_its_tool_id_back_and_yields_to_other_tools():
+    mon = sys.monitoring
+    model = nn.Linear(4, 1)
+    with torch_audit.audit(config=False):
+        tool = _window()._monitor.tool
+        assert mon.get_tool(tool) == "torch-audit"
+        _manual_sgd(model, 2)
+    assert mon.get_tool(tool) is None
+    for tool in intercept._TOOL_IDS:  # both taken, by a coverage tool say
+        mon.use_tool_id(tool, "someone else")
+    try:
+        with torch_audit.audit(config=False) as session:
+            assert _window().mechanism == "mode"
+            _manual_sgd(model, 3, nan_at=2)
+        assert all(mon.get_tool(tool) == "someone else" for tool in intercept._TOOL_IDS)
+    finally:
+        for tool in intercept._TOOL_IDS:
+            mon.free_tool_id(tool)
+    assert "TA701" in session.codes, session.report()
+
+
+@uses_monitoring
+def test_monitoring_sees_backward_under_a_mode_of_the_users():
+    """The mode cannot open over a user's mode (it would be popped by theirs); monitoring has
+    no stack to share."""
+    from torch.overrides import TorchFunctionMode
+
+    class Passthrough(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    model = nn.Linear(4, 1)
+    with torch_audit.audit(config=False) as session:
+        with Passthrough():
+            _manual_sgd(model, 3, nan_at=2)
+    assert "TA701" in session.codes, session.report()
+
+
+def test_another_threads_backward_leaves_the_window_open(mechanism):
+    """Monitoring events come from every thread: a backward() of another thread made while the
+    window is open must neither close it nor be taken for the audited thread's."""
+    import threading
+
+    model = nn.Linear(4, 1)
+    with torch_audit.audit(config=False) as session:
+        probe = session.subscribe(_Backwards())
+        out = model(torch.randn(8, 4))
+        worker = threading.Thread(target=lambda: nn.Linear(4, 1)(torch.randn(2, 4)).sum().backward())
+        worker.start()
+        worker.join()
+        assert _window().is_open
+        (F.mse_loss(out, torch.randn(8, 1)) * float("nan")).backward()
+    assert (probe.started, probe.ended) == (1, 1)
+    assert "TA701" in session.codes, session.report()

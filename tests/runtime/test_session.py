@@ -19,6 +19,7 @@ from torch import nn
 import torch_audit
 from torch_audit.findings import Finding
 from torch_audit.runtime import AuditError, AuditFailure, SessionActiveError
+from torch_audit.runtime.session import active_session
 
 from harness import RUNTIME_FIXTURES as FIXTURES, run_fixture
 
@@ -62,6 +63,17 @@ def _mode_stack_len():
     return torch._C._len_torch_function_stack()
 
 
+def _monitoring_tools() -> list[str]:
+    """The sys.monitoring tools in use (Python 3.12+; none before)."""
+    mon = getattr(sys, "monitoring", None)
+    return [] if mon is None else [t for t in (mon.get_tool(i) for i in range(6)) if t]
+
+
+def _window_open() -> bool:
+    """Whether the running session's call window is open (observing the loss and backward)."""
+    return active_session()._hooks.window.is_open
+
+
 def test_hooks_are_installed_and_removed():
     before, funcs = _global_hook_counts(), _patched_functions()
     with torch_audit.audit() as session:
@@ -70,10 +82,11 @@ def test_hooks_are_installed_and_removed():
         model = _mlp()
         _train(model, torch.optim.SGD(model.parameters(), lr=0.1))
         model(torch.randn(2, 8))
-        assert _mode_stack_len() == 1  # the call window: open after a forward
+        assert _window_open()  # the call window: open after a forward
     assert _global_hook_counts() == before
     assert _patched_functions() == funcs
     assert _mode_stack_len() == 0
+    assert _monitoring_tools() == []
     assert session.findings == []
 
 
@@ -98,10 +111,10 @@ def test_paused_removes_every_hook_and_keeps_the_session():
         _train(model, opt)
         installed = _global_hook_counts()
         model(torch.randn(2, 8))
-        assert _mode_stack_len() == 1
+        assert _window_open()
         with session.paused():
             assert _global_hook_counts() == before
-            assert _mode_stack_len() == 0
+            assert (_mode_stack_len(), _monitoring_tools()) == (0, [])
             # nothing is observed while paused: a NaN loss goes unreported
             opt.zero_grad()
             (model(torch.randn(4, 8)).sum() * float("nan")).backward()
@@ -140,11 +153,12 @@ def test_only_needed_hooks_are_installed():
     with torch_audit.audit(select=["nonfinite-gradient"]):
         model(torch.randn(2, 8))
         # nonfinite-gradient needs optimizer hooks only: no call window
-        assert _mode_stack_len() == 0
+        assert active_session()._hooks.window is None
+        assert (_mode_stack_len(), _monitoring_tools()) == (0, [])
     with torch_audit.audit(select=["nonfinite-loss"]):
-        assert _mode_stack_len() == 0  # opened by a forward's end only
+        assert not _window_open()  # opened by a forward's end only
         model(torch.randn(2, 8))
-        assert _mode_stack_len() == 1
+        assert _window_open()
 
 
 def test_no_strong_reference_to_model_after_exit():
