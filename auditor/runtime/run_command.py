@@ -52,6 +52,7 @@ from torch_audit.runtime.run_report import (
     write_file,
 )
 from torch_audit.runtime.settings import INTERNAL_ERROR_CODE, RuntimeSelection
+from torch_audit.runtime.startup_objects import record_interpreter_frozen
 
 __all__ = ["RunOptions", "RunSettings", "parse_option_flags", "profile_target", "resolve_settings", "run"]
 
@@ -303,6 +304,7 @@ def run(ctx: click.Context, target: str, args: tuple[str, ...], as_module: bool,
     at or above --fail-on was reported. Options go before TARGET; everything after it is the
     script's.
     """
+    record_interpreter_frozen()  # before anything of ours could freeze objects
     if target.startswith("-") and target != "-":
         raise click.UsageError(f"no such option: {target}")
     if args and not as_module and profile_target(target) is not None:

@@ -13,7 +13,10 @@ so the interpreter's final collection walks them as it would under plain python.
 own objects are collected as usual. Two things differ from plain python while the script
 runs, both documented in ``docs/run.md``: ``gc.get_objects()`` does not list the frozen
 objects, and a full collection does not walk them (it is cheaper). When something froze objects
-before (an embedding process), nothing is frozen or unfrozen here.
+before (an embedding process), nothing is frozen or unfrozen here. Python 3.12 freezes objects
+of its own at start-up (its immortal ones): ``torch-audit run`` records how many before it does
+anything (:func:`record_interpreter_frozen`), and those alone do not count as someone else's;
+they are unfrozen with the rest when the script ends, shortly before the process exits.
 """
 
 from __future__ import annotations
@@ -22,13 +25,25 @@ import gc
 from contextlib import contextmanager
 from typing import Iterator
 
-__all__ = ["startup_frozen"]
+__all__ = ["record_interpreter_frozen", "startup_frozen"]
+
+#: objects the interpreter itself had frozen when ``torch-audit run`` started (None: not
+#: recorded, so any frozen object may be an embedding process's)
+_interpreter_frozen: int | None = None
+
+
+def record_interpreter_frozen() -> None:
+    """Called first by ``torch-audit run``, whose process nothing else has frozen objects in:
+    what is frozen now is the interpreter's own (Python 3.12)."""
+    global _interpreter_frozen
+    _interpreter_frozen = gc.get_freeze_count()
 
 
 @contextmanager
 def startup_frozen() -> Iterator[None]:
-    if gc.get_freeze_count():  # someone else's frozen objects: leave their state alone
-        yield
+    frozen = gc.get_freeze_count()
+    if frozen and (_interpreter_frozen is None or frozen > _interpreter_frozen):
+        yield  # someone else's frozen objects: leave their state alone
         return
     gc.freeze()
     try:

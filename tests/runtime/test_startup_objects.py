@@ -68,3 +68,20 @@ def test_objects_frozen_by_the_caller_stay_frozen(tmp_path):
         assert gc.get_freeze_count() > before * 0.9  # not given back (a few died meanwhile)
     finally:
         gc.unfreeze()
+
+
+def test_the_interpreters_own_frozen_objects_do_not_stop_the_freeze(tmp_path, monkeypatch):
+    """Python 3.12 starts with frozen objects of its own; ``torch-audit run`` records them
+    before anything else, and they alone do not count as an embedding process's."""
+    from torch_audit.runtime import startup_objects
+
+    gc.freeze()  # as the interpreter does at start-up on 3.12 (a few hundred there)
+    try:
+        before = gc.get_freeze_count()
+        monkeypatch.setattr(startup_objects, "_interpreter_frozen", before)
+        seen, outcome = _run(tmp_path)
+        assert outcome.status == 0
+        assert seen["frozen"] > before  # the run froze its start-up too
+        assert gc.get_freeze_count() == 0  # and gave everything back when the script ended
+    finally:
+        gc.unfreeze()
