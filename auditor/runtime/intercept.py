@@ -161,7 +161,10 @@ class _Monitor:
         frame = sys._getframe(1)  # the watched function's frame, just started
         if watch.closes:
             window._live = False
-        args, kwargs = _frame_arguments(frame)
+        try:
+            args, kwargs = _frame_arguments(frame)
+        except Exception:  # a frame unlike the function's signature: never the user's problem
+            return
         token = watch.before(func, args, kwargs)
         if token is not None and watch.after is not None:
             self.calls.append((frame, watch.after, token))
