@@ -96,8 +96,10 @@ class Config:
     keys_set: frozenset[str] = frozenset()
 
 
-def _tomllib():
-    # Imported on first use: a run that finds no pyproject.toml never needs a TOML parser.
+def toml_parser():
+    """The TOML module: ``tomllib`` from Python 3.11, the ``tomli`` backport before (a
+    dependency there). Imported on first use: a run that finds no pyproject.toml never needs
+    a TOML parser."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
@@ -121,7 +123,7 @@ def find_config(start: Path) -> Path | None:
                 return directory / name
         candidate = directory / "pyproject.toml"
         if candidate.is_file():
-            tomllib = _tomllib()
+            tomllib = toml_parser()
             # Unreadable, we cannot tell whether it is ours: one clear error, not a guess.
             raw = _read_config_bytes(candidate)
             try:
@@ -176,7 +178,7 @@ def load_config(path: Path | None, catalog: Catalog) -> Config:
         raise ConfigError(f"{where}: configuration file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{where}: cannot read configuration: {exc}") from None
-    tomllib = _tomllib()
+    tomllib = toml_parser()
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def _package_dirs() -> dict[str, Path]:
     """setuptools' ``package-dir`` (pyproject.toml): import name → directory; the fixtures are
     data (examples shown as rule docs), not modules anything imports."""
-    from torch_audit.config import _tomllib  # tomllib, or tomli before Python 3.11
+    from torch_audit.config import toml_parser  # tomllib, or tomli before Python 3.11
 
-    mapping = _tomllib().loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-dir"]
+    mapping = toml_parser().loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-dir"]
     return {name: ROOT / folder for name, folder in mapping.items() if name != "torch_audit.fixtures"}
 
 
@@ -246,3 +246,20 @@ if __name__ == "__main__":  # every cycle, the tolerated edges included
     for c in cycles(g):
         print(describe(c, g), end="\n\n")
     sys.exit(1 if cycles(g) else 0)
+
+
+def test_tomllib_is_imported_only_with_the_tomli_fallback():
+    """``tomllib`` is Python 3.11's; on 3.10 the package depends on the ``tomli`` backport
+    (pyproject.toml). An unguarded ``import tomllib`` crashed ``torch-audit run --option`` on
+    3.10, which CI (3.11) cannot see: every import of it sits in a version test or a ``try``,
+    next to ``tomli``."""
+    unguarded = []
+    for directory in PACKAGE_DIRS.values():
+        for path in directory.rglob("*.py"):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if not isinstance(node, (ast.If, ast.Try)):
+                    for child in ast.iter_child_nodes(node):
+                        if isinstance(child, ast.Import) and any(a.name == "tomllib" for a in child.names):
+                            unguarded.append(f"{path.relative_to(ROOT)}:{child.lineno}")
+    assert unguarded == [], "import tomllib outside a version test or try (use config.toml_parser)"

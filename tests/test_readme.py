@@ -67,9 +67,9 @@ def test_the_quickstart_prints_what_the_readme_says():
 
 def test_the_first_command_installs_what_the_readme_names():
     """"libcst, click and pathspec, no torch": the install's requirements, read from pyproject."""
-    from torch_audit.config import _tomllib  # tomllib, or tomli before Python 3.11
+    from torch_audit.config import toml_parser  # tomllib, or tomli before Python 3.11
 
-    tomllib = _tomllib()
+    tomllib = toml_parser()
     said = re.search(r"installs the linter \(([^)]*), no torch\)", README)
     assert said, "the README names what the first command installs"
     named = set(re.split(r", | and ", said.group(1)))

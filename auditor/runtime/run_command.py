@@ -153,7 +153,9 @@ def _split(values: tuple[str, ...] | list[str] | None) -> list[str]:
 
 def parse_option_value(text: str) -> Any:
     """``20`` → 20, ``1e-3`` → 0.001, ``true`` → True, ``"x"`` or ``x`` → "x" (TOML values)."""
-    import tomllib
+    from torch_audit.config import toml_parser
+
+    tomllib = toml_parser()
 
     try:
         return tomllib.loads(f"v = {text}")["v"]
