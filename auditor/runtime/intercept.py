@@ -141,11 +141,12 @@ class _Monitor:
         """Remove the instrumentation and give the tool id back; calls still in progress are
         finished as not returned."""
         mon = sys.monitoring
-        for code, _, _ in self.codes.values():
-            mon.set_local_events(self.tool, code, 0)
-        mon.register_callback(self.tool, mon.events.PY_START, None)
-        mon.register_callback(self.tool, mon.events.PY_RETURN, None)
-        mon.free_tool_id(self.tool)
+        if mon.get_tool(self.tool) == "torch-audit":  # not freed behind our back
+            for code, _, _ in self.codes.values():
+                mon.set_local_events(self.tool, code, 0)
+            mon.register_callback(self.tool, mon.events.PY_START, None)
+            mon.register_callback(self.tool, mon.events.PY_RETURN, None)
+            mon.free_tool_id(self.tool)
         calls, self.calls = self.calls, []
         for _, after, token in reversed(calls):
             after(token, False)

@@ -284,3 +284,18 @@ def test_another_threads_backward_leaves_the_window_open(mechanism):
         (F.mse_loss(out, torch.randn(8, 1)) * float("nan")).backward()
     assert (probe.started, probe.ended) == (1, 1)
     assert "TA701" in session.codes, session.report()
+
+
+@uses_monitoring
+def test_a_tool_id_freed_behind_the_sessions_back_does_not_break_its_end():
+    mon = sys.monitoring
+    model = nn.Linear(4, 1)
+    with torch_audit.audit(config=False):
+        tool = _window()._monitor.tool
+        _manual_sgd(model, 1)
+        mon.free_tool_id(tool)
+        mon.use_tool_id(tool, "someone else")  # and taken by another tool
+    try:
+        assert mon.get_tool(tool) == "someone else"
+    finally:
+        mon.free_tool_id(tool)
