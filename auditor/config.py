@@ -37,6 +37,7 @@ from typing import Any
 
 from torch_audit.catalog import Catalog, UnknownSelector
 from torch_audit.output import fail_level
+from torch_audit.tomlcompat import toml_parser
 
 KEYS = {
     "select",
@@ -94,17 +95,6 @@ class Config:
     options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     #: the keys the file set (``--show-settings`` says where each value came from)
     keys_set: frozenset[str] = frozenset()
-
-
-def toml_parser():
-    """The TOML module: ``tomllib`` from Python 3.11, the ``tomli`` backport before (a
-    dependency there). Imported on first use: a run that finds no pyproject.toml never needs
-    a TOML parser."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    return tomllib
 
 
 def find_config(start: Path) -> Path | None:

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _package_dirs() -> dict[str, Path]:
     """setuptools' ``package-dir`` (pyproject.toml): import name → directory; the fixtures are
     data (examples shown as rule docs), not modules anything imports."""
-    from torch_audit.config import toml_parser  # tomllib, or tomli before Python 3.11
+    from torch_audit.tomlcompat import toml_parser  # tomllib, or tomli before Python 3.11
 
     mapping = toml_parser().loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-dir"]
     return {name: ROOT / folder for name, folder in mapping.items() if name != "torch_audit.fixtures"}
@@ -262,4 +262,4 @@ def test_tomllib_is_imported_only_with_the_tomli_fallback():
                     for child in ast.iter_child_nodes(node):
                         if isinstance(child, ast.Import) and any(a.name == "tomllib" for a in child.names):
                             unguarded.append(f"{path.relative_to(ROOT)}:{child.lineno}")
-    assert unguarded == [], "import tomllib outside a version test or try (use config.toml_parser)"
+    assert unguarded == [], "import tomllib outside a version test or try (use torch_audit.tomlcompat.toml_parser)"

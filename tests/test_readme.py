@@ -67,7 +67,7 @@ def test_the_quickstart_prints_what_the_readme_says():
 
 def test_the_first_command_installs_what_the_readme_names():
     """"libcst, click and pathspec, no torch": the install's requirements, read from pyproject."""
-    from torch_audit.config import toml_parser  # tomllib, or tomli before Python 3.11
+    from torch_audit.tomlcompat import toml_parser  # tomllib, or tomli before Python 3.11
 
     tomllib = toml_parser()
     said = re.search(r"installs the linter \(([^)]*), no torch\)", README)

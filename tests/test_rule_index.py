@@ -276,12 +276,9 @@ def test_audit_reads_the_configuration_without_importing_the_static_rules(tmp_pa
 def test_the_index_ships_as_package_data():
     import fnmatch
 
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
+    from torch_audit.tomlcompat import toml_parser
 
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    pyproject = toml_parser().loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     patterns = pyproject["tool"]["setuptools"]["package-data"]["torch_audit"]
     relative = INDEX_PATH.relative_to(ROOT / "auditor").as_posix()
     assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), patterns

@@ -153,7 +153,7 @@ def _split(values: tuple[str, ...] | list[str] | None) -> list[str]:
 
 def parse_option_value(text: str) -> Any:
     """``20`` → 20, ``1e-3`` → 0.001, ``true`` → True, ``"x"`` or ``x`` → "x" (TOML values)."""
-    from torch_audit.config import toml_parser
+    from torch_audit.tomlcompat import toml_parser
 
     tomllib = toml_parser()
 

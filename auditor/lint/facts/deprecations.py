@@ -18,7 +18,6 @@ import dataclasses
 import functools
 import pkgutil
 import re
-import sys
 from typing import TYPE_CHECKING, Any, Iterable
 
 import libcst as cst
@@ -242,11 +241,10 @@ def build_table(data: dict[str, Any]) -> Table:
 def load_table() -> Table:
     """The packaged table, parsed and validated once per process (only when a file is linted or
     a rule's documentation is read: not at import)."""
-    # tomllib is imported here, not at the top: start-up pays for it only when the table is used.
-    if sys.version_info >= (3, 11):  # pragma: no cover - depends on the interpreter
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
+    # the parser is imported here, not at the top: start-up pays for it only when the table is used
+    from torch_audit.tomlcompat import toml_parser
+
+    tomllib = toml_parser()
 
     # pkgutil (already loaded) reads package data through the package's loader, as
     # importlib.resources does, without importing importlib.resources and zipfile.

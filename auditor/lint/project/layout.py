@@ -154,10 +154,9 @@ def _package_dirs(pyproject: Path) -> list:
         return []
     if "package-dir" not in text:
         return []
-    try:
-        import tomllib  # type: ignore[import-not-found]
-    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    from torch_audit.tomlcompat import toml_parser
+
+    tomllib = toml_parser()
     try:
         data = tomllib.loads(text)
     except Exception:
