@@ -10,11 +10,13 @@ import pytest
 
 from torch_audit.runtime.audited_run import audit_script
 
-#: Python 3.12 freezes objects of its own at start-up (its immortal objects), so a run cannot
-#: tell them from an embedding process's and leaves the permanent generation alone there
+#: Python 3.12 freezes objects of its own at start-up (its immortal objects): a run started from
+#: the API cannot tell them from an embedding process's and leaves the permanent generation
+#: alone; ``torch-audit run`` counts them first (the last test here)
 interpreter_freezes = pytest.mark.skipif(
     gc.get_freeze_count() > 0,
-    reason="this interpreter starts with frozen objects of its own (Python 3.12): nothing is frozen")
+    reason="this interpreter starts with frozen objects of its own (Python 3.12): a run from the "
+           "API freezes nothing; the command line's count of them is tested below")
 
 SCRIPT = textwrap.dedent("""
     import gc, json, sys
