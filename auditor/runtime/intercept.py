@@ -151,6 +151,9 @@ class _Monitor:
         for _, after, token in reversed(calls):
             after(token, False)
 
+    # CPython delivers no monitoring event while a callback of it runs: the session's own calls
+    # of watched functions inside the handlers are not observed (as torch keeps the mode off the
+    # stack while its handler runs; tests/runtime/test_call_window.py)
     def _on_start(self, code: Any, offset: int) -> None:
         window = self.window
         # events come from every thread: another thread's backward() must not close the window

@@ -299,3 +299,29 @@ def test_a_tool_id_freed_behind_the_sessions_back_does_not_break_its_end():
         assert mon.get_tool(tool) == "someone else"
     finally:
         mon.free_tool_id(tool)
+
+
+def test_a_subscribers_own_loss_call_is_not_observed(mechanism):
+    """A subscriber that calls a watched function itself (here ``F.cross_entropy`` from its
+    ``on_cross_entropy``) is not handed that call as an event: no recursion, one event a call."""
+
+    class Recomputes(Subscriber):
+        events = frozenset({"cross_entropy", "backward_end"})
+
+        def __init__(self):
+            self.seen = 0
+
+        def on_cross_entropy(self, event):
+            self.seen += 1
+            F.cross_entropy(event.input.detach(), event.target)
+
+        def on_backward_end(self, event):
+            F.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1])).item()
+
+    model = nn.Linear(4, 3)
+    with torch_audit.audit(config=False) as session:
+        probe = session.subscribe(Recomputes())
+        for _ in range(3):
+            out = model(torch.randn(8, 4))
+            F.cross_entropy(out, torch.randint(0, 3, (8,))).backward()
+    assert probe.seen == 3 and probe.enabled
