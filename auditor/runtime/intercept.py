@@ -101,6 +101,12 @@ def _frame_arguments(frame: Any) -> tuple[tuple, dict]:
     return args, kwargs
 
 
+def _not_returned(calls: list[tuple[Any, Callable, Any]]) -> None:
+    """Finish watched calls that ended without a return (they raised), innermost first."""
+    for _, after, token in reversed(calls):
+        after(token, False)
+
+
 class _Monitor:
     """Local ``PY_START``/``PY_RETURN`` events on the watched functions' code objects."""
 
@@ -148,8 +154,7 @@ class _Monitor:
             mon.register_callback(self.tool, mon.events.PY_RETURN, None)
             mon.free_tool_id(self.tool)
         calls, self.calls = self.calls, []
-        for _, after, token in reversed(calls):
-            after(token, False)
+        _not_returned(calls)
 
     # CPython delivers no monitoring event while a callback of it runs: the session's own calls
     # of watched functions inside the handlers are not observed (as torch keeps the mode off the
@@ -183,8 +188,7 @@ class _Monitor:
                 _, after, token = calls[i]
                 raised = calls[i + 1:]  # inner calls that ended without a return
                 del calls[i:]
-                for _, after_raised, token_raised in reversed(raised):
-                    after_raised(token_raised, False)
+                _not_returned(raised)
                 after(token, True)
                 return
 
@@ -196,9 +200,11 @@ class _Monitor:
             live.add(id(frame))
             frame = frame.f_back
         calls = self.calls
-        while calls and id(calls[-1][0]) not in live:
-            _, after, token = calls.pop()
-            after(token, False)
+        dead = len(calls)
+        while dead and id(calls[dead - 1][0]) not in live:
+            dead -= 1
+        raised, calls[dead:] = calls[dead:], []
+        _not_returned(raised)
 
 
 class _Mode(TorchFunctionMode):
@@ -232,14 +238,13 @@ class _Mode(TorchFunctionMode):
 class CallWindow:
     """The session's window on torch calls (see the module docstring)."""
 
-    def __init__(self, watches: dict[Callable, Watch], *, monitoring: bool | None = None) -> None:
+    def __init__(self, watches: dict[Callable, Watch]) -> None:
         self.watches = watches
         #: the monitoring window is open, for the thread that opened it (monitoring events
         #: come from every thread; the mode stack is per thread)
         self._live = False
         self._thread: int | None = None
-        use = _MONITORING if monitoring is None else monitoring
-        self._monitor = _Monitor.start(self) if use else None
+        self._monitor = _Monitor.start(self) if _MONITORING else None
         self._mode = _Mode(self)
         self._pushed = False
         #: the one-shot profile function of _close_after_mode_call, while it waits
