@@ -17,6 +17,7 @@ exclude = ["generated/"]        # replaces the default excludes
 extend-exclude = ["legacy/*.py"]
 respect-gitignore = true
 fail-on = "error"               # torch-audit run: exit 1 at or above this severity
+budget = 0.02                   # runtime: the audit's share of a pass before short passes are sampled ("off": never)
 
 [tool.torch-audit.per-file-ignores]
 "tests/*" = ["missing-eval-for-inference"]
@@ -37,6 +38,7 @@ from typing import Any
 
 from torch_audit.catalog import Catalog, UnknownSelector
 from torch_audit.output import fail_level
+from torch_audit.runtime.pass_sampling import DEFAULT_BUDGET, parse_budget
 from torch_audit.tomlcompat import toml_parser
 
 KEYS = {
@@ -51,6 +53,7 @@ KEYS = {
     "respect-gitignore",
     "force-exclude",
     "fail-on",
+    "budget",
     "options",
 }
 #: The dedicated configuration files, in the order they are looked for in one directory.
@@ -91,6 +94,8 @@ class Config:
     respect_gitignore: bool = True
     force_exclude: bool = False
     fail_on: str = "error"
+    #: the runtime audit's cost budget (None: "off", every training pass audited)
+    budget: float | None = DEFAULT_BUDGET
     #: per-rule options keyed by rule *name*
     options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     #: the keys the file set (``--show-settings`` says where each value came from)
@@ -247,7 +252,7 @@ def parse_table(
 
 
 def _parse_scalars(table: dict[str, Any], cfg: Config, fail) -> None:
-    """The true/false keys, ``torch-version`` and ``fail-on``, into ``cfg``."""
+    """The true/false keys, ``torch-version``, ``fail-on`` and ``budget``, into ``cfg``."""
     for key, attr in (
         ("preview", "preview"),
         ("respect-gitignore", "respect_gitignore"),
@@ -267,6 +272,11 @@ def _parse_scalars(table: dict[str, Any], cfg: Config, fail) -> None:
             cfg.fail_on = fail_level(table["fail-on"]).value
         except ValueError as exc:
             raise fail("fail-on", str(exc)) from None
+    if "budget" in table:
+        try:
+            cfg.budget = parse_budget(table["budget"])
+        except ValueError as exc:
+            raise fail("budget", str(exc)) from None
 
 
 def _parse_per_file_ignores(pfi: Any, catalog: Catalog, fail) -> dict[str, list[str]]:

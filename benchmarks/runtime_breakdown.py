@@ -19,6 +19,12 @@ Sections (``--only`` picks some):
 - ``checks``: each runtime check selected alone (and ``none``: no check, so no hooks), the
   median over rounds of audited minus plain microseconds a step. The checks share hooks and
   the call window: the first check pays for them, so the sum is not the total.
+- ``budget``: the steady state of a long run under the default cost budget
+  (``torch_audit.runtime.pass_sampling``): one session, its first ``--warm`` steps (the
+  warm-up, audited whole, and the first measurements) left out, then rounds of ``--steps``
+  audited steps interleaved with as many plain ones inside ``session.paused()``; the median
+  microseconds a step of each and their ratio, then the same with ``budget=None`` (every pass
+  audited), and how many passes the session audited.
 - ``gc``: the young generation's allocation count a step (``gc.get_count()[0]`` with the
   collector off: 700 of it is one young collection, and ten of those one collection of the next
   generation) and the full collections over ``--gc-steps`` steps with the collector on. A full
@@ -46,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import torch_audit
+import torch_audit.runtime.session
 from torch_audit.catalog import load_catalog
 
 PARTS = ("batch", "zero_grad", "forward", "loss", "item", "backward", "update")
@@ -205,6 +212,25 @@ def checks(loop: Any, args: argparse.Namespace) -> None:
         print(f"  {name:36s} {statistics.median(deltas):+8.1f}")
 
 
+def budget(loop: Any, args: argparse.Namespace) -> None:
+    print(f"\nsteady state under a budget (median us a step over {args.rounds} rounds of "
+          f"{args.steps} steps, after {args.warm} steps)")
+    for budget in (torch_audit.runtime.session.DEFAULT_BUDGET, None):
+        plain, audited = [], []
+        with torch_audit.audit(config=False, budget=budget) as s:
+            run_parts(loop, args.warm)
+            for _ in range(args.rounds):
+                with s.paused():
+                    plain.append(step_us(loop, args.steps))
+                audited.append(step_us(loop, args.steps))
+        p, a = statistics.median(plain), statistics.median(audited)
+        sampler = s.sampler
+        passes = (f", {sampler.audited_passes} passes audited, {sampler.gaps} gaps"
+                  if sampler is not None else "")
+        print(f"  budget={budget}: plain {p:7.1f}  audited {a:7.1f}  extra {a - p:+7.1f}  "
+              f"ratio {a / p:.3f}x{passes}")
+
+
 def gc_counts(loop: Any, args: argparse.Namespace) -> None:
     def young_per_step(select: list[str] | None, audited: bool) -> float:
         was = gc.isenabled()
@@ -250,7 +276,8 @@ def gc_counts(loop: Any, args: argparse.Namespace) -> None:
               f"(after a collection): {n}, {ms:.0f} ms")
 
 
-SECTIONS = {"parts": parts, "subscribers": subscribers, "checks": checks, "gc": gc_counts}
+SECTIONS = {"parts": parts, "subscribers": subscribers, "checks": checks, "budget": budget,
+            "gc": gc_counts}
 
 
 def main() -> None:
@@ -260,6 +287,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="steps a round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--gc-steps", type=int, default=5000)
+    parser.add_argument("--warm", type=int, default=600, help="steps before the budget's rounds")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from torch_audit.findings import Finding
 from torch_audit.runtime import script as script_runner
+from torch_audit.runtime.pass_sampling import DEFAULT_BUDGET
 from torch_audit.runtime.run_history import History
 from torch_audit.runtime.run_monitor import MaxStepsReached, RunMonitor, status_line_aware_streams
 from torch_audit.runtime.settings import RuntimeSelection
@@ -54,12 +55,13 @@ class RunOutcome:
 
 
 def _new_session(selection: RuntimeSelection | None, every: int, fail_fast: bool,
-                 audit_options: dict[str, Any] | None, closure_passes: str) -> Any:
+                 audit_options: dict[str, Any] | None, closure_passes: str,
+                 budget: float | None) -> Any:
     if selection is not None:
         from torch_audit.runtime.session import AuditSession
 
         return AuditSession(every=every, fail_fast=fail_fast, selection=selection,
-                            closure_passes=closure_passes)
+                            closure_passes=closure_passes, budget=budget)
     from torch_audit.runtime.session import audit
 
     return audit(**(audit_options or {}))
@@ -74,6 +76,7 @@ def audit_script(
     selection: RuntimeSelection | None = None,
     every: int = 1,
     closure_passes: str = "first",
+    budget: float | None = DEFAULT_BUDGET,
     fail_fast: bool = False,
     max_steps: int | None = None,
     progress: TextIO | None = None,
@@ -82,12 +85,12 @@ def audit_script(
     """Run ``target`` (a script path, or a module name with ``module=True``) as ``__main__``
     inside one audit session; never raises for what the script does (its exception, exit or
     interrupt is in the returned :class:`RunOutcome`). The checks are ``selection`` (resolved
-    once, with ``every``, ``closure_passes`` and ``fail_fast``), else the session of
+    once, with ``every``, ``closure_passes``, ``budget`` and ``fail_fast``), else the session of
     ``torch_audit.audit(**audit_options)``. Raises :class:`script_runner.ScriptNotFound`."""
     from torch_audit.runtime.causes import root_cause_first
     from torch_audit.runtime.errors import AuditFailure
 
-    session = _new_session(selection, every, fail_fast, audit_options, closure_passes)
+    session = _new_session(selection, every, fail_fast, audit_options, closure_passes, budget)
     session.started_by = "`torch-audit run`"
     outcome = RunOutcome(findings=[])
     monitor = session.subscribe(RunMonitor(session, max_steps=max_steps, progress=progress,

@@ -46,6 +46,11 @@ class RuntimeCheck(Rule, Subscriber):
     def close(self) -> None:
         """Called once when the session ends, also on exceptions. Drop tensor references."""
 
+    def needs_every_pass(self) -> bool:
+        """Checks hold no state a skipped pass invalidates, unless they say so (a check that
+        is following something across consecutive passes returns True while it does)."""
+        return False
+
     # -- helpers ------------------------------------------------------------------------------
     def defer(self, tensor: Any, callback: Any) -> None:
         """Read ``tensor`` (any shape, on any device) with the session's next host transfer and

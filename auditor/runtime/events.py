@@ -102,6 +102,9 @@ class StepContext:
         self.step = step
         #: False on steps skipped by ``every=N``: checks do no device work then.
         self.checked = checked
+        #: False for the step of an unaudited pass (pass sampling), seen only by subscribers
+        #: with ``light_step_post``
+        self.audited = True
         #: the optimizer's label in findings and reports: its class, numbered when there are
         #: several of the same class ("Adam", "SGD#2")
         self.label = session.optimizer_label(optimizer)

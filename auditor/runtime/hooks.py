@@ -18,6 +18,10 @@ cross_entropy               the forward hook of ``nn.CrossEntropyLoss``/``nn.NLL
 relu                        the forward hook of ``nn.ReLU`` modules
 ==========================  ===============================================================
 
+With a cost budget (``pass_sampling``), an unaudited training pass runs with at most one
+module pre-hook, which waits for the next forward of the model that paces the passes, and
+the optimizer hooks only count its step (see "sampled passes" below).
+
 No public torch object is replaced or wrapped. Events of threads other than the one that
 opened the session, and events while ``torch.compiler.is_compiling()``, are left alone.
 """
@@ -26,6 +30,8 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
+import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -33,7 +39,9 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from torch_audit.runtime.errors import AuditFailure
 from torch_audit.runtime.events import BackwardEvent, CallEvent
+from torch_audit.runtime.alarm import Alarm
 from torch_audit.runtime.intercept import CallWindow, Watch
+from torch_audit.runtime.pass_sampling import AUDITED, PROBED
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch_audit.runtime.session import AuditSession
@@ -83,6 +91,10 @@ def _wants_forward(subscriber: Any, cls: type, grad: bool) -> bool:
     return wanted_grad is None or bool(wanted_grad) == grad
 
 
+def _nobody() -> None:
+    return None
+
+
 def _remove_handles(handles: Any) -> None:
     for handle in handles:
         try:
@@ -97,6 +109,10 @@ _RELU = torch.nn.ReLU
 _get_ident = threading.get_ident
 _grad_enabled = torch.is_grad_enabled
 _getframe = sys._getframe
+_now = time.perf_counter
+_autograd_node = torch._C._current_autograd_node
+#: ``step_code`` while an unaudited pass's optimizer step runs (no stack walk: see step_pre)
+_LIGHT_STEP = object()
 
 
 class TorchHooks:
@@ -128,6 +144,21 @@ class TorchHooks:
         #: (torch's step wrapper), and the backward() calls seen since the step began
         self.step_code: Any = None
         self.step_backwards = 0
+        #: pass sampling (the session's ``sampler``): the model whose training passes are
+        #: counted (a weak reference), whether the current pass is unaudited, the light
+        #: pass's pre-hook, and the pass whose audit the light hook just decided
+        self.pacing: Callable[[], Any] = _nobody
+        self.light = False
+        self.light_handle: Any = None
+        self._decided = False
+        #: the gaps' alarm (created at the first gap), the gap it is for, and the lock the
+        #: alarm's thread and the training thread share for the light hook
+        self.alarm: Alarm | None = None
+        self._gap_generation = 0
+        self._light_lock = threading.Lock()
+        #: roots (by id) that hold parameters: only they can pace the passes (a loss module
+        #: called on its own is a root too)
+        self._has_params: dict[int, bool] = {}
 
     # -- install / remove -----------------------------------------------------------------------
     def install(self, *, anything: bool) -> None:
@@ -176,6 +207,7 @@ class TorchHooks:
 
     def remove(self) -> None:
         self._mute_modules()
+        self._end_light()
         _remove_handles(reversed(self.handles))
         if self.window is not None:
             self.window.shutdown()
@@ -225,6 +257,114 @@ class TorchHooks:
         self.step_code = None
         return False
 
+    # -- sampled passes (pass_sampling) --------------------------------------------------------
+    # An audited pass has every hook; a probed pass only ``forward_pre_light``, which notes
+    # when the next pass starts; a gap has no module hook at all until the alarm thread puts
+    # ``forward_pre_light`` back (``_gap_over``). The optimizer hooks stay: an unaudited
+    # pass's step is counted. Switches happen in the module pre-hook of the pacing model's
+    # forward: torch has copied the pre-hooks it calls for that module, and looks the forward
+    # hooks up after its forward, so adding or removing hooks there is safe.
+    def _pass_audited(self, module: torch.nn.Module) -> bool:
+        """At the start of an outermost forward: whether it is audited. A training forward of
+        the model that paces the passes starts a pass, which the sampler may leave unaudited
+        (the module hooks then go); every other forward is audited: inference and eval-mode
+        forwards, and any forward inside ``backward()`` or an optimizer step."""
+        if self._decided:  # the light pre-hook decided this pass already
+            self._decided = False
+            return True
+        if self.backward_depth or self.step_code is not None or not module.training \
+                or not _grad_enabled():
+            return True
+        sampler = self.session.sampler
+        pacing = self.pacing()
+        if module is not pacing:
+            has_params = self._has_params.get(id(module))
+            if has_params is None:
+                has_params = self._has_params[id(module)] = next(module.parameters(), None) is not None
+            if not has_params:
+                return True  # a loss module called on its own
+            if pacing is not None:  # two models trained (a GAN, ...): passes are not one model's
+                sampler.stop("two models are trained")
+                return True
+            self.pacing = weakref.ref(module)
+        now = _now()
+        decision = sampler.starts(now)
+        if decision == AUDITED:
+            return True
+        if self.session.needs_every_pass():
+            sampler.overrule(decision, now)
+            return True
+        self._mute_modules()
+        if self.window is not None:
+            self.window.suspend()
+        self.light = True
+        self._leave_pass(decision)
+        return False
+
+    def _leave_pass(self, decision: str) -> None:
+        """An unaudited pass starts (``light`` is set): watch for the next pass's start
+        (``PROBED``), or install nothing until the gap's alarm (``GAP``)."""
+        from torch.nn.modules import module as nn_module
+
+        with self._light_lock:
+            if decision == PROBED:
+                if self.light_handle is None:
+                    self.light_handle = nn_module.register_module_forward_pre_hook(self.forward_pre_light)
+                return
+            handle, self.light_handle = self.light_handle, None
+            if handle is not None:
+                handle.remove()
+            self._gap_generation += 1
+            generation = self._gap_generation
+        if self.alarm is None:
+            self.alarm = Alarm()
+        self.alarm.set(self.session.sampler.gap_seconds, lambda: self._gap_over(generation))
+
+    def _gap_over(self, generation: int) -> None:
+        """On the alarm's thread: the gap is over, watch for the next pass's start."""
+        from torch.nn.modules import module as nn_module
+
+        with self._light_lock:
+            if self.light and self.light_handle is None and generation == self._gap_generation:
+                self.light_handle = nn_module.register_module_forward_pre_hook(self.forward_pre_light)
+
+    def _end_light(self) -> None:
+        """Back to audited passes' hooks' state: no light hook, no alarm, the window's
+        events back (the caller installs the module hooks)."""
+        if not self.light:
+            return
+        with self._light_lock:
+            self.light = False
+            self._gap_generation += 1
+            handle, self.light_handle = self.light_handle, None
+        if handle is not None:
+            handle.remove()
+        if self.alarm is not None:
+            self.alarm.cancel()
+        if self.window is not None:
+            self.window.resume()
+        if self.step_code is _LIGHT_STEP:
+            self.step_code = None
+
+    def forward_pre_light(self, module: torch.nn.Module, args: Any) -> None:
+        """The only module hook of a probed pass (and of the wait for the first pass after a
+        gap): at the pacing model's next forward, ask the sampler; an audited pass, or an
+        inference or eval-mode forward (always audited), gets every hook from its first
+        module on."""
+        if module is not self.pacing() or compiling() or _get_ident() != self.session._thread:
+            return
+        if self.step_code is not None or _autograd_node() is not None:
+            return  # a closure's evaluation inside step(), a forward re-run inside backward()
+        if module.training and _grad_enabled():
+            decision = self.session.sampler.starts(_now())
+            if decision != AUDITED:
+                self._leave_pass(decision)
+                return
+            self._decided = True
+        self._end_light()
+        self._watch_modules()
+        self.forward_pre(module, args)
+
     # -- modules --------------------------------------------------------------------------------
     def forward_pre(self, module: torch.nn.Module, args: Any) -> None:
         session = self.session
@@ -246,6 +386,8 @@ class TorchHooks:
                     return
             else:
                 session.index.add_root(module)
+            if session.sampler is not None and not self._pass_audited(module):
+                return  # an unaudited training pass: the module hooks are off until the next
             self.root = module
             # Without gradients but with inputs that require them, a forward runs inside an
             # autograd Function: reentrant activation checkpointing runs its segment so (and
@@ -307,6 +449,13 @@ class TorchHooks:
     def step_pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if not self.session._own_thread():
             return
+        if self.light:
+            if not self.session._light_step_pre(optimizer):
+                # an unaudited pass's step is only counted; a marker instead of the step
+                # wrapper's frame: no closure evaluation is watched inside it
+                self.step_code = _LIGHT_STEP
+                return
+            self._end_light()  # an optimizer's first step is audited (the wiring checks)
         if self.window is not None:
             self.window.close()  # the update runs without the mode
         if not self.module_handles:
@@ -319,6 +468,10 @@ class TorchHooks:
 
     def step_post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if not self.session._own_thread():
+            return
+        if self.light:
+            self.step_code = None
+            self.session._light_step_post(optimizer)
             return
         self.step_code = None
         if not self.module_handles and self.handles:

@@ -143,6 +143,15 @@ class _Monitor:
             return self
         return None
 
+    def instrument(self, on: bool) -> None:
+        """Turn the watched functions' events on or off (CPython re-instruments their code)."""
+        mon = sys.monitoring
+        if mon.get_tool(self.tool) != "torch-audit":  # freed behind our back
+            return
+        events = mon.events.PY_START | mon.events.PY_RETURN if on else 0
+        for code, _, _ in self.codes.values():
+            mon.set_local_events(self.tool, code, events)
+
     def stop(self) -> None:
         """Remove the instrumentation and give the tool id back; calls still in progress are
         finished as not returned."""
@@ -247,6 +256,8 @@ class CallWindow:
         self._monitor = _Monitor.start(self) if _MONITORING else None
         self._mode = _Mode(self)
         self._pushed = False
+        #: monitoring events off between audited passes (suspend)
+        self._suspended = False
         #: the one-shot profile function of _close_after_mode_call, while it waits
         self._closer: Callable | None = None
 
@@ -278,6 +289,19 @@ class CallWindow:
             self._live = False
             return
         self._close_mode()
+
+    def suspend(self) -> None:
+        """Close, and stop even the events of the watched functions' calls (monitoring): an
+        unaudited training pass pays nothing for them. ``resume()`` turns them back on."""
+        self.close()
+        if self._monitor is not None and not self._suspended:
+            self._suspended = True
+            self._monitor.instrument(False)
+
+    def resume(self) -> None:
+        if self._monitor is not None and self._suspended:
+            self._suspended = False
+            self._monitor.instrument(True)
 
     def shutdown(self) -> None:
         """Stop everything (the session ends or pauses)."""

@@ -51,6 +51,7 @@ from torch_audit.runtime.run_report import (
     preface,
     write_file,
 )
+from torch_audit.runtime.pass_sampling import DEFAULT_BUDGET, parse_budget
 from torch_audit.runtime.settings import INTERNAL_ERROR_CODE, RuntimeSelection
 from torch_audit.runtime.startup_objects import record_interpreter_frozen
 
@@ -76,6 +77,8 @@ class RunOptions:
     option: tuple[str, ...] = ()
     every: int | None = None
     closure_passes: str | None = None
+    #: ``--budget`` as given (a fraction, a percentage or "off")
+    budget: str | None = None
     fail_fast: bool = False
     max_steps: int | None = None
     fail_on: str | None = None
@@ -127,6 +130,8 @@ class RunSettings:
     config_path: Path | None
     root: Path
     closure_passes: str = "first"
+    #: the cost budget (None: every training pass audited)
+    budget: float | None = DEFAULT_BUDGET
 
     @property
     def audit_options(self) -> dict[str, Any]:
@@ -138,6 +143,7 @@ class RunSettings:
             "preview": True,  # the checks are chosen by code already
             "every": self.every,
             "closure_passes": self.closure_passes,
+            "budget": self.budget,
             "fail_fast": self.fail_fast,
             "options": {code: dict(values) for code, values in self.selection.options.items()},
             "config": False,  # resolved already, from the script's directory upwards
@@ -222,11 +228,17 @@ def resolve_settings(options: RunOptions | dict[str, Any], start: Path) -> RunSe
         raise RunUsageError(str(exc)) from None
     except (ValueError, TypeError) as exc:  # an option key or value of --option
         raise RunUsageError(f"--option: {exc}") from None
+    budget = config.budget
+    if options.budget is not None:
+        try:
+            budget = parse_budget(options.budget)
+        except ValueError as exc:
+            raise RunUsageError(f"--budget: {exc}") from None
     return RunSettings(
         selection=selection, every=options.every or 1, fail_fast=options.fail_fast,
         fail_on=options.fail_on or config.fail_on, config_path=path,
         root=config.root if path else Path.cwd(),
-        closure_passes=options.closure_passes or "first",
+        closure_passes=options.closure_passes or "first", budget=budget,
     )
 
 
@@ -272,6 +284,9 @@ def profile_target(target: str) -> tuple[str, str] | None:
 @click.option("--every", type=click.IntRange(min=1), default=None, help="Run the numeric step checks every N-th optimizer step.")
 @click.option("--closure-passes", type=click.Choice(["first", "all"]), default=None,
               help="Which evaluations of an optimizer's closure in one step() to watch (LBFGS runs many) [default: first].")
+@click.option("--budget", metavar="FRACTION|off", default=None,
+              help="The audit's share of a training pass before short passes are audited in bursts "
+                   "(0.02, 2%, or off: audit every pass) [default: 0.02, or the configuration's].")
 @click.option("--fail-fast", is_flag=True, help="Stop the script at the first error-severity finding.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Stop the script cleanly after N optimizer steps and report (a CI smoke test).")
@@ -364,7 +379,8 @@ def run_target(target: str, args: list[str], as_module: bool, options: RunOption
     try:
         outcome = audit_script(
             target, args, module=as_module, selection=settings.selection, every=settings.every,
-            closure_passes=settings.closure_passes, fail_fast=settings.fail_fast,
+            closure_passes=settings.closure_passes, budget=settings.budget,
+            fail_fast=settings.fail_fast,
             max_steps=options.max_steps,
             progress=sys.stderr if _show_progress(options) else None,
             history=bool(options.html_file),

@@ -53,6 +53,12 @@ def grad_scaler_stepping() -> Any:
 class RunMonitor(Subscriber):
     """Step counts, ``--max-steps``, the progress line and the chart history of one run."""
 
+    #: every step is counted, audited or not; the charts hold the audited steps' values
+    light_step_post = True
+
+    def needs_every_pass(self) -> bool:
+        return False
+
     def __init__(self, session: Any, *, max_steps: int | None = None,
                  progress: TextIO | None = None, history: bool = False,
                  progress_interval: float = 0.2) -> None:

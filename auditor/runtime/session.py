@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 import weakref
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -39,6 +40,7 @@ from torch_audit.runtime.errors import AuditFailure, SessionActiveError
 from torch_audit.runtime.events import BackwardEvent, CallEvent, StepContext
 from torch_audit.runtime.hooks import TorchHooks
 from torch_audit.runtime.model_index import ModelIndex
+from torch_audit.runtime.pass_sampling import DEFAULT_BUDGET, PassSampler, parse_budget
 from torch_audit.runtime.settings import INTERNAL_ERROR_CODE, RuntimeSelection, resolve_options
 from torch_audit.runtime.source import UserSites, class_location, display_path, is_torch_class
 from torch_audit.runtime.subscribers import EVENTS, describe
@@ -47,6 +49,10 @@ __all__ = ["AuditSession", "BackwardEvent", "CallEvent", "StepContext", "active_
            "resolve_options"]
 
 _state_lock = threading.Lock()
+#: ``audit(budget=...)`` not given: the configuration's ``budget``, else DEFAULT_BUDGET
+_CONFIGURED: Any = object()
+#: events that say nothing about any one pass: a subscriber of these alone never needs every pass
+_PASSLESS_EVENTS = frozenset({"finding", "finish"})
 _active: "AuditSession | None" = None
 
 
@@ -73,6 +79,7 @@ class AuditSession:
         extend_select: Iterable[str] | None = None,
         selection: RuntimeSelection | None = None,
         closure_passes: str = "first",
+        budget: float | None = DEFAULT_BUDGET,
     ) -> None:
         """``selection``, resolved once by :func:`torch_audit.runtime.settings.resolve_selection`
         (as :func:`audit` and ``torch-audit run`` do), replaces ``select``, ``ignore``,
@@ -81,12 +88,7 @@ class AuditSession:
         from torch_audit.catalog import runtime_catalog
         from torch_audit.runtime.settings import resolve_selection
 
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"every must be a positive integer, got {every!r}")
-        if sync not in ("auto", "step", "late"):
-            raise ValueError(f"sync must be 'auto', 'step' or 'late', got {sync!r}")
-        if closure_passes not in ("first", "all"):
-            raise ValueError(f"closure_passes must be 'first' or 'all', got {closure_passes!r}")
+        budget = _checked_arguments(every, sync, closure_passes, budget)
         catalog = runtime_catalog()  # static rules from their index: libcst is not imported
         if selection is None:
             selection = resolve_selection(
@@ -98,6 +100,10 @@ class AuditSession:
         self.every = every
         #: which evaluations of an optimizer's closure inside one step() are watched
         self.closure_passes = closure_passes
+        #: the audit's share of a training pass above which short passes are sampled (None:
+        #: every pass is audited); see :mod:`torch_audit.runtime.pass_sampling`
+        self.budget = budget
+        self.sampler: PassSampler | None = None
         #: optimizer steps whose closure re-evaluations ran unwatched (TorchHooks._in_step_closure)
         self.unwatched_steps = 0
         self.fail_fast = fail_fast
@@ -276,6 +282,9 @@ class AuditSession:
             self.index.add_root(m)
         self._restrict_modules = bool(models)
         self._needs_grad_norms = any(getattr(c, "uses_grad_norms", False) for c in self.checks)
+        # every rank must take the same decisions (they meet in collectives at the same steps)
+        if self.budget is not None and not dist.active():
+            self.sampler = PassSampler(float(self.budget))
         self._hooks.install(anything=bool(self.checks or self._subscribers))
 
     @contextlib.contextmanager
@@ -309,6 +318,8 @@ class AuditSession:
     def _stop(self) -> None:
         global _active
         self._hooks.remove()
+        if self._hooks.alarm is not None:
+            self._hooks.alarm.close()
         for subscriber in [*self.checks, *self._subscribers]:
             try:
                 getattr(subscriber, "close", _nothing)()
@@ -340,6 +351,10 @@ class AuditSession:
                 "step() returns, was audited); audit(closure_passes='all') or `torch-audit run "
                 "--closure-passes all` watches every one"
             )
+        sampled = self._sampling_note()
+        if sampled:
+            self.notes.append(sampled)
+            self._sweep_after_unaudited_passes()
         together = self._ranks_finished_together(clean)
         try:
             self.flush(final=True, collective=together)
@@ -353,6 +368,50 @@ class AuditSession:
         if clean and self.fail_fast and self._fail_pending is not None:
             finding, self._fail_pending = self._fail_pending, None
             raise AuditFailure(finding)
+
+    def _sampling_note(self) -> str | None:
+        """What the report says when some training passes were not audited."""
+        sampler = self.sampler
+        if sampler is None or not sampler.sampling:
+            return None
+        audited, skipped = sampler.audited_passes, sampler.unaudited_estimate(time.perf_counter())
+        cost = f" (auditing added {sampler.cost_ratio:.0%} to a pass)" if sampler.cost_ratio else ""
+        return (f"{audited} of about {audited + skipped} training passes were audited: passes were too "
+                f"short for the budget of {sampler.budget:.0%}{cost}, so they were audited in "
+                f"bursts of {sampler.BURST} with unaudited passes between; a problem that "
+                "persists is found at the next burst, one confined to an unaudited pass is "
+                "missed; audit(budget=None) or `torch-audit run --budget off` audits every pass")
+
+    def _sweep_after_unaudited_passes(self) -> None:
+        """The run ended in unaudited passes: what they left behind that persists (a
+        non-finite parameter) is still checked, once per optimizer, by the checks that
+        ``sweep_at_end`` (``on_step_post`` with the optimizer's last step)."""
+        if not self.sampler.last_unaudited:
+            return
+        sweepers = [(s, fn) for s, fn in self._by_event.get("step_post", ())
+                    if s.enabled and getattr(s, "sweep_at_end", False)]
+        for optimizer in list(self.optimizers.keys()):
+            count = self._opt_steps.get(optimizer, 0)
+            if not count:
+                continue
+            ctx = StepContext(self, optimizer, count - 1, checked=True)
+            for subscriber, fn in sweepers:
+                self._call(subscriber, fn, ctx)
+
+    def needs_every_pass(self) -> bool:
+        """Whether some subscriber must see the next training passes (no pass may be skipped
+        now): a check that is tracking something across passes, or a subscriber that does not
+        say it may miss passes."""
+        for subscriber in [*self.checks, *self._subscribers]:
+            if not subscriber.enabled:
+                continue
+            ask = getattr(subscriber, "needs_every_pass", None)
+            if ask is None:
+                if set(subscriber.events) - _PASSLESS_EVENTS:
+                    return True
+            elif ask():
+                return True
+        return False
 
     def _ranks_finished_together(self, clean: bool) -> bool:
         """Under torch.distributed, whether every rank left its session cleanly, so that the
@@ -461,6 +520,8 @@ class AuditSession:
             return None
         if optimizer not in self.optimizers:  # its first step: one walk of the stack
             self.user_sites.note_step(optimizer, self.optimizer_label(optimizer))
+            if self.sampler is not None and self.optimizers:
+                self.sampler.restart()  # a new optimizer (a second stage): a new warm-up
         self.optimizers[optimizer] = True
         count = self._opt_steps.get(optimizer, 0)
         ctx = StepContext(self, optimizer, count, checked=count % self.every == 0)
@@ -485,6 +546,30 @@ class AuditSession:
             self._emit("step_post", ctx)
         finally:
             self.step = max(self.step, ctx.step + 1)
+
+    def _light_step_pre(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Before ``optimizer.step()`` of an unaudited pass: True if the step must be audited
+        after all (the optimizer's first step: the wiring checks see every optimizer's)."""
+        return self._watched(optimizer) and optimizer not in self.optimizers
+
+    def _light_step_post(self, optimizer: torch.optim.Optimizer) -> None:
+        """After ``optimizer.step()`` of an unaudited pass: the step is counted, and the
+        subscribers that count steps (``light_step_post``) see it."""
+        if not self._watched(optimizer):
+            return
+        count = self._opt_steps.get(optimizer, 0)
+        self._opt_steps[optimizer] = count + 1
+        self.optimizer_steps += 1
+        try:
+            handlers = self._by_event.get("step_post", ())
+            if handlers:
+                ctx = StepContext(self, optimizer, count, checked=False)
+                ctx.audited = False
+                for subscriber, fn in handlers:
+                    if subscriber.enabled and getattr(subscriber, "light_step_post", False):
+                        self._call(subscriber, fn, ctx)
+        finally:
+            self.step = max(self.step, count + 1)
 
     def _watched(self, optimizer: torch.optim.Optimizer) -> bool:
         return self._optimizer_filter is None or optimizer in self._optimizer_filter
@@ -606,6 +691,8 @@ class AuditSession:
         )
         self._by_key[key] = finding
         self.findings.append(finding)
+        if self.sampler is not None and finding.severity is Severity.ERROR:
+            self.sampler.stop("an error was found")  # the passes after it, whole
         self._emit("finding", finding)
         if self.fail_fast and finding.severity is Severity.ERROR and code != INTERNAL_ERROR_CODE:
             if self._fail_pending is None:
@@ -652,6 +739,23 @@ def _nothing() -> None:
     return None
 
 
+def _checked_arguments(every: Any, sync: Any, closure_passes: Any, budget: Any) -> float | None:
+    """Raise ValueError for a bad ``every``, ``sync``, ``closure_passes`` or ``budget``;
+    the budget as a fraction (or None)."""
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise ValueError(f"every must be a positive integer, got {every!r}")
+    if sync not in ("auto", "step", "late"):
+        raise ValueError(f"sync must be 'auto', 'step' or 'late', got {sync!r}")
+    if closure_passes not in ("first", "all"):
+        raise ValueError(f"closure_passes must be 'first' or 'all', got {closure_passes!r}")
+    if budget is None:
+        return None
+    try:
+        return parse_budget(budget)
+    except ValueError as exc:
+        raise ValueError(f"budget: {exc}") from None
+
+
 def _selectors(value: str | Iterable[str] | None) -> list[str] | None:
     """``"TA7"`` → ``["TA7"]``; an iterable → a list; None stays None ("not given")."""
     if value is None:
@@ -673,6 +777,7 @@ def audit(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     sync: str = "auto",
     config: str | os.PathLike[str] | bool | None = None,
+    budget: float | str | None = _CONFIGURED,
     **rule_options: Mapping[str, Any],
 ) -> AuditSession:
     """Audit the training code run inside the ``with`` block.
@@ -688,7 +793,11 @@ def audit(
     Per-check options: ``options={"exploding-gradient": {"factor": 10}}``, or as keywords with
     underscores, ``exploding_gradient={"factor": 10}``. ``sync`` chooses when flags are read on
     CUDA: ``"late"`` (asynchronously, one step later), ``"step"`` (in the step), ``"auto"``
-    (late unless ``fail_fast``).
+    (late unless ``fail_fast``). ``budget`` is the share of a training pass the audit may add
+    before short passes are sampled: when auditing a pass adds more (passes of a fraction of a
+    millisecond), bursts of passes are audited with unaudited passes between, and the report
+    says how many were audited (see ``docs/runtime.md``, "Short passes"); ``budget=None``
+    audits every pass. Not given: the configuration's ``budget``, else 0.02.
 
     The settings start from ``[tool.torch-audit]`` of the nearest ``pyproject.toml`` (from the
     current directory upwards; ``config=`` a path to use that file instead, ``config=False`` to
@@ -720,5 +829,7 @@ def audit(
         extend_select=_selectors(extend_select) or (), preview=preview,
         options=[options or {}, keyword_options],
     )
+    if budget is _CONFIGURED:
+        budget = project.budget
     return AuditSession(model, optimizer, every=every, fail_fast=fail_fast, sync=sync,
-                        selection=selection, closure_passes=closure_passes)
+                        selection=selection, closure_passes=closure_passes, budget=budget)

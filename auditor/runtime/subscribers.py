@@ -52,6 +52,18 @@ class Subscriber:
     #: ``on_forward`` only while gradients are on (True) or off (False); None: both
     forward_grad: bool | None = None
 
+    #: also call ``on_step_post`` for the optimizer steps of unaudited passes (with
+    #: ``ctx.audited`` False and nothing computed): for subscribers that count steps
+    light_step_post: bool = False
+
+    def needs_every_pass(self) -> bool:
+        """Whether this subscriber must see every training pass from now on. Under a cost
+        budget the session audits short passes in bursts (``docs/runtime.md``, "Short
+        passes"), and asks this before it leaves a pass unaudited: True (the default, for a
+        subscriber written without sampling in mind) keeps every pass audited while it holds.
+        A subscriber of ``finding``/``finish`` alone is never asked."""
+        return True
+
     def setup(self) -> None:
         """Called when the session starts (or when subscribed to a running session)."""
 

@@ -63,6 +63,11 @@ class GradientsNotCleared(RuntimeCheck):
         self._all_params: list = []
         self._all_version = -1
 
+    def needs_every_pass(self) -> bool:
+        # uncleared gradients of a hand-written update are told from accumulation over
+        # consecutive backward() calls
+        return self._manual_suspect or self._manual_streak > 0
+
     def close(self) -> None:
         self._watch = {}
         self._manual = None

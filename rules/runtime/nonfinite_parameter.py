@@ -39,6 +39,8 @@ class NonFiniteParameter(RuntimeCheck):
     message = "{what} non-finite after {optimizer}.step()"
     fix_title = "Lower the learning rate, check eps of adaptive optimizers, clip gradients"
     events = frozenset({"step_post"})
+    #: when a run ends in unaudited passes (pass sampling), the parameters are read once more
+    sweep_at_end = True
     options = {
         "state_every": Option(10, "check the optimizer state on every N-th step (1: every step)", int),
     }

@@ -37,6 +37,10 @@ class UnusedParameter(RuntimeCheck):
         self._got: set[tuple[str, int]] = set()
         self._never: dict[tuple[str, int], tuple] = {}
 
+    def needs_every_pass(self) -> bool:
+        # a parameter without a gradient so far is unused only if no pass gives it one
+        return bool(self._never)
+
     def on_step_pre(self, ctx) -> None:
         got, never = self._got, self._never
         for i, (p, h) in enumerate(zip(ctx.params, ctx.has_grad)):

@@ -60,3 +60,43 @@ def test_a_run_validates_the_options_once(monkeypatch):
                                       str(RUN / "whoami.py")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert len(calls) == 1 and calls[0]["exploding-gradient"] == {"factor": 20}
+
+
+def test_the_budget_comes_from_the_command_line_then_the_configuration(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text("")
+    assert resolve_settings(RunOptions(), script).budget == 0.02
+    (tmp_path / "pyproject.toml").write_text('[tool.torch-audit]\nbudget = "off"\n')
+    assert resolve_settings(RunOptions(), script).budget is None
+    assert resolve_settings(RunOptions(budget="5%"), script).budget == 0.05
+    (tmp_path / "pyproject.toml").write_text('[tool.torch-audit]\nbudget = 0.1\n')
+    settings = resolve_settings(RunOptions(), script)
+    assert settings.budget == 0.1 and settings.audit_options["budget"] == 0.1
+
+
+@pytest.mark.parametrize("given, file", [
+    (["--budget", "2"], None),
+    ([], "budget = 1.5\n"),
+    ([], 'budget = "sometimes"\n'),
+])
+def test_a_bad_budget_is_one_line_and_exit_2(tmp_path, given, file):
+    script = tmp_path / "train.py"
+    script.write_text("")
+    if file:
+        (tmp_path / "pyproject.toml").write_text("[tool.torch-audit]\n" + file)
+    result = CliRunner().invoke(run, [*given, "--no-progress", str(script)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "budget" in lines[0] and "Traceback" not in result.output
+
+
+def test_the_api_takes_the_configured_budget(tmp_path, monkeypatch):
+    import torch_audit
+
+    (tmp_path / "pyproject.toml").write_text('[tool.torch-audit]\nbudget = "off"\n')
+    monkeypatch.chdir(tmp_path)
+    assert torch_audit.audit().budget is None
+    assert torch_audit.audit(budget=0.1).budget == 0.1
+    assert torch_audit.audit(config=False).budget == 0.02
+    with pytest.raises(ValueError, match="budget: expected a fraction"):
+        torch_audit.audit(config=False, budget=3)

@@ -1,0 +1,78 @@
+"""One daemon thread that calls a function after a delay, re-armed as often as needed.
+
+Pass sampling ends an unaudited stretch by time: while it lasts no torch hook is installed,
+so nothing in the training thread can notice that it is over. ``threading.Timer`` would start
+a thread per stretch (a hundred a second on short passes); this thread is started once, on
+first use, and sleeps on a condition between alarms.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+__all__ = ["Alarm"]
+
+
+class Alarm:
+    """``set(delay, fn)`` calls ``fn()`` on the alarm's thread ``delay`` seconds later, unless
+    ``cancel()`` or another ``set()`` comes first. ``fn`` must be quick and must not raise."""
+
+    def __init__(self, name: str = "torch-audit-alarm") -> None:
+        self._name = name
+        self._lock = threading.Condition()
+        self._due: float | None = None
+        self._fn: Callable[[], None] | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def set(self, delay: float, fn: Callable[[], None]) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._due = time.monotonic() + max(0.0, delay)
+            self._fn = fn
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._lock.notify()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._due = self._fn = None
+
+    def close(self) -> None:
+        """Cancel and let the thread end (it is not waited for: it holds nothing)."""
+        with self._lock:
+            self._closed = True
+            self._due = self._fn = None
+            self._lock.notify()
+
+    @property
+    def pending(self) -> bool:
+        return self._fn is not None
+
+    def _run(self) -> None:
+        lock = self._lock
+        while True:
+            with lock:
+                while True:
+                    if self._closed:
+                        return
+                    if self._due is None:
+                        lock.wait()
+                        continue
+                    wait = self._due - time.monotonic()
+                    if wait > 0:
+                        lock.wait(wait)
+                        continue
+                    fn, self._due, self._fn = self._fn, None, None
+                    break
+            # outside the lock: fn takes the caller's own lock, and the caller may cancel
+            # while holding it
+            if fn is not None:
+                try:
+                    fn()
+                except Exception:  # pragma: no cover - fn is the session's, and guarded
+                    pass
