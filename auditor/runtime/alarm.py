@@ -8,8 +8,10 @@ first use, and sleeps on a condition between alarms.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from typing import Callable
 
 __all__ = ["Alarm"]
@@ -26,6 +28,15 @@ class Alarm:
         self._fn: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        if hasattr(os, "register_at_fork"):
+            # a forked child has no alarm thread, and the lock may have been held by it
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: (a := ref()) is not None and a._forked())
+
+    def _forked(self) -> None:
+        self._lock = threading.Condition()
+        self._thread = None
+        self._due = self._fn = None
 
     def set(self, delay: float, fn: Callable[[], None]) -> None:
         with self._lock:

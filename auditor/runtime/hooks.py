@@ -39,6 +39,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from torch_audit.runtime.errors import AuditFailure
 from torch_audit.runtime.events import BackwardEvent, CallEvent
+from torch_audit.runtime import dist
 from torch_audit.runtime.alarm import Alarm
 from torch_audit.runtime.intercept import CallWindow, Watch
 from torch_audit.runtime.pass_sampling import AUDITED, PROBED
@@ -276,6 +277,9 @@ class TorchHooks:
                 or not _grad_enabled():
             return True
         sampler = self.session.sampler
+        if dist.active():  # torch.distributed started after the session: ranks must agree
+            sampler.stop("torch.distributed: every rank audits every pass")
+            return True
         pacing = self.pacing()
         if module is not pacing:
             has_params = self._has_params.get(id(module))
@@ -368,8 +372,14 @@ class TorchHooks:
     # -- modules --------------------------------------------------------------------------------
     def forward_pre(self, module: torch.nn.Module, args: Any) -> None:
         session = self.session
+        if compiling():
+            if session.sampler is not None:
+                # Dynamo guards on the global hooks: the changes of hooks between audited and
+                # unaudited passes would recompile the model every time
+                session.sampler.stop("a compiled model")
+            return
         # the audited thread is the common case: one comparison before the full test
-        if compiling() or (_get_ident() != session._thread and not session._own_thread()):
+        if _get_ident() != session._thread and not session._own_thread():
             return
         stack = self.stack
         if not stack:

@@ -371,3 +371,58 @@ def test_a_paused_block_inside_a_gap_resumes_the_gap(short_warm_up, monkeypatch)
             regression_pass(model)
         assert (session.sampler.gaps, session.sampler.audited_passes) == (gaps, audited)
         assert hooks.light and torch_audit_module_hooks() == []
+
+
+def test_a_compiled_model_is_audited_whole_and_not_recompiled(short_warm_up):
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    compiled = torch.compile(model, backend="eager")
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with torch_audit.audit(config=False) as session:
+        for _ in range(300):
+            opt.zero_grad()
+            F.mse_loss(compiled(torch.randn(16, 4)), torch.zeros(16, 1)).backward()
+            opt.step()
+    assert session.sampler.stopped == "a compiled model"
+    assert not session.sampler.sampling
+    frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert frames <= 2  # compiled once (the session's hooks never changed)
+
+
+def test_torch_distributed_started_inside_the_session_stops_sampling(short_warm_up, monkeypatch):
+    from torch_audit.runtime import hooks as hooks_module
+
+    model = nn.Linear(4, 1)
+    with torch_audit.audit(config=False) as session:
+        for _ in range(PassSampler.WARMUP // 2):
+            regression_pass(model)
+        monkeypatch.setattr(hooks_module.dist, "active", lambda: True)  # init_process_group()
+        for _ in range(600):
+            regression_pass(model)
+    assert session.sampler.stopped == "torch.distributed: every rank audits every pass"
+    assert not session.sampler.sampling
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_the_alarm_works_in_a_forked_child():
+    import os
+
+    from torch_audit.runtime.alarm import Alarm
+
+    alarm = Alarm()
+    alarm.set(60.0, lambda: None)  # the parent's thread is running, waiting
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no alarm thread was copied; a new one serves it
+        try:
+            done = __import__("threading").Event()
+            alarm.set(0.01, done.set)
+            os.write(write, b"1" if done.wait(5) else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"1"
+    os.waitpid(pid, 0)
+    alarm.close()
