@@ -17,7 +17,7 @@ exclude = ["generated/"]        # replaces the default excludes
 extend-exclude = ["legacy/*.py"]
 respect-gitignore = true
 fail-on = "error"               # torch-audit run: exit 1 at or above this severity
-budget = 0.02                   # runtime: the audit's share of a pass before short passes are sampled ("off": never)
+budget = 0.02                   # runtime: the audit's share of a pass before short passes are sampled ("off")
 
 [tool.torch-audit.per-file-ignores]
 "tests/*" = ["missing-eval-for-inference"]

@@ -262,7 +262,10 @@ def measure(name: str, triples: int, clock, ignore: list[str] | None = None,
         step()
     times: dict[str, list[float]] = {"plain": [], "audit": [], "anomaly": []}
     order = list(times)
-    with torch_audit.audit(ignore=ignore, config=False, closure_passes=closure_passes) as session:
+    # budget=None: every step audited, so that each triple compares an audited step (the
+    # default budget samples long runs of short steps; runtime_breakdown.py --only budget)
+    with torch_audit.audit(ignore=ignore, config=False, closure_passes=closure_passes,
+                           budget=None) as session:
         step()  # the session's first step builds its index
         for r in range(triples):
             for mode in order[r % 3:] + order[:r % 3]:

@@ -20,7 +20,7 @@ relu                        the forward hook of ``nn.ReLU`` modules
 
 With a cost budget (``pass_sampling``), an unaudited training pass runs with at most one
 module pre-hook, which waits for the next forward of the model that paces the passes, and
-the optimizer hooks only count its step (see "sampled passes" below).
+the optimizer hooks only count its step (see "sampled passes" in the class).
 
 No public torch object is replaced or wrapped. Events of threads other than the one that
 opened the session, and events while ``torch.compiler.is_compiling()``, are left alone.
@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
-from torch_audit.runtime.errors import AuditFailure
-from torch_audit.runtime.events import BackwardEvent, CallEvent
 from torch_audit.runtime import dist
 from torch_audit.runtime.alarm import Alarm
+from torch_audit.runtime.errors import AuditFailure
+from torch_audit.runtime.events import BackwardEvent, CallEvent
 from torch_audit.runtime.intercept import CallWindow, Watch
 from torch_audit.runtime.pass_sampling import AUDITED, PROBED
 
