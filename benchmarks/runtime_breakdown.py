@@ -21,8 +21,9 @@ Sections (``--only`` picks some):
   the call window: the first check pays for them, so the sum is not the total.
 - ``budget``: the steady state of a long run under the default cost budget
   (``torch_audit.runtime.pass_sampling``): one session, its first ``--warm`` steps (the
-  warm-up, audited whole, and the first measurements) left out, then rounds of ``--steps``
-  audited steps interleaved with as many plain ones inside ``session.paused()``; the median
+  warm-up, audited whole, and the first measurements) left out, then rounds of
+  ``--budget-steps`` audited steps interleaved with as many plain ones inside
+  ``session.paused()`` (long rounds: each return from a pause begins with a burst); the median
   microseconds a step of each and their ratio, then the same with ``budget=None`` (every pass
   audited), and how many passes the session audited.
 - ``gc``: the young generation's allocation count a step (``gc.get_count()[0]`` with the
@@ -213,16 +214,17 @@ def checks(loop: Any, args: argparse.Namespace) -> None:
 
 
 def budget(loop: Any, args: argparse.Namespace) -> None:
+    steps = args.budget_steps
     print(f"\nsteady state under a budget (median us a step over {args.rounds} rounds of "
-          f"{args.steps} steps, after {args.warm} steps)")
+          f"{steps} steps, after {args.warm} steps)")
     for budget in (torch_audit.runtime.session.DEFAULT_BUDGET, None):
         plain, audited = [], []
         with torch_audit.audit(config=False, budget=budget) as s:
             run_parts(loop, args.warm)
             for _ in range(args.rounds):
                 with s.paused():
-                    plain.append(step_us(loop, args.steps))
-                audited.append(step_us(loop, args.steps))
+                    plain.append(step_us(loop, steps))
+                audited.append(step_us(loop, steps))
         p, a = statistics.median(plain), statistics.median(audited)
         sampler = s.sampler
         passes = (f", {sampler.audited_passes} passes audited, {sampler.gaps} gaps"
@@ -288,6 +290,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--gc-steps", type=int, default=5000)
     parser.add_argument("--warm", type=int, default=600, help="steps before the budget's rounds")
+    parser.add_argument("--budget-steps", type=int, default=3000, help="steps a round of the budget's")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -80,6 +80,9 @@ class PassSampler:
         self.budget = budget
         self._random = random.Random(seed)
         self._audited_periods: deque[float] = deque(maxlen=self.WINDOW)
+        #: the mean period of each of the last bursts: a burst's first pass, after a gap, runs
+        #: the audit's code cold and costs up to twice the others, which a median would hide
+        self._burst_means: deque[float] = deque(maxlen=self.WINDOW // self.BURST)
         self._plain_periods: deque[float] = deque(maxlen=self.WINDOW)
         #: the start of the last pass seen and whether it was audited (None: not comparable,
         #: a gap came between)
@@ -157,6 +160,7 @@ class PassSampler:
         if self.stopped is None:
             self._phase, self._left = "warmup", self.WARMUP
             self._audited_periods.clear()
+            self._burst_means.clear()
             self._plain_periods.clear()
             self._last_start = None
 
@@ -192,6 +196,9 @@ class PassSampler:
         if phase == "warmup":
             return self._begin("probe", self.PROBE)
         if phase in ("probe", "burst"):
+            if phase == "burst" and len(self._audited_periods) >= self.BURST:
+                recent = list(self._audited_periods)[-self.BURST:]  # this burst's, all recorded
+                self._burst_means.append(sum(recent) / self.BURST)
             ratio = self._ratio()
             if ratio is None:  # not measured (overruled probes): measure again
                 return self._begin("warmup", self.BURST)
@@ -218,7 +225,9 @@ class PassSampler:
         """The audit's added time over an unaudited pass's time (None: not measured)."""
         if len(self._audited_periods) < 2 or len(self._plain_periods) < 2:
             return None
-        audited = statistics.median(self._audited_periods)
+        # the bursts' own cost once there are bursts; the warm-up's passes before
+        audited = (statistics.median(self._burst_means) if self._burst_means
+                   else statistics.median(self._audited_periods))
         plain = statistics.median(self._plain_periods)
         if plain <= 0:
             return None
