@@ -161,6 +161,8 @@ def html_meta(target: str, args: list[str], outcome: "RunOutcome", torch_version
     }
     for n, note in enumerate(not_checked(outcome, max_steps), 1):
         meta[f"not checked ({n})" if n > 1 else "not checked"] = note
+    for n, note in enumerate(outcome.notes, 1):  # e.g. that passes were sampled
+        meta[f"note ({n})" if n > 1 else "note"] = note
     return meta
 
 

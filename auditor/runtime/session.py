@@ -130,6 +130,8 @@ class AuditSession:
         self.step = 0
         #: optimizer.step() calls seen (all optimizers); 0 means the step checks never ran
         self.optimizer_steps = 0
+        #: of them, the steps of unaudited passes (pass sampling: only counted)
+        self.unaudited_steps = 0
         self.rank = None
         #: the thread whose training is audited (the one that opened the session), the
         #: process that opened it, and the other threads whose events were left alone
@@ -374,13 +376,19 @@ class AuditSession:
         sampler = self.sampler
         if sampler is None or not sampler.sampling:
             return None
-        audited, skipped = sampler.audited_passes, sampler.unaudited_estimate(time.perf_counter())
+        audited = sampler.audited_passes
+        if self.optimizer_steps:  # counted exactly: the steps of unaudited passes are seen
+            counted = (f"{audited} training passes were audited, and {self.unaudited_steps} of the "
+                       f"{self.optimizer_steps} optimizer steps ran in unaudited passes between them")
+        else:  # nothing is seen between bursts: estimated from their time
+            total = audited + sampler.unaudited_estimate(time.perf_counter())
+            counted = f"{audited} of about {total} training passes were audited"
         cost = f" (auditing added {sampler.cost_ratio:.0%} to a pass)" if sampler.cost_ratio else ""
-        return (f"{audited} of about {audited + skipped} training passes were audited: passes were too "
-                f"short for the budget of {sampler.budget:.0%}{cost}, so they were audited in "
-                f"bursts of {sampler.BURST} with unaudited passes between; a problem that "
-                "persists is found at the next burst, one confined to an unaudited pass is "
-                "missed; audit(budget=None) or `torch-audit run --budget off` audits every pass")
+        return (f"{counted}: passes were too short for the budget of {sampler.budget:.0%}{cost}, "
+                f"so they were audited in bursts of {sampler.BURST} with unaudited passes "
+                "between; a problem that persists is found at the next burst, one confined to "
+                "an unaudited pass is missed; audit(budget=None) or `torch-audit run --budget "
+                "off` audits every pass")
 
     def _sweep_after_unaudited_passes(self) -> None:
         """The run ended in unaudited passes: what they left behind that persists (a
@@ -560,6 +568,7 @@ class AuditSession:
         count = self._opt_steps.get(optimizer, 0)
         self._opt_steps[optimizer] = count + 1
         self.optimizer_steps += 1
+        self.unaudited_steps += 1
         try:
             handlers = self._by_event.get("step_post", ())
             if handlers:

@@ -294,7 +294,10 @@ def test_steps_of_unaudited_passes_are_counted(short_warm_up):
                 steps += 1
     assert steps == 1199  # the 1200th step raised in its post-hook
     assert monitor.steps == 1200 and session.optimizer_steps == 1200
-    assert session.sampler.gaps  # most of them unaudited
+    assert session.sampler.gaps and session.unaudited_steps > 600  # most of them unaudited
+    note = next(n for n in session.notes if "training passes were audited" in n)
+    assert (f"{session.sampler.audited_passes} training passes were audited, and "
+            f"{session.unaudited_steps} of the 1200 optimizer steps ran in unaudited passes") in note
 
 
 def test_an_inference_forward_in_train_mode_is_audited_between_bursts(short_warm_up, monkeypatch):
@@ -430,3 +433,14 @@ def test_the_alarm_works_in_a_forked_child():
     assert os.read(read, 1) == b"1"
     os.waitpid(pid, 0)
     alarm.close()
+
+
+def test_the_html_report_carries_the_sessions_notes():
+    from torch_audit.runtime.audited_run import RunOutcome
+    from torch_audit.runtime.run_report import html_meta
+
+    outcome = RunOutcome(findings=[], notes=["12 training passes were audited, and 3 of the 15 "
+                                             "optimizer steps ran in unaudited passes between them"])
+    outcome.steps = 15
+    meta = html_meta("train.py", [], outcome, "2.13.0")
+    assert meta["note"].startswith("12 training passes were audited")
