@@ -2,10 +2,11 @@
 
 A session's cost per training pass is roughly fixed (its hooks, the call window, the checks'
 reductions and reads: 40 to 100 µs for a small model on a CPU), so on passes of a fraction of
-a millisecond it can double the step. With a budget (``audit(budget=0.03)``, the default) the
+a millisecond it can double the step. With a budget (``audit(budget=0.02)``, the default) the
 session measures both sides once the run has settled: a pass's wall time audited (a warm-up of
-``WARMUP`` passes, every one audited) and unaudited (``PROBE`` passes with one cheap module
-pre-hook that only notes when each pass starts). When auditing adds more than the budget, it
+``WARMUP`` passes, every one audited; later the mean pass of each burst, whose first pass runs
+the audit's code cold) and unaudited (``PROBE`` passes with one cheap module pre-hook that only
+notes when each pass starts). When auditing adds more than the budget, it
 audits bursts of ``BURST`` consecutive passes, each followed by an unaudited *gap*, a stretch of
 wall time just long enough to keep the added time under the budget (at most ``MAX_GAP_S``),
 during which no torch hook is installed at all; when it adds less, every pass is audited for
@@ -49,6 +50,7 @@ def parse_budget(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
         raise ValueError(f"expected a fraction between 0 and 1 (such as 0.02) or off; got {given!r}")
     return float(value)
+
 
 #: what :meth:`PassSampler.starts` answers: audit the pass, leave it unaudited but watch when
 #: the next one starts (a probe), or leave everything unaudited for ``gap_seconds``

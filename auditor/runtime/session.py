@@ -100,8 +100,7 @@ class AuditSession:
         self.every = every
         #: which evaluations of an optimizer's closure inside one step() are watched
         self.closure_passes = closure_passes
-        #: the audit's share of a training pass above which short passes are sampled (None:
-        #: every pass is audited); see :mod:`torch_audit.runtime.pass_sampling`
+        #: the cost budget (None: every pass audited); :mod:`torch_audit.runtime.pass_sampling`
         self.budget = budget
         self.sampler: PassSampler | None = None
         #: optimizer steps whose closure re-evaluations ran unwatched (TorchHooks._in_step_closure)
@@ -384,7 +383,7 @@ class AuditSession:
             total = audited + sampler.unaudited_estimate(time.perf_counter())
             counted = f"{audited} of about {total} training passes were audited"
         cost = f" (auditing added {sampler.cost_ratio:.0%} to a pass)" if sampler.cost_ratio else ""
-        return (f"{counted}: passes were too short for the budget of {sampler.budget:.0%}{cost}, "
+        return (f"{counted}: passes were too short for the budget of {sampler.budget * 100:g}%{cost}, "
                 f"so they were audited in bursts of {sampler.BURST} with unaudited passes "
                 "between; a problem that persists is found at the next burst, one confined to "
                 "an unaudited pass is missed; audit(budget=None) or `torch-audit run --budget "

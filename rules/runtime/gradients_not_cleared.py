@@ -65,8 +65,9 @@ class GradientsNotCleared(RuntimeCheck):
 
     def needs_every_pass(self) -> bool:
         # uncleared gradients of a hand-written update are told from accumulation over
-        # consecutive backward() calls
-        return self._manual_suspect or self._manual_streak > 0
+        # consecutive backward() calls (until an optimizer steps: then steps tell)
+        return (not self._optimizer_seen and not self._manual_done
+                and (self._manual_suspect or self._manual_streak > 0))
 
     def close(self) -> None:
         self._watch = {}

@@ -23,7 +23,9 @@ class LossDiverging(RuntimeCheck):
     Only positive losses are followed. Noisy losses (reinforcement learning, small batches) and
     curricula that make the task harder on purpose can rise legitimately. A loss near zero
     doubles on noise alone (one batch of a few at 0.12 after a best of 0.06): `patience` asks
-    the rise to last, as a divergence does.
+    the rise to last, as a divergence does. A loss that converged to rounding noise (a student
+    that matches its teacher: 2e-15, then 7e-15) rises by large factors on nothing: a rise of
+    less than 1e-12, or than a millionth of the first running median, is not followed.
 
     ## References
     - https://arxiv.org/abs/1506.01186
@@ -55,6 +57,8 @@ class LossDiverging(RuntimeCheck):
         self._seen = 0
         self._best = math.inf
         self._streak = 0
+        #: the first running median: a rise below a millionth of it is rounding noise
+        self._initial: float | None = None
 
     def close(self) -> None:
         self._losses.clear()
@@ -83,7 +87,11 @@ class LossDiverging(RuntimeCheck):
         if self._seen < window:
             return
         current = statistics.median(self._history)
-        above = self._seen >= 2 * window and current > self.opts["factor"] * self._best
+        if self._initial is None:
+            self._initial = current
+        noise = max(1e-12, 1e-6 * self._initial)  # a converged loss's rounding, not a rise
+        above = (self._seen >= 2 * window and current > self.opts["factor"] * self._best
+                 and current - self._best > noise)
         self._streak = self._streak + 1 if above else 0
         if self._streak >= self.opts["patience"]:
             self.report("loss", step=step, value=current, current=current, window=window,

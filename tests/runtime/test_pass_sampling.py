@@ -171,10 +171,18 @@ def test_parse_budget_rejects(given):
 
 
 # -- sessions on real loops -------------------------------------------------------------------
+def _doubling(sampler: PassSampler) -> float:
+    sampler.cost_ratio = 1.0
+    return 1.0
+
+
 @pytest.fixture
 def short_warm_up(monkeypatch):
-    """A warm-up of 24 passes instead of 200: the tests' loops stay short."""
+    """A warm-up of 24 passes instead of 200, so that the tests' loops stay short, and an audit
+    that doubles a pass whatever this machine's load says (the policy's measurements are
+    tested on a simulated clock above; these tests are about the hooks)."""
     monkeypatch.setattr(PassSampler, "WARMUP", 24)
+    monkeypatch.setattr(PassSampler, "_ratio", _doubling)
 
 
 def regression_pass(model: nn.Module, x: torch.Tensor | None = None) -> torch.Tensor:
@@ -445,3 +453,82 @@ def test_the_html_report_carries_the_sessions_notes():
     outcome.steps = 15
     meta = html_meta("train.py", [], outcome, "2.13.0")
     assert meta["note"].startswith("12 training passes were audited")
+
+
+# -- correct recipes stay silent when most of their passes are unaudited ------------------------
+def _ema_teacher(steps: int) -> None:
+    student, teacher = nn.Linear(8, 4), nn.Linear(8, 4)
+    teacher.load_state_dict(student.state_dict())
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.SGD(student.parameters(), lr=0.01)
+    for _ in range(steps):
+        x = torch.randn(16, 8)
+        with torch.no_grad():
+            target = teacher(x)
+        opt.zero_grad()
+        F.mse_loss(student(x), target).backward()
+        opt.step()
+        with torch.no_grad():
+            for t, s in zip(teacher.parameters(), student.parameters()):
+                t.mul_(0.99).add_(s, alpha=0.01)
+
+
+def _two_stage_finetune(steps: int) -> None:
+    backbone, head = nn.Linear(8, 8), nn.Linear(8, 2)
+    model = nn.Sequential(backbone, nn.ReLU(), head)
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.SGD(head.parameters(), lr=0.01)
+    for step in range(steps):
+        if step == steps // 2:  # stage two: unfreeze, and a new optimizer over everything
+            for p in backbone.parameters():
+                p.requires_grad_(True)
+            opt = torch.optim.SGD(model.parameters(), lr=0.001)
+        opt.zero_grad()
+        F.cross_entropy(model(torch.randn(16, 8)), torch.randint(0, 2, (16,))).backward()
+        opt.step()
+
+
+def _accumulation(steps: int) -> None:
+    model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.1), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu")
+    for step in range(steps):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.mse_loss(model(torch.randn(16, 8)).float(), torch.zeros(16, 1)) / 4
+        scaler.scale(loss).backward()
+        if step % 4 == 3:
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad()
+
+
+def _manual_sgd_with_validation(steps: int) -> None:
+    model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.1), nn.Linear(8, 1))
+    for step in range(steps):
+        model.train()
+        model.zero_grad()
+        F.mse_loss(model(torch.randn(16, 8)), torch.zeros(16, 1)).backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.01 * p.grad
+        if step % 50 == 49:
+            model.eval()
+            with torch.no_grad():
+                model(torch.randn(16, 8))
+
+
+@pytest.mark.parametrize("recipe", [_ema_teacher, _two_stage_finetune, _accumulation,
+                                    _manual_sgd_with_validation], ids=lambda f: f.__name__[1:])
+def test_a_correct_recipe_stays_silent_audited_in_bursts(recipe, monkeypatch):
+    for name, value in (("WARMUP", 8), ("PROBE", 8), ("BURST", 4), ("MAX_GAP_S", 0.002),
+                        ("REPROBE", 4)):
+        monkeypatch.setattr(PassSampler, name, value)
+    monkeypatch.setattr(PassSampler, "_ratio", _doubling)  # whatever this machine's load says
+    torch.manual_seed(0)
+    with torch_audit.audit(config=False, select=["ALL"], preview=True, budget=1e-4) as session:
+        recipe(600)
+    assert session.findings == [], session.report()
+    sampler = session.sampler  # switched between audited and unaudited passes often
+    assert sampler.gaps >= 5, (sampler.stopped, sampler.audited_passes, sampler.probed_passes)
