@@ -16,6 +16,18 @@ from typing import Callable
 
 __all__ = ["Alarm"]
 
+#: every alarm of this process: a forked child re-creates their locks (one at-fork callback)
+_ALARMS: "weakref.WeakSet[Alarm]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for alarm in list(_ALARMS):
+        alarm._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 class Alarm:
     """``set(delay, fn)`` calls ``fn()`` on the alarm's thread ``delay`` seconds later, unless
@@ -28,12 +40,10 @@ class Alarm:
         self._fn: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
-        if hasattr(os, "register_at_fork"):
-            # a forked child has no alarm thread, and the lock may have been held by it
-            ref = weakref.ref(self)
-            os.register_at_fork(after_in_child=lambda: (a := ref()) is not None and a._forked())
+        _ALARMS.add(self)
 
     def _forked(self) -> None:
+        """In a forked child: no alarm thread was copied, and its lock may have been held."""
         self._lock = threading.Condition()
         self._thread = None
         self._due = self._fn = None
