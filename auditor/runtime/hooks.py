@@ -157,9 +157,9 @@ class TorchHooks:
         self.alarm: Alarm | None = None
         self._gap_generation = 0
         self._light_lock = threading.Lock()
-        #: roots (by id) that hold parameters: only they can pace the passes (a loss module
-        #: called on its own is a root too)
-        self._has_params: dict[int, bool] = {}
+        #: whether a root module holds parameters: only such a root paces the passes (a loss
+        #: module called on its own is a root too; weak keys: a script may build one a step)
+        self._has_params: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
     # -- install / remove -----------------------------------------------------------------------
     def install(self, *, anything: bool) -> None:
@@ -282,9 +282,9 @@ class TorchHooks:
             return True
         pacing = self.pacing()
         if module is not pacing:
-            has_params = self._has_params.get(id(module))
+            has_params = self._has_params.get(module)
             if has_params is None:
-                has_params = self._has_params[id(module)] = next(module.parameters(), None) is not None
+                has_params = self._has_params[module] = next(module.parameters(), None) is not None
             if not has_params:
                 return True  # a loss module called on its own
             if pacing is not None:  # two models trained (a GAN, ...): passes are not one model's

@@ -26,6 +26,9 @@ class ModelIndex:
         self._roots: list[tuple[weakref.ref, str]] = []
         self._stale = False
         self._version = 0
+        # Values that are modules are held weakly: a module as the value of its own key (a root
+        # is its own root), of its child (the parent holds the child) or of its parameter
+        # would keep the key alive, and with it a model the script dropped, for the session
         self.module_names: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.module_root: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._module_parent: WeakIdKeyDictionary = WeakIdKeyDictionary()
@@ -90,7 +93,7 @@ class ModelIndex:
     def _indexed_at(self, module: torch.nn.Module, name: str, value: Any) -> bool:
         if isinstance(value, torch.nn.Module):
             return module._modules.get(name) is value
-        if self.param_owner.get(value) is not module:
+        if _deref(self.param_owner.get(value)) is not module:
             return False
         return self.param_names[value].rsplit(".", 1)[-1] == name
 
@@ -124,14 +127,14 @@ class ModelIndex:
         if many and qual:
             name = f"{root_label}.{qual}"
         self.module_names[mod] = name
-        self.module_root[mod] = root
+        self.module_root[mod] = weakref.ref(root)
         for child in mod.children():
             if child not in self._module_parent:
-                self._module_parent[child] = mod
+                self._module_parent[child] = weakref.ref(mod)
         for pname, p in mod.named_parameters(recurse=False):
             if p not in self.param_names:
                 self.param_names[p] = f"{name}.{pname}" if qual or many else pname
-                self.param_owner[p] = mod
+                self.param_owner[p] = weakref.ref(mod)
 
     # -- lookups ------------------------------------------------------------------------------
     def name(self, module: torch.nn.Module) -> str:
@@ -140,11 +143,11 @@ class ModelIndex:
 
     def root_of(self, module: torch.nn.Module) -> torch.nn.Module | None:
         self._refresh()
-        return self.module_root.get(module)
+        return _deref(self.module_root.get(module))
 
     def parent(self, module: torch.nn.Module) -> torch.nn.Module | None:
         self._refresh()
-        return self._module_parent.get(module)
+        return _deref(self._module_parent.get(module))
 
     def param_name(self, param: torch.Tensor, fallback: str | None = None) -> str:
         self._refresh()
@@ -155,7 +158,7 @@ class ModelIndex:
 
     def owner(self, param: torch.Tensor) -> torch.nn.Module | None:
         self._refresh()
-        return self.param_owner.get(param)
+        return _deref(self.param_owner.get(param))
 
     def parameters(self) -> Iterator[torch.Tensor]:
         self._refresh()
@@ -165,3 +168,7 @@ class ModelIndex:
         self._roots = []
         self._last_root = None
         self._rebuild()
+
+
+def _deref(ref: "weakref.ref | None") -> Any:
+    return ref() if ref is not None else None

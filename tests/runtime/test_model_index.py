@@ -44,3 +44,27 @@ def test_clear_forgets_the_last_root():
     index.clear()
     index.add_root(model)
     assert index.roots() == [model]
+
+
+def test_a_model_the_script_drops_is_not_kept_alive():
+    # a root is its own root and a parent holds its children: held as values of weak-key
+    # tables they kept their keys, and the whole model, alive until the session ended
+    import gc
+    import weakref
+
+    import torch
+    from torch import nn
+
+    import torch_audit
+
+    first = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+    dropped = weakref.ref(first)
+    with torch_audit.audit(config=False, select=["cross-entropy-single-class"]) as session:
+        first(torch.randn(2, 4)).sum().backward()
+        assert session.index.root_of(first[0]) is first and session.index.parent(first[1]) is first
+        del first
+        second = nn.Linear(4, 1)  # a second stage's new model
+        second(torch.randn(2, 4)).sum().backward()
+        gc.collect()
+        assert dropped() is None
+        assert session.index.roots() == [second]

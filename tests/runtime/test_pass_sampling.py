@@ -532,3 +532,16 @@ def test_a_correct_recipe_stays_silent_audited_in_bursts(recipe, monkeypatch):
     assert session.findings == [], session.report()
     sampler = session.sampler  # switched between audited and unaudited passes often
     assert sampler.gaps >= 5, (sampler.stopped, sampler.audited_passes, sampler.probed_passes)
+
+
+def test_loss_modules_built_at_every_step_pace_nothing_and_are_not_kept(short_warm_up):
+    import gc
+
+    model = nn.Linear(4, 1)
+    with torch_audit.audit(config=False, select=["cross-entropy-single-class"]) as session:
+        for _ in range(300):
+            model.zero_grad()
+            nn.MSELoss()(model(torch.randn(16, 4)), torch.zeros(16, 1)).backward()  # a new root
+        gc.collect()
+        assert len(session._hooks._has_params) <= 2
+        assert session.sampler.sampling  # the model paces the passes, not the losses
