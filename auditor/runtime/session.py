@@ -546,11 +546,17 @@ class AuditSession:
 
     def _end_step(self, ctx: StepContext) -> None:
         """After ``optimizer.step()``: the step is counted, then the ``step_post`` event (a
-        subscriber may stop the script there: ``torch-audit run --max-steps``)."""
+        subscriber may stop the script there: ``torch-audit run --max-steps``); the step of an
+        unaudited pass goes to the subscribers that count steps (``light_step_post``) only."""
         self._opt_steps[ctx.optimizer] = ctx.step + 1
         self.optimizer_steps += 1
         try:
-            self._emit("step_post", ctx)
+            if ctx.audited:
+                self._emit("step_post", ctx)
+            else:
+                for subscriber, fn in self._by_event.get("step_post", ()):
+                    if getattr(subscriber, "light_step_post", False):
+                        self._call(subscriber, fn, ctx)
         finally:
             self.step = max(self.step, ctx.step + 1)
 
@@ -560,24 +566,13 @@ class AuditSession:
         return self._watched(optimizer) and optimizer not in self.optimizers
 
     def _light_step_post(self, optimizer: torch.optim.Optimizer) -> None:
-        """After ``optimizer.step()`` of an unaudited pass: the step is counted, and the
-        subscribers that count steps (``light_step_post``) see it."""
+        """After ``optimizer.step()`` of an unaudited pass: counted like any step."""
         if not self._watched(optimizer):
             return
-        count = self._opt_steps.get(optimizer, 0)
-        self._opt_steps[optimizer] = count + 1
-        self.optimizer_steps += 1
+        ctx = StepContext(self, optimizer, self._opt_steps.get(optimizer, 0), checked=False)
+        ctx.audited = False
         self.unaudited_steps += 1
-        try:
-            handlers = self._by_event.get("step_post", ())
-            if handlers:
-                ctx = StepContext(self, optimizer, count, checked=False)
-                ctx.audited = False
-                for subscriber, fn in handlers:
-                    if subscriber.enabled and getattr(subscriber, "light_step_post", False):
-                        self._call(subscriber, fn, ctx)
-        finally:
-            self.step = max(self.step, count + 1)
+        self._end_step(ctx)
 
     def _watched(self, optimizer: torch.optim.Optimizer) -> bool:
         return self._optimizer_filter is None or optimizer in self._optimizer_filter

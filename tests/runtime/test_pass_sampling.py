@@ -3,6 +3,7 @@ simulated clock first, then sessions on real loops."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import pytest
@@ -545,3 +546,24 @@ def test_loss_modules_built_at_every_step_pace_nothing_and_are_not_kept(short_wa
         gc.collect()
         assert len(session._hooks._has_params) <= 2
         assert session.sampler.sampling  # the model paces the passes, not the losses
+
+
+def test_a_sampled_run_trains_bitwise_as_without_the_audit(short_warm_up):
+    def train(audited: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.2), nn.ReLU(), nn.Linear(16, 1))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        with torch_audit.audit(config=False) if audited else contextlib.nullcontext() as session:
+            for _ in range(400):
+                opt.zero_grad()
+                F.mse_loss(model(torch.randn(16, 8)), torch.zeros(16, 1)).backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+        if audited:
+            assert session.sampler.gaps  # switched between audited and unaudited passes
+        return [p.detach().clone() for p in model.parameters()], torch.get_rng_state()
+
+    plain_params, plain_rng = train(False)
+    audited_params, audited_rng = train(True)
+    assert all(torch.equal(a, b) for a, b in zip(plain_params, audited_params))
+    assert torch.equal(plain_rng, audited_rng)
