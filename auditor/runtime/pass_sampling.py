@@ -21,7 +21,6 @@ installs the hooks that the answer needs.
 
 from __future__ import annotations
 
-import math
 import random
 import statistics
 from collections import deque
