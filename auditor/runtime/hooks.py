@@ -308,12 +308,10 @@ class TorchHooks:
     def _leave_pass(self, decision: str) -> None:
         """An unaudited pass starts (``light`` is set): watch for the next pass's start
         (``PROBED``), or install nothing until the gap's alarm (``GAP``)."""
-        from torch.nn.modules import module as nn_module
-
         with self._light_lock:
             if decision == PROBED:
                 if self.light_handle is None:
-                    self.light_handle = nn_module.register_module_forward_pre_hook(self.forward_pre_light)
+                    self._watch_next_pass()
                 return
             handle, self.light_handle = self.light_handle, None
             if handle is not None:
@@ -326,11 +324,15 @@ class TorchHooks:
 
     def _gap_over(self, generation: int) -> None:
         """On the alarm's thread: the gap is over, watch for the next pass's start."""
-        from torch.nn.modules import module as nn_module
-
         with self._light_lock:
             if self.light and self.light_handle is None and generation == self._gap_generation:
-                self.light_handle = nn_module.register_module_forward_pre_hook(self.forward_pre_light)
+                self._watch_next_pass()
+
+    def _watch_next_pass(self) -> None:
+        """Install the light pre-hook (the caller holds ``_light_lock``)."""
+        from torch.nn.modules import module as nn_module
+
+        self.light_handle = nn_module.register_module_forward_pre_hook(self.forward_pre_light)
 
     def _end_light(self) -> None:
         """Back to audited passes' hooks' state: no light hook, no alarm, the window's

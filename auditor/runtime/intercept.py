@@ -138,8 +138,7 @@ class _Monitor:
             events = mon.events
             mon.register_callback(tool, events.PY_START, self._on_start)
             mon.register_callback(tool, events.PY_RETURN, self._on_return)
-            for code, _, _ in codes.values():
-                mon.set_local_events(tool, code, events.PY_START | events.PY_RETURN)
+            self.instrument(True)
             return self
         return None
 
@@ -157,8 +156,7 @@ class _Monitor:
         finished as not returned."""
         mon = sys.monitoring
         if mon.get_tool(self.tool) == "torch-audit":  # not freed behind our back
-            for code, _, _ in self.codes.values():
-                mon.set_local_events(self.tool, code, 0)
+            self.instrument(False)
             mon.register_callback(self.tool, mon.events.PY_START, None)
             mon.register_callback(self.tool, mon.events.PY_RETURN, None)
             mon.free_tool_id(self.tool)
